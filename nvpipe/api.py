@@ -1,0 +1,98 @@
+"""``convert_video``: RVM's converter's arguments, nvpipe's pipeline underneath."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional, Union
+
+import torch
+
+from .batch import carries_alpha
+from .errors import NvpipeError
+from .job import Job, OutputSpec
+from .runner import RunResult, run
+
+# RVM's converter composites video over this colour (RGB 120, 255, 155).
+RVM_GREEN = "#78ff9b"
+
+
+def _as_network(model, device: str, dtype: torch.dtype):
+    """None, a variant name, an ``rvm.MattingNetwork`` or any module holding the official
+    state_dict -> a BN-folded ``rvm.MattingNetwork`` on ``device`` in ``dtype``."""
+    import rvm
+
+    if model is None or isinstance(model, str):
+        return rvm.load(None, variant=model or "mobilenetv3", device=device, dtype=dtype)
+    if isinstance(model, rvm.MattingNetwork):
+        return model.to(device=device, dtype=dtype).eval()
+    if isinstance(model, torch.nn.Module):
+        state = model.state_dict()
+        variant = "resnet50" if any(key.startswith("backbone.layer1") for key in state) \
+            else "mobilenetv3"
+        network = rvm.MattingNetwork(variant)
+        network.load_state_dict(state, strict=True)
+        return rvm.fuse(network).to(device=device, dtype=dtype).eval()
+    raise NvpipeError(f"model must be an RVM network, a variant name or None, got {type(model)}")
+
+
+def convert_video(model=None, input_source: str = None, input_resize: Optional[tuple] = None,
+                  downsample_ratio: Optional[float] = None, output_type: str = "video",
+                  output_composition: Optional[str] = None, output_alpha: Optional[str] = None,
+                  output_foreground: Optional[str] = None,
+                  output_video_mbps: Optional[float] = None, seq_chunk: int = 1,
+                  num_workers: int = 0, progress: bool = True,
+                  device: Optional[Union[str, torch.device]] = None,
+                  dtype: Optional[torch.dtype] = None, *, overwrite: bool = True,
+                  background: Optional[str] = None) -> RunResult:
+    """Convert a video or image sequence, with the argument names of RVM's ``convert_video``.
+
+    ``output_type`` "video" writes videos (the composition over RVM's green, or
+    ``background``); "png_sequence" writes directories of PNGs (the composition as RGBA).
+    ``input_resize`` is (width, height); ``output_video_mbps`` sets the bitrate;
+    ``seq_chunk`` frames go through the network at once. ``num_workers`` is accepted for
+    compatibility (decoding already runs on its own thread). RVM's converter overwrites its
+    outputs, so ``overwrite`` defaults to True here.
+    """
+    from .cli import ProgressBar
+
+    if input_source is None:
+        raise NvpipeError("input_source is required")
+    if output_type not in ("video", "png_sequence"):
+        raise NvpipeError(f"output_type must be 'video' or 'png_sequence', got {output_type!r}")
+    if not any((output_composition, output_alpha, output_foreground)):
+        raise NvpipeError("give at least one of output_composition, output_alpha, "
+                          "output_foreground")
+    if device is None:
+        device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
+    device = torch.device(device).type
+    if dtype is None:
+        dtype = (next(model.parameters()).dtype if isinstance(model, torch.nn.Module)
+                 else torch.float32)
+    bitrate = int(output_video_mbps * 1_000_000) if output_video_mbps else None
+
+    def spec(path: str, kind: str) -> OutputSpec:
+        if output_type == "png_sequence":
+            path = path if path.endswith(os.sep) or "%" in path else path + os.sep
+            return OutputSpec(path, kind=kind, codec="png")
+        return OutputSpec(path, kind=kind, bitrate=bitrate)
+
+    outputs = []
+    if output_composition:
+        composite_kind = "rgba" if output_type == "png_sequence" else "composite"
+        if output_type == "video" and background is None and carries_alpha(output_composition):
+            composite_kind = "rgba"
+        outputs.append(spec(output_composition, composite_kind))
+    if output_alpha:
+        outputs.append(spec(output_alpha, "alpha"))
+    if output_foreground:
+        outputs.append(spec(output_foreground, "foreground"))
+    job = Job(input=str(input_source), outputs=outputs, ratio=downsample_ratio, device=device,
+              background=background or RVM_GREEN, chunk=seq_chunk, overwrite=overwrite,
+              dtype={torch.float32: "float32", torch.float16: "float16"}[dtype],
+              resize=tuple(input_resize) if input_resize else None)
+    network = _as_network(model, device, dtype)
+    bar = ProgressBar(os.path.basename(str(input_source))) if progress else None
+    result = run(job, progress=bar, network=network)
+    if bar:
+        bar.finish()
+    return result

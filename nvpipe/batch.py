@@ -1,0 +1,186 @@
+"""Jobs from command-line style options, and batches of clips (a directory or a glob)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import NvpipeError
+from .job import Job, OutputSpec
+
+VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mts", ".ts", ".flv",
+                    ".wmv", ".mpg", ".mpeg", ".3gp"}
+ALPHA_EXTENSIONS = {".mov", ".webm"}
+
+
+def is_image_sequence_path(path: str) -> bool:
+    """A PNG-sequence output: a directory (existing, or named with a trailing slash) or a
+    ``%05d.png``-style pattern."""
+    return path.endswith(("/", os.sep)) or os.path.isdir(path) or (
+        "%" in os.path.basename(path) and path.lower().endswith(".png"))
+
+
+def carries_alpha(path: str) -> bool:
+    return is_image_sequence_path(path) or Path(path).suffix.lower() in ALPHA_EXTENSIONS
+
+
+@dataclass
+class BatchOptions:
+    """Everything of a job but its paths: what ``nvpipe run`` options say."""
+
+    ratio: Optional[float] = None
+    device: str = "cpu"
+    variant: str = "mobilenetv3"
+    weights: Optional[str] = None
+    background: Optional[str] = None
+    kind: Optional[str] = None
+    codec: Optional[str] = None
+    crf: Optional[int] = None
+    bitrate: Optional[int] = None
+    preset: Optional[str] = None
+    chunk: int = 1
+    resize: Optional[tuple[int, int]] = None
+    dtype: Optional[str] = None
+    overwrite: bool = False
+    alpha: Optional[str] = None
+    foreground: Optional[str] = None
+    verbose: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "BatchOptions":
+        names = cls.__dataclass_fields__
+        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+    def main_kind(self, output: str) -> str:
+        if self.kind is not None:
+            return self.kind
+        if self.background is not None and self.background.lower() == "none":
+            return "rgba"
+        if self.background is None and carries_alpha(output):
+            return "rgba"
+        return "composite"
+
+    def job(self, input_path: str, output: str, *, alpha: Optional[str] = None,
+            foreground: Optional[str] = None) -> Job:
+        kind = self.main_kind(output)
+        quality = dict(codec=self.codec, crf=self.crf, bitrate=self.bitrate, preset=self.preset)
+        outputs = [OutputSpec(output, kind=kind, **quality)]
+        # The extra outputs take their codec from their own names.
+        extra = dict(crf=self.crf, bitrate=self.bitrate, preset=self.preset)
+        if alpha:
+            outputs.append(OutputSpec(alpha, kind="alpha", **extra))
+        if foreground:
+            outputs.append(OutputSpec(foreground, kind="foreground", **extra))
+        paths = [os.path.abspath(spec.path) for spec in outputs]
+        if len(set(paths)) != len(paths):
+            raise NvpipeError("two outputs have the same path: " + ", ".join(
+                spec.path for spec in outputs))
+        background = self.background
+        if background is not None and background.lower() == "none":
+            background = None
+        return Job(input=input_path, outputs=outputs, ratio=self.ratio, device=self.device,
+                   variant=self.variant, weights=self.weights,
+                   background=background or "#00ff00", chunk=self.chunk,
+                   overwrite=self.overwrite, dtype=self.dtype, resize=self.resize)
+
+
+def _is_glob(text: str) -> bool:
+    return any(char in text for char in "*?[")
+
+
+def batch_inputs(source: str) -> list[str]:
+    """The video files a batch input names, sorted; [] when it names no batch."""
+    if _is_glob(source) and not os.path.exists(source):
+        candidates = glob.glob(source)
+    elif os.path.isdir(source):
+        candidates = [str(path) for path in Path(source).iterdir()]
+    else:
+        return []
+    return sorted(path for path in candidates
+                  if os.path.isfile(path) and Path(path).suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def is_batch(source: str) -> bool:
+    """A glob, or a directory holding videos (a directory of images is one image sequence)."""
+    return (_is_glob(source) and not os.path.exists(source)) or bool(batch_inputs(source))
+
+
+def _name_for(template: str, stem: str, default_suffix: str, out_dir: str) -> str:
+    """An extra output's path: a template with {stem}, or an extension / suffix."""
+    if "{stem}" in template:
+        return os.path.join(out_dir, template.format(stem=stem))
+    extension = template if template.startswith(".") else "." + template.lstrip("*")
+    return os.path.join(out_dir, f"{stem}{default_suffix}{extension}")
+
+
+def batch_outputs(input_path: str, out: str) -> tuple[str, str]:
+    """(main output path, output directory) for one clip of a batch."""
+    stem = Path(input_path).stem
+    if "{stem}" in out:
+        path = out.format(stem=stem)
+        return path, os.path.dirname(path) or "."
+    return os.path.join(out, f"{stem}.mp4"), out
+
+
+@dataclass
+class BatchSummary:
+    converted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    def report(self) -> str:
+        lines = [f"nvpipe: batch: {len(self.converted)} converted, {len(self.skipped)} skipped "
+                 f"(output exists), {len(self.failed)} failed"]
+        lines += [f"nvpipe: failed: {path}: {reason}" for path, reason in self.failed]
+        return "\n".join(lines)
+
+
+def run_batch(source: str, out: str, options: BatchOptions,
+              progress_factory: Optional[Callable[[str], Callable]] = None,
+              log=sys.stderr) -> BatchSummary:
+    """Convert every clip ``source`` names into ``out``; a failing clip is reported and the
+    rest go on; existing outputs are skipped unless ``options.overwrite`` (so an
+    interrupted batch resumes). The network is loaded once."""
+    from .runner import _dtype_for, load_network, run
+
+    inputs = batch_inputs(source)
+    if not inputs:
+        raise NvpipeError(f"no video files match {source!r}")
+    if "{stem}" not in out:
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise NvpipeError(f"batch output must be a directory: {out!r} is a file")
+        os.makedirs(out, exist_ok=True)
+    summary = BatchSummary()
+    network = None
+    for input_path in inputs:
+        output, out_dir = batch_outputs(input_path, out)
+        stem = Path(input_path).stem
+        alpha = _name_for(options.alpha, stem, "_alpha", out_dir) if options.alpha else None
+        foreground = (_name_for(options.foreground, stem, "_foreground", out_dir)
+                      if options.foreground else None)
+        wanted = [path for path in (output, alpha, foreground) if path]
+        if not options.overwrite and all(os.path.exists(path) for path in wanted):
+            summary.skipped.append(input_path)
+            continue
+        try:
+            job = options.job(input_path, output, alpha=alpha, foreground=foreground)
+            if network is None:
+                network = load_network(job, _dtype_for(job))
+            progress = progress_factory(os.path.basename(input_path)) if progress_factory else None
+            run(job, progress=progress, network=network, verbose=options.verbose)
+            if progress is not None and hasattr(progress, "finish"):
+                progress.finish()
+            summary.converted.append(input_path)
+        except NvpipeError as error:
+            summary.failed.append((input_path, str(error)))
+            print(f"nvpipe: failed: {input_path}: {error}", file=log)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as error:  # noqa: BLE001 - one clip's failure must not stop the batch
+            summary.failed.append((input_path, f"{type(error).__name__}: {error}"))
+            print(f"nvpipe: failed: {input_path}: {type(error).__name__}: {error}", file=log)
+    return summary

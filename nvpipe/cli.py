@@ -1,0 +1,208 @@
+"""``nvpipe`` command line: a thin shell over ``nvpipe.runner.run`` and ``nvpipe.batch``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+from .errors import NvpipeError
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line, not the whole usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1280x720, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+def parse_bitrate(text: str) -> int:
+    """'8M', '800k' or '2500000' -> bits per second."""
+    scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale != 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bitrate must look like 8M or 800k, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"bitrate must be positive, got {text!r}")
+    return int(value)
+
+
+def parse_ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratio must be a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"ratio must be in (0, 1], got {text}")
+    return value
+
+
+def parse_chunk(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"chunk must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"chunk must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run", help="convert a video, an image sequence, or a batch of videos",
+        description="Convert IN to OUT. IN may be a video, an image sequence (directory or "
+                    "%%05d.png pattern), or for a batch a directory of videos or a glob; OUT "
+                    "is then a directory or a template containing {stem}.")
+    run.add_argument("input", metavar="IN")
+    run.add_argument("output", metavar="OUT")
+    run.add_argument("--ratio", type=parse_ratio, default=None,
+                     help="downsample ratio for the network (default: min(512/max(H,W), 1))")
+    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    run.add_argument("--variant", choices=("mobilenetv3", "resnet50"), default="mobilenetv3")
+    run.add_argument("--weights", metavar="PATH", help=".pth or .onnx weights (default: "
+                     "$NVPIPE_WEIGHTS, the cache, then the official file)")
+    run.add_argument("--background", metavar="B", default=None,
+                     help="composite background: a colour (#00ff00, green, 0,255,0), an image "
+                          "or a video; 'none' writes RGBA (default: green; RGBA for "
+                          ".mov/.webm/PNG outputs)")
+    run.add_argument("--alpha", metavar="PATH", help="also write the alpha matte here")
+    run.add_argument("--foreground", metavar="PATH", help="also write the foreground here")
+    run.add_argument("--type", dest="kind", default=None,
+                     choices=("composite", "rgba", "rgba_premultiplied", "alpha", "foreground"),
+                     help="what OUT holds (default: composite, or rgba for alpha formats)")
+    run.add_argument("--codec", choices=("h264", "hevc", "av1", "prores", "vp9", "png"))
+    quality = run.add_mutually_exclusive_group()
+    quality.add_argument("--crf", type=int, help="constant quality (lower is better)")
+    quality.add_argument("--bitrate", type=parse_bitrate, help="e.g. 8M")
+    run.add_argument("--preset", help="encoder preset (x264: ultrafast..veryslow)")
+    run.add_argument("--chunk", type=parse_chunk, default=1, metavar="T",
+                     help="frames per network call (default 1)")
+    run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
+    run.add_argument("--dtype", choices=("float32", "float16"),
+                     help="network precision (default: float32 on cpu, float16 on cuda)")
+    run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--verbose", action="store_true", help="stages, encoders and telemetry")
+
+    commands.add_parser("info", help="what this machine can do (GPU, decoders, weights)")
+    commands.add_parser("doctor", help="same as info")
+    return parser
+
+
+class ProgressBar:
+    """Frames, fps and time left on stderr; redrawn at most 4 times a second."""
+
+    def __init__(self, label: str, stream=None):
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, done: int, total: Optional[int], elapsed: float) -> None:
+        now = time.monotonic()
+        if now - self._last < (0.25 if self.tty else 10.0) and done != total:
+            return
+        self._last = now
+        fps = done / elapsed if elapsed > 0 else 0.0
+        if total:
+            left = (total - done) / fps if fps > 0 else 0.0
+            width = 24
+            filled = int(width * done / total)
+            text = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+                    f"frames  {fps:5.1f} fps  {_clock(left)} left")
+        else:
+            text = f"{self.label} {done} frames  {fps:5.1f} fps  {_clock(elapsed)}"
+        self.stream.write(("\r" + text + "\033[K") if self.tty else text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("info", "doctor"):
+            from .info import format_report
+
+            print(format_report())
+            return 0
+        return _run(args)
+    except NvpipeError as error:
+        print(f"nvpipe: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("nvpipe: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - one line unless asked for the traceback
+        if getattr(args, "verbose", False) or os.environ.get("NVPIPE_DEBUG"):
+            raise
+        print(f"nvpipe: internal error: {type(error).__name__}: {error} "
+              "(run with --verbose for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .batch import BatchOptions, is_batch, run_batch
+    from .runner import Interrupted, run
+
+    options = BatchOptions.from_args(args)
+    if is_batch(args.input):
+        summary = run_batch(args.input, args.output, options,
+                            progress_factory=None if args.quiet else ProgressBar)
+        print(summary.report(), file=sys.stderr)
+        return EXIT_FAILED if summary.failed else 0
+
+    job = options.job(args.input, args.output, alpha=args.alpha, foreground=args.foreground)
+    bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
+    try:
+        result = run(job, progress=bar, verbose=args.verbose)
+    except Interrupted as interrupt:
+        if bar:
+            bar.finish()
+        done = interrupt.result
+        kept = ", ".join(path for path in done.outputs if os.path.exists(path)) or "no output"
+        print(f"nvpipe: interrupted after {done.frames} frames; kept {kept}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if bar:
+        bar.finish()
+    if args.verbose:
+        for path, encoder in result.encoders.items():
+            print(f"nvpipe: {path}: encoder {encoder}", file=sys.stderr)
+        if result.telemetry:
+            print(f"nvpipe: telemetry {result.telemetry}", file=sys.stderr)
+    if not args.quiet:
+        print(f"nvpipe: {result.frames} frames in {result.seconds:.1f} s "
+              f"({result.fps:.1f} fps) -> {', '.join(result.outputs)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Compose stage: refiner coefficients + the full-resolution frame -> what each sink takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class ComposeTarget:
+    """One output of the job: its kind (``composite``, ``alpha``, ``foreground``, ``rgba``,
+    ``rgba_premultiplied``) and the sink's ``pixel_format`` (``rgb24``, ``rgba``, ``gray``,
+    ``nv12``)."""
+
+    name: str
+    kind: str
+    pixel_format: str
+    matrix: str = "bt709"
+    full_range: bool = False
+
+
+def _buffer(pixel_format: str, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """A uint8 array laid out as the encoder wants it, pinned when it will cross to the host."""
+    shape = {"rgb24": (height, width, 3), "rgba": (height, width, 4), "gray": (height, width),
+             "nv12": (height + (height + 1) // 2, 2 * ((width + 1) // 2))}[pixel_format]
+    return torch.empty(shape, dtype=torch.uint8, device=device)
+
+
+def _planar_view(buffer: torch.Tensor) -> torch.Tensor:
+    """(H, W, C) or (H, W) memory viewed as (C, H, W), for kernels that write planes."""
+    return buffer[None] if buffer.dim() == 2 else buffer.permute(2, 0, 1)
+
+
+class Composer:
+    """``(coeff_a [4,h,w], coeff_b [4,h,w], src [3,H,W], frame_index)`` -> ``{name: uint8 array}``.
+
+    Each array is written by one pass of the fused tail kernel straight into the layout
+    its sink encodes (interleaved RGB/RGBA, grey, or NV12), so the full frame is read once
+    per output and nothing is converted again on the way to the encoder.
+    """
+
+    def __init__(self, targets: list[ComposeTarget], background=None):
+        self.targets = targets
+        self.background = background
+
+    def _background_for(self, index: int, src: torch.Tensor):
+        if self.background is None:
+            return None
+        color = getattr(self.background, "color", None)
+        if color is not None:
+            return tuple(color)
+        frame = self.background.frame(index)
+        return frame.to(src.device, non_blocking=True)
+
+    def __call__(self, coeff_a: torch.Tensor, coeff_b: torch.Tensor, src: torch.Tensor,
+                 index: int) -> dict[str, torch.Tensor]:
+        from . import kernels
+
+        height, width = src.shape[-2:]
+        outputs = {}
+        background: Optional[object] = None
+        for target in self.targets:
+            if target.kind == "composite" and background is None:
+                background = self._background_for(index, src)
+            out = _buffer(target.pixel_format, height, width, src.device)
+            if target.pixel_format == "nv12":
+                kernels.matting_tail_nv12(coeff_a, coeff_b, src, output=target.kind,
+                                          background=background, matrix=target.matrix,
+                                          full_range=target.full_range, out=out)
+            else:
+                kind = target.kind
+                if target.pixel_format == "gray":
+                    kind = "alpha"
+                kernels.matting_tail(coeff_a, coeff_b, src, output=kind, background=background,
+                                     out=_planar_view(out), out_dtype=torch.uint8)
+            outputs[target.name] = out
+        return outputs

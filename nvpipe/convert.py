@@ -1,0 +1,71 @@
+"""Convert stage: a decoded frame -> the network's full- and low-resolution RGB inputs."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from .frames import DecodedFrame, StreamInfo
+
+
+def downsample(rgb: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The network's stage-0 downsample. rgb ``[..., 3, H, W]`` -> ``[..., 3, floor(H*r), floor(W*r)]``."""
+    if ratio == 1:
+        return rgb
+    lead = rgb.shape[:-3]
+    flat = rgb.reshape(-1, *rgb.shape[-3:])
+    small = F.interpolate(flat, scale_factor=ratio, mode="bilinear", align_corners=False,
+                          recompute_scale_factor=False)
+    return small.reshape(*lead, *small.shape[-3:])
+
+
+class Converter:
+    """``DecodedFrame`` -> ``(src [3,H,W], src_sm [3,h,w])`` in [0, 1] on the job's device.
+
+    NV12/P016 frames go through ``nvpipe.kernels`` (Triton on CUDA, the PyTorch reference
+    on the CPU), which writes the downsampled copy in the same pass when no rotation or
+    resize sits between the two. Rotation (clockwise degrees) and ``resize`` ((W, H)) are
+    applied to the full frame before the downsample, so the network sees what the viewer sees.
+    """
+
+    def __init__(self, info: StreamInfo, *, ratio: float, device: torch.device | str,
+                 dtype: torch.dtype, resize: Optional[tuple[int, int]] = None):
+        self.info = info
+        self.ratio = float(ratio)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.resize = resize
+        self.rotation = info.rotation % 360
+
+    def _fused_downsample(self) -> bool:
+        return self.rotation == 0 and self.resize is None and self.ratio != 1
+
+    def __call__(self, frame: DecodedFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        from . import kernels
+
+        data = frame.data
+        if data.device != self.device:
+            data = data.to(self.device, non_blocking=True)
+        small = None
+        if frame.pix_fmt in ("nv12", "p016"):
+            convert = kernels.nv12_to_rgb if frame.pix_fmt == "nv12" else kernels.p016_to_rgb
+            result = convert(data, matrix=frame.color.matrix, full_range=frame.color.full_range,
+                             out_dtype=self.dtype, height=frame.height, width=frame.width,
+                             downsample=self.ratio if self._fused_downsample() else None)
+            src, small = result if isinstance(result, tuple) else (result, None)
+        elif frame.pix_fmt in ("rgb24", "rgba"):
+            src = data[..., :3].permute(2, 0, 1).to(self.dtype).div_(255)
+        else:
+            raise ValueError(f"unsupported pixel format {frame.pix_fmt!r}")
+        if self.rotation:
+            # torch.rot90 turns counter-clockwise for positive k; rotation is clockwise.
+            src = torch.rot90(src, k=-self.rotation // 90, dims=(1, 2)).contiguous()
+        if self.resize is not None and (src.shape[2], src.shape[1]) != tuple(self.resize):
+            width, height = self.resize
+            src = F.interpolate(src[None], size=(height, width), mode="bilinear",
+                                align_corners=False, antialias=True)[0].clamp_(0, 1)
+        if small is None:
+            small = downsample(src, self.ratio)
+        return src, small

@@ -1,0 +1,87 @@
+"""The types that flow between stages: stream facts, decoded frames, colour specs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Callable, Optional
+
+import torch
+
+MATRICES = ("bt601", "bt709", "bt2020")
+PIXEL_FORMATS = ("nv12", "p016", "rgb24", "rgba")
+
+
+@dataclass(frozen=True)
+class ColorSpec:
+    """YUV -> RGB matrix and range of a stream. ``full_range`` False means limited (16-235)."""
+
+    matrix: str = "bt709"
+    full_range: bool = False
+
+    def __post_init__(self) -> None:
+        if self.matrix not in MATRICES:
+            raise ValueError(f"matrix must be one of {MATRICES}, got {self.matrix!r}")
+
+
+@dataclass
+class StreamInfo:
+    """What a source knows about its video before the first frame.
+
+    ``width``/``height`` are the coded size; ``rotation`` (0, 90, 180, 270, clockwise) is
+    applied after conversion, so outputs have ``display_size``.
+    """
+
+    path: str
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    frame_count: Optional[int] = None
+    color: ColorSpec = field(default_factory=ColorSpec)
+    bit_depth: int = 8
+    codec: str = ""
+    rotation: int = 0
+    has_audio: bool = False
+    duration: Optional[float] = None  # seconds, where the container says
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) after rotation."""
+        if self.rotation % 180:
+            return self.height, self.width
+        return self.width, self.height
+
+
+@dataclass
+class DecodedFrame:
+    """One decoded picture, borrowed or owned, on the CPU or a CUDA device.
+
+    ``data`` layouts by ``pix_fmt`` (see docs/design.md):
+    - ``nv12``: uint8 ``(H + ceil(H/2), P)``, Y rows then interleaved UV rows.
+    - ``p016``: uint16, same layout, values MSB-aligned.
+    - ``rgb24`` / ``rgba``: uint8 ``(H, W, 3|4)``.
+    """
+
+    data: torch.Tensor
+    pix_fmt: str
+    width: int
+    height: int
+    color: ColorSpec
+    pts: Optional[int]
+    time_base: Fraction
+    index: int
+    # Borrowed frames (NVDEC's pool) set this: the consumer calls it once the work that
+    # reads ``data`` is enqueued on its current stream, before asking the source for more.
+    release: Optional[Callable[[], None]] = None
+
+    @property
+    def time(self) -> Optional[float]:
+        return None if self.pts is None else float(self.pts * self.time_base)
+
+
+def output_kind_channels(kind: str) -> int:
+    return {"composite": 3, "foreground": 3, "alpha": 1, "rgba": 4, "rgba_premultiplied": 4}[kind]
+
+
+__all__ = ["ColorSpec", "StreamInfo", "DecodedFrame", "MATRICES", "PIXEL_FORMATS"]

@@ -1,0 +1,71 @@
+"""A conversion as plain data: what the CLI, ``convert_video`` and batches all build."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+OUTPUT_KINDS = ("composite", "alpha", "foreground", "rgba", "rgba_premultiplied")
+DEVICES = ("cpu", "cuda")
+VARIANTS = ("mobilenetv3", "resnet50")
+
+
+@dataclass
+class OutputSpec:
+    """One file (or image sequence) the job writes.
+
+    ``codec`` None picks from the name: .mp4/.mkv -> h264, .mov -> prores (4444 with alpha),
+    .webm -> vp9 (with alpha), a directory or ``%05d.png`` pattern -> png.
+    ``crf`` and ``bitrate`` (bits/s) are mutually exclusive; neither means the codec default.
+    """
+
+    path: str
+    kind: str = "composite"
+    codec: Optional[str] = None
+    crf: Optional[int] = None
+    bitrate: Optional[int] = None
+    preset: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise ValueError(f"output kind must be one of {OUTPUT_KINDS}, got {self.kind!r}")
+        if self.crf is not None and self.bitrate is not None:
+            raise ValueError("give crf or bitrate, not both")
+
+
+@dataclass
+class Job:
+    """Convert one input into one or more outputs.
+
+    ``ratio`` None means automatic: ``min(512 / max(H, W), 1)``. ``background`` is a colour
+    (``"#00ff00"``, ``"green"``, ``"0,255,0"``), an image or video path, or None where no
+    output needs one. ``dtype`` None means float32 on the CPU and float16 on CUDA.
+    """
+
+    input: str
+    outputs: list[OutputSpec] = field(default_factory=list)
+    ratio: Optional[float] = None
+    device: str = "cpu"
+    variant: str = "mobilenetv3"
+    weights: Optional[str] = None
+    background: Optional[str] = "#00ff00"
+    chunk: int = 1
+    overwrite: bool = False
+    dtype: Optional[str] = None  # "float32" | "float16"
+    resize: Optional[tuple[int, int]] = None  # (width, height) applied to the input
+    encoder: Optional[str] = None  # None: best available; "cpu" forces PyAV encoding
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if self.ratio is not None and not 0 < self.ratio <= 1:
+            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {self.chunk}")
+
+
+def auto_ratio(width: int, height: int) -> float:
+    """The official converter's automatic downsample ratio."""
+    return min(512 / max(width, height), 1.0)

@@ -1,0 +1,59 @@
+"""Matting stage: low-resolution frames -> the refiner's coefficients, recurrent state kept."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+
+class MattingStage:
+    """Runs the network on chunks of low-resolution frames and keeps its recurrent state.
+
+    ``__call__(src_sm)`` takes ``[T, 3, h, w]`` (T = 1..chunk) and returns
+    ``(coeff_a, coeff_b)``, each ``[T, 4, h, w]``, for ``nvpipe.kernels.matting_tail``.
+    On CUDA the network runs in FP16 under a CUDA graph per input shape
+    (``nvpipe.cuda_graphs``); on the CPU it runs eagerly in the job's dtype.
+    ``reset()`` forgets the state (a scene cut, or the next clip of a batch).
+    """
+
+    def __init__(self, network: torch.nn.Module, *, ratio: float, device: torch.device | str,
+                 dtype: torch.dtype, use_cuda_graphs: Optional[bool] = None):
+        self.network = network
+        self.ratio = float(ratio)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        if use_cuda_graphs is None:
+            use_cuda_graphs = self.device.type == "cuda"
+        self.use_cuda_graphs = use_cuda_graphs
+        self._graphs: dict[tuple[int, ...], object] = {}
+        self._state: list[Optional[torch.Tensor]] = [None] * 4
+
+    def reset(self) -> None:
+        self._state = [None] * 4
+        for graph in self._graphs.values():
+            graph.reset()
+
+    @torch.inference_mode()
+    def __call__(self, src_sm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.use_cuda_graphs:
+            return self._graphed(src_sm)
+        coeff_a, coeff_b, *self._state = self.network.coefficients(
+            src_sm[None], *self._state, downsample_ratio=self.ratio)
+        return coeff_a[0], coeff_b[0]
+
+    def _graphed(self, src_sm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        from .cuda_graphs import GraphedMatting
+
+        shape = tuple(src_sm.shape)
+        graph = self._graphs.get(shape)
+        if graph is None:
+            # A new shape (the last, shorter chunk of a clip) starts from the state the
+            # previous graph reached.
+            graph = GraphedMatting(self.network, shape, self.device, dtype=self.dtype,
+                                   downsample_ratio=self.ratio)
+            previous = next(reversed(self._graphs.values()), None)
+            if previous is not None:
+                graph.load_state(previous.state())
+            self._graphs[shape] = graph
+        return graph(src_sm)

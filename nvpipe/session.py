@@ -1,0 +1,93 @@
+"""A streaming matting session for embedding: frames in, mattes out, state kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from .convert import downsample
+from .job import auto_ratio
+from .matting import MattingStage
+
+
+@dataclass
+class Matte:
+    """One frame's result. ``alpha`` ``[1,H,W]`` and ``foreground`` ``[3,H,W]`` in [0, 1],
+    on the session's device, in its dtype; ``source`` is the input as ``[3,H,W]``."""
+
+    alpha: torch.Tensor
+    foreground: torch.Tensor
+    source: torch.Tensor
+
+    def composite(self, background: Union[tuple, torch.Tensor] = (0.0, 1.0, 0.0)) -> torch.Tensor:
+        """``[3,H,W]`` foreground over ``background`` (an RGB colour in [0,1] or ``[3,H,W]``)."""
+        if not isinstance(background, torch.Tensor):
+            background = torch.tensor(background, dtype=self.alpha.dtype,
+                                      device=self.alpha.device).view(3, 1, 1)
+        return self.foreground * self.alpha + background.to(self.alpha) * (1 - self.alpha)
+
+    def rgba(self) -> torch.Tensor:
+        """``[4,H,W]`` straight RGBA."""
+        return torch.cat([self.foreground, self.alpha])
+
+
+class MattingSession:
+    """Matte a stream of frames one at a time, carrying the network's memory across them.
+
+    ``process(frame)`` takes an RGB frame: a uint8 ``(H, W, 3)`` NumPy array, or a torch
+    tensor ``[3,H,W]`` (float in [0,1] or uint8) on the CPU or a CUDA device. Call
+    ``reset()`` at a scene cut, so the memory of the last shot does not leak into the next.
+    The ratio defaults to ``min(512 / max(H, W), 1)`` of the first frame.
+    """
+
+    def __init__(self, *, device: str = "cpu", ratio: Optional[float] = None,
+                 variant: str = "mobilenetv3", weights: Optional[str] = None,
+                 dtype: Optional[torch.dtype] = None, network: Optional[torch.nn.Module] = None):
+        import rvm
+
+        self.device = torch.device(device)
+        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.network = network if network is not None else rvm.load(
+            weights, variant=variant, device=self.device, dtype=self.dtype)
+        self.ratio = ratio
+        self._stage: Optional[MattingStage] = None
+        self._size: Optional[tuple[int, int]] = None
+
+    def reset(self) -> None:
+        """Forget the recurrent state (a scene cut)."""
+        if self._stage is not None:
+            self._stage.reset()
+
+    def _as_tensor(self, frame) -> torch.Tensor:
+        if isinstance(frame, np.ndarray):
+            if frame.ndim != 3 or frame.shape[2] not in (3, 4) or frame.dtype != np.uint8:
+                raise ValueError(f"expected a uint8 (H, W, 3) array, got {frame.dtype} "
+                                 f"{frame.shape}")
+            frame = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).permute(2, 0, 1)
+        if not isinstance(frame, torch.Tensor) or frame.dim() != 3 or frame.shape[0] != 3:
+            raise ValueError(f"expected a [3,H,W] tensor, got {getattr(frame, 'shape', frame)}")
+        frame = frame.to(self.device, non_blocking=True)
+        if frame.dtype == torch.uint8:
+            return frame.to(self.dtype).div_(255)
+        return frame.to(self.dtype)
+
+    @torch.inference_mode()
+    def process(self, frame) -> Matte:
+        from . import kernels
+
+        src = self._as_tensor(frame)
+        height, width = src.shape[-2:]
+        if self._size != (height, width):
+            # A new size starts a new stream: the state's shapes depend on it.
+            ratio = self.ratio if self.ratio is not None else auto_ratio(width, height)
+            self._stage = MattingStage(self.network, ratio=ratio, device=self.device,
+                                       dtype=self.dtype)
+            self._size = (height, width)
+        small = downsample(src, self._stage.ratio)
+        coeff_a, coeff_b = self._stage(small[None])
+        fgr_pha = kernels.matting_tail(coeff_a[0], coeff_b[0], src, output="rgba",
+                                       out_dtype=self.dtype)
+        return Matte(alpha=fgr_pha[3:], foreground=fgr_pha[:3], source=src)

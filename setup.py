@@ -1,0 +1,27 @@
+"""nvpipe: fast human video matting (Robust Video Matting) on NVIDIA GPUs and CPUs."""
+
+from setuptools import setup
+
+setup(
+    name="nvpipe",
+    version="0.1.0",
+    description="Human video matting with RVM: NVDEC, Triton kernels, CUDA graphs; CPU fallback",
+    license="GPL-3.0-only",
+    python_requires=">=3.10",
+    # kernels/ sits at the top of the repository but installs as nvpipe.kernels: a PyPI
+    # package named `kernels` exists and libraries probe for it.
+    packages=["nvpipe", "nvpipe.sources", "nvpipe.sinks", "nvpipe.kernels", "rvm"],
+    package_dir={"nvpipe.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "av>=12",
+        "onnx>=1.15",  # reading the official ONNX weights
+    ],
+    extras_require={
+        "test": ["pytest>=7", "onnxruntime>=1.17", "triton>=3.0"],
+        "gpu": ["pynvvideocodec>=2.0", "triton>=3.0", "nvidia-ml-py>=12", "cupy-cuda12x>=13"],
+    },
+    entry_points={"console_scripts": ["nvpipe=nvpipe.cli:main"]},
+    classifiers=["License :: OSI Approved :: GNU General Public License v3 (GPLv3)"],
+)

@@ -1,0 +1,53 @@
+"""Shared test setup: the interpreter for Triton on CPU, ../shared paths, GPU markers."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# Triton reads this when a kernel is decorated, so it must be set before nvpipe.kernels
+# imports. On a machine with a GPU the real compiler runs instead.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("NVPIPE_SHARED", REPO.parent / "shared"))
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _shared_path(relative: str) -> Path:
+    path = SHARED / relative
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared holds the weights and footage)")
+    return path
+
+
+@pytest.fixture
+def shared_path():
+    """Returns a function: relative path under ../shared -> Path, skipping when absent."""
+    return _shared_path
+
+
+@pytest.fixture
+def onnx_weights() -> Path:
+    return _shared_path("weights/rvm_mobilenetv3_fp32.onnx")
+
+
+@pytest.fixture
+def pth_weights() -> Path:
+    return _shared_path("weights/rvm_mobilenetv3_bnidentity.pth")
+
+
+@pytest.fixture
+def footage():
+    """Returns a function: clip name under ../shared/footage -> Path, skipping when absent."""
+    return lambda name: _shared_path(f"footage/{name}")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # No test may write to the user's cache or reach the network for weights by accident.
+    monkeypatch.setenv("NVPIPE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("NVPIPE_OFFLINE", "1")

@@ -1,0 +1,237 @@
+"""End to end on the CPU: `nvpipe run`, bad input, Ctrl-C, batches, the Python API."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from nvpipe.cli import main
+
+CLIP_FRAMES = 8
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _read(path):
+    """(frames as uint8 (H,W,3) arrays, pts list, time_base, has_audio) of a video file."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames, pts = [], []
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            pts.append(frame.pts)
+        return frames, pts, stream.time_base, bool(container.streams.audio)
+
+
+@pytest.fixture(scope="module")
+def small_clip(tmp_path_factory):
+    """8 frames of real footage at 144x256 (portrait), H.264 at high quality, 24 fps."""
+    from conftest import SHARED
+
+    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
+    if not source.exists():
+        pytest.skip(f"{source} is absent")
+    path = tmp_path_factory.mktemp("clips") / "person.mp4"
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 144, 256, "yuv420p"
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i == CLIP_FRAMES:
+                break
+            small = frame.reformat(width=144, height=256, format="yuv420p")
+            small.pts = None
+            out.mux(stream.encode(small))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture
+def weights_env(onnx_weights, monkeypatch):
+    monkeypatch.setenv("NVPIPE_WEIGHTS", str(onnx_weights))
+    return onnx_weights
+
+
+def _cli(*args, timeout=300):
+    """Run the real command in a subprocess: (returncode, stdout, stderr)."""
+    done = subprocess.run([sys.executable, "-m", "nvpipe.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    return done.returncode, done.stdout, done.stderr
+
+
+def _one_clean_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def test_run_writes_composite_alpha_foreground(small_clip, weights_env, tmp_path):
+    out, alpha, fgr = tmp_path / "out.mp4", tmp_path / "alpha.mp4", tmp_path / "fgr.mp4"
+    before = _sha(small_clip)
+    code = main(["run", str(small_clip), str(out), "--alpha", str(alpha), "--foreground",
+                 str(fgr), "--quiet", "--ratio", "0.5"])
+    assert code == 0
+    assert _sha(small_clip) == before
+    source_frames, source_pts, source_tb, _ = _read(small_clip)
+    for path in (out, alpha, fgr):
+        frames, pts, time_base, _ = _read(path)
+        assert len(frames) == len(source_frames) == CLIP_FRAMES
+        assert frames[0].shape == source_frames[0].shape
+        assert [p * time_base for p in pts] == [p * source_tb for p in source_pts]
+
+    # The composite equals the network's own output over green, within H.264's loss.
+    import rvm
+
+    network = rvm.load(str(weights_env))
+    state = [None] * 4
+    composite, _, _, _ = _read(out)
+    alphas, _, _, _ = _read(alpha)
+    errors, alpha_errors = [], []
+    with torch.inference_mode():
+        for i, frame in enumerate(source_frames):
+            src = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+            fgr_t, pha_t, *state = network(src, *state, downsample_ratio=0.5)
+            green = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
+            expected = (fgr_t * pha_t + green * (1 - pha_t))[0].permute(1, 2, 0).numpy() * 255
+            errors.append(np.abs(composite[i].astype(np.float32) - expected).mean())
+            alpha_errors.append(np.abs(alphas[i][..., 0].astype(np.float32)
+                                       - pha_t[0, 0].numpy() * 255).mean())
+    # H.264 at the default quality on real footage: mean error a few levels of 255.
+    assert max(errors) < 4.0, errors
+    assert max(alpha_errors) < 4.0, alpha_errors
+
+
+@pytest.mark.parametrize("case", ["missing", "not_video", "truncated", "no_out_dir", "exists",
+                                  "bad_value", "bad_ratio"])
+def test_bad_input_one_line_nonzero(case, small_clip, weights_env, tmp_path):
+    src, out = small_clip, tmp_path / "out.mp4"
+    args = []
+    if case == "missing":
+        src = tmp_path / "nope.mp4"
+    elif case == "not_video":
+        src = tmp_path / "notes.mp4"
+        src.write_text("this is not a video\n" * 100)
+    elif case == "truncated":
+        data = open(small_clip, "rb").read()
+        src = tmp_path / "truncated.mp4"
+        src.write_bytes(data[: len(data) // 2])
+    elif case == "no_out_dir":
+        out = tmp_path / "missing_dir" / "out.mp4"
+    elif case == "exists":
+        out.write_bytes(b"precious")
+    elif case == "bad_value":
+        args = ["--device", "gpu"]
+    elif case == "bad_ratio":
+        args = ["--ratio", "1.5"]
+    before = _sha(src) if os.path.exists(src) else None
+    code, _, stderr = _cli("run", src, out, "--quiet", *args)
+    assert code != 0
+    line = _one_clean_line(stderr)
+    assert "error" in line
+    if before is not None:
+        assert _sha(src) == before
+    if case == "exists":
+        assert out.read_bytes() == b"precious"
+    elif case != "no_out_dir":
+        assert not out.exists()  # a failed run leaves no output
+    assert [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []
+
+
+def _playable_frames(path) -> int:
+    """Decodes the whole file; raises if it is broken."""
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_ctrl_c_leaves_playable_file_or_nothing(weights_env, tmp_path, footage):
+    source = footage("person_fullbody_360x640.mp4")
+    out = tmp_path / "out.mp4"
+    process = subprocess.Popen([sys.executable, "-m", "nvpipe.cli", "run", str(source),
+                                str(out), "--ratio", "0.25"],
+                               stderr=subprocess.PIPE, text=True, env={**os.environ})
+    # Wait for the first progress line (printed every 10 s off a terminal) or a few seconds.
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(tmp_path.iterdir()):
+        time.sleep(0.2)
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert "Traceback" not in stderr, stderr
+    if process.returncode == 0:  # finished before the signal: a complete file
+        assert _playable_frames(out) == 50
+        return
+    assert process.returncode == 130, stderr
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "out.mp4"]
+    assert not leftovers, leftovers  # no partial files left behind
+    if out.exists():
+        assert 0 < _playable_frames(out) <= 50
+
+
+def test_batch_converts_good_reports_bad_and_resumes(small_clip, weights_env, tmp_path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("a.mp4", "b.mp4"):
+        (clips / name).write_bytes(small_clip.read_bytes())
+    (clips / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    out = tmp_path / "out"
+    code, _, stderr = _cli("run", clips, out, "--quiet", "--ratio", "0.5")
+    assert code != 0
+    assert "broken.mp4" in stderr and "Traceback" not in stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.mp4", "b.mp4"]
+    assert _playable_frames(out / "a.mp4") == CLIP_FRAMES
+    mtime = os.path.getmtime(out / "a.mp4")
+    code, _, stderr = _cli("run", str(clips / "[ab].mp4"), out, "--quiet")
+    assert code == 0, stderr
+    assert "2 skipped" in stderr
+    assert os.path.getmtime(out / "a.mp4") == mtime
+
+
+def test_convert_video_takes_rvm_arguments(small_clip, weights_env, tmp_path):
+    import nvpipe
+
+    result = nvpipe.convert_video(
+        input_source=str(small_clip), downsample_ratio=0.5, output_type="video",
+        output_composition=str(tmp_path / "com.mp4"), output_alpha=str(tmp_path / "pha.mp4"),
+        output_video_mbps=4, seq_chunk=4, progress=False, device="cpu", dtype=torch.float32)
+    assert result.frames == CLIP_FRAMES
+    assert _playable_frames(tmp_path / "com.mp4") == CLIP_FRAMES
+    assert _playable_frames(tmp_path / "pha.mp4") == CLIP_FRAMES
+
+
+def test_session_matches_network_and_resets(weights_env, small_clip):
+    import nvpipe
+    import rvm
+
+    frames, _, _, _ = _read(small_clip)
+    session = nvpipe.MattingSession(ratio=0.5, weights=str(weights_env))
+    network = rvm.load(str(weights_env))
+    state = [None] * 4
+    with torch.inference_mode():
+        for frame in frames[:4]:
+            matte = session.process(frame)
+            src = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+            fgr, pha, *state = network(src, *state, downsample_ratio=0.5)
+            assert torch.allclose(matte.alpha, pha[0], atol=1e-5)
+            assert torch.allclose(matte.foreground, fgr[0], atol=1e-5)
+        session.reset()
+        first = session.process(frames[0])
+        fresh_fgr, fresh_pha, *_ = network(
+            torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255,
+            downsample_ratio=0.5)
+        assert torch.allclose(first.alpha, fresh_pha[0], atol=1e-5)
+
+
+def test_info_reports_without_gpu(capsys):
+    assert main(["info"]) == 0
+    report = capsys.readouterr().out
+    assert "torch" in report and "gpu" in report and "weights" in report
