@@ -12,6 +12,8 @@ setup(
     # package named `kernels` exists and libraries probe for it.
     packages=["nvpipe", "nvpipe.sources", "nvpipe.sinks", "nvpipe.kernels", "rvm"],
     package_dir={"nvpipe.kernels": "kernels"},
+    # The CPU kernels' C source: built on first use (kernels/native.py) or by CMakeLists.txt.
+    package_data={"nvpipe.kernels": ["cpu/*.c"]},
     install_requires=[
         "torch>=2.4",
         "numpy>=1.24",

@@ -22,11 +22,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import av
-import numpy as np
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from nvpipe.threads import tune_for_pipeline  # noqa: E402
+
+tune_for_pipeline()  # the same threading environment `nvpipe run` uses, before torch loads
+
+import av  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
 DEFAULT_CLIP = REPO.parent / "shared" / "footage" / "four_people_1080p.mp4"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "rvm_mobilenetv3_fp32.onnx"
 
@@ -76,7 +81,7 @@ def bench_network_cpu(frames: list[np.ndarray], weights: str, ratio: float,
         with torch.inference_mode():
             for src in sources:
                 coeff_a, coeff_b, *state = network.coefficients(
-                    downsample(src, ratio)[None], *state, downsample_ratio=ratio)
+                    downsample(src, ratio)[None], *state, use_refiner=ratio != 1)
                 tail(coeff_a[0], coeff_b[0], src, output="rgba")
 
     def onnxruntime():

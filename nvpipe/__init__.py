@@ -1,20 +1,36 @@
 """nvpipe: human video matting (Robust Video Matting) at GPU speed, with a CPU fallback.
 
-Public API (re-exported from private modules):
+Public API (re-exported lazily from private modules, so ``nvpipe.cli`` can tune the
+threading environment before torch loads):
 - ``convert_video(...)``: RVM's converter's arguments, nvpipe's pipeline.
 - ``Job``, ``OutputSpec``, ``run``: a conversion as data, and running it.
 - ``MattingSession``: frames in, mattes out, for embedding.
-- ``NvpipeError``: what users can act on.
+- ``NvpipeError`` and its kinds: what users can act on.
 """
 
-from .api import convert_video
-from .errors import DeviceError, InputError, NvpipeError, OutputError
-from .job import Job, OutputSpec
-from .runner import Interrupted, RunResult, run
-from .session import Matte, MattingSession
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["convert_video", "Job", "OutputSpec", "run", "RunResult", "Interrupted",
-           "MattingSession", "Matte", "NvpipeError", "InputError", "OutputError",
-           "DeviceError", "__version__"]
+_EXPORTS = {
+    "convert_video": ".api",
+    "Job": ".job", "OutputSpec": ".job",
+    "run": ".runner", "RunResult": ".runner", "Interrupted": ".runner",
+    "MattingSession": ".session", "Matte": ".session",
+    "NvpipeError": ".errors", "InputError": ".errors", "OutputError": ".errors",
+    "DeviceError": ".errors",
+}
+
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nvpipe' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

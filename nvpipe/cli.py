@@ -8,7 +8,11 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from .errors import NvpipeError
+from .threads import tune_for_pipeline
+
+tune_for_pipeline()  # before anything imports torch
+
+from .errors import NvpipeError  # noqa: E402
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2

@@ -7,6 +7,8 @@ from typing import Optional
 
 import torch
 
+from .buffers import BufferRing
+
 
 @dataclass
 class ComposeTarget:
@@ -21,11 +23,10 @@ class ComposeTarget:
     full_range: bool = False
 
 
-def _buffer(pixel_format: str, height: int, width: int, device: torch.device) -> torch.Tensor:
-    """A uint8 array laid out as the encoder wants it, pinned when it will cross to the host."""
-    shape = {"rgb24": (height, width, 3), "rgba": (height, width, 4), "gray": (height, width),
-             "nv12": (height + (height + 1) // 2, 2 * ((width + 1) // 2))}[pixel_format]
-    return torch.empty(shape, dtype=torch.uint8, device=device)
+def buffer_shape(pixel_format: str, height: int, width: int) -> tuple[int, ...]:
+    """The uint8 array a sink of ``pixel_format`` takes for an ``height x width`` frame."""
+    return {"rgb24": (height, width, 3), "rgba": (height, width, 4), "gray": (height, width),
+            "nv12": (height + (height + 1) // 2, 2 * ((width + 1) // 2))}[pixel_format]
 
 
 def _planar_view(buffer: torch.Tensor) -> torch.Tensor:
@@ -41,9 +42,11 @@ class Composer:
     per output and nothing is converted again on the way to the encoder.
     """
 
-    def __init__(self, targets: list[ComposeTarget], background=None):
+    def __init__(self, targets: list[ComposeTarget], background=None, ring_size: int = 12):
+        """``ring_size``: composed frames alive at once downstream (queued for encoders)."""
         self.targets = targets
         self.background = background
+        self._ring = BufferRing(ring_size)
 
     def _background_for(self, index: int, src: torch.Tensor):
         if self.background is None:
@@ -64,7 +67,8 @@ class Composer:
         for target in self.targets:
             if target.kind == "composite" and background is None:
                 background = self._background_for(index, src)
-            out = _buffer(target.pixel_format, height, width, src.device)
+            out = self._ring.take(buffer_shape(target.pixel_format, height, width),
+                                  torch.uint8, src.device)
             if target.pixel_format == "nv12":
                 kernels.matting_tail_nv12(coeff_a, coeff_b, src, output=target.kind,
                                           background=background, matrix=target.matrix,

@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from .buffers import BufferRing
 from .frames import DecodedFrame, StreamInfo
 
 
@@ -31,13 +32,17 @@ class Converter:
     """
 
     def __init__(self, info: StreamInfo, *, ratio: float, device: torch.device | str,
-                 dtype: torch.dtype, resize: Optional[tuple[int, int]] = None):
+                 dtype: torch.dtype, resize: Optional[tuple[int, int]] = None,
+                 ring_size: int = 8):
+        """``ring_size``: how many converted frames may be alive at once downstream
+        (queued, held by the network); their CPU buffers are reused after that."""
         self.info = info
         self.ratio = float(ratio)
         self.device = torch.device(device)
         self.dtype = dtype
         self.resize = resize
         self.rotation = info.rotation % 360
+        self._ring = BufferRing(ring_size)
 
     def _fused_downsample(self) -> bool:
         return self.rotation == 0 and self.resize is None and self.ratio != 1
@@ -51,9 +56,18 @@ class Converter:
         small = None
         if frame.pix_fmt in ("nv12", "p016"):
             convert = kernels.nv12_to_rgb if frame.pix_fmt == "nv12" else kernels.p016_to_rgb
+            fused = self._fused_downsample()
+            out = out_small = None
+            if self.dtype == torch.float32 and self.device.type == "cpu":
+                out = self._ring.take((3, frame.height, frame.width), self.dtype)
+                if fused:
+                    out_small = self._ring.take(
+                        (3, int(frame.height * self.ratio), int(frame.width * self.ratio)),
+                        self.dtype)
             result = convert(data, matrix=frame.color.matrix, full_range=frame.color.full_range,
                              out_dtype=self.dtype, height=frame.height, width=frame.width,
-                             downsample=self.ratio if self._fused_downsample() else None)
+                             downsample=self.ratio if fused else None, out=out,
+                             out_small=out_small)
             src, small = result if isinstance(result, tuple) else (result, None)
         elif frame.pix_fmt in ("rgb24", "rgba"):
             src = data[..., :3].permute(2, 0, 1).to(self.dtype).div_(255)

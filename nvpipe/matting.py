@@ -39,7 +39,7 @@ class MattingStage:
         if self.use_cuda_graphs:
             return self._graphed(src_sm)
         coeff_a, coeff_b, *self._state = self.network.coefficients(
-            src_sm[None], *self._state, downsample_ratio=self.ratio)
+            src_sm[None], *self._state, use_refiner=self.ratio != 1)
         return coeff_a[0], coeff_b[0]
 
     def _graphed(self, src_sm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -99,9 +99,12 @@ def load_network(job: Job, dtype: torch.dtype):
     import rvm
 
     try:
-        return rvm.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
+        network = rvm.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
     except rvm.WeightsError as error:
         raise NvpipeError(str(error)) from None
+    if job.device == "cpu":
+        network = rvm.optimize_for_cpu(network)  # channels_last: 0.72x -> 0.80x of ORT's time
+    return network
 
 
 def run(job: Job, *, progress: Optional[ProgressCallback] = None,
@@ -149,12 +152,17 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
 
         if network is None:
             network = load_network(job, dtype)
-        converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize)
+        # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
+        converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
+                              ring_size=DECODE_QUEUE_DEPTH + job.chunk + 2)
         matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
-        targets = [ComposeTarget(path, kinds[path], sink.pixel_format,
-                                 *getattr(sink, "color", ("bt709", False)))
-                   for path, sink in sinks.items()]
-        composer = Composer(targets, background)
+        targets = []
+        for path, sink in sinks.items():
+            color = getattr(sink, "color", None)  # the ColorSpec an NV12-taking sink tags
+            targets.append(ComposeTarget(path, kinds[path], sink.pixel_format,
+                                         color.matrix if color else "bt709",
+                                         color.full_range if color else False))
+        composer = Composer(targets, background, ring_size=ENCODE_QUEUE_DEPTH + 2)
         if verbose and job.device == "cuda":
             from .telemetry import Telemetry
 

@@ -1,0 +1,127 @@
+"""Shared pieces of the kernels: Triton availability, dispatch, colour matrices.
+
+Dispatch rule (every public function): ``impl="triton"`` forces the Triton kernel,
+``impl="reference"`` the plain PyTorch reference, ``impl="native"`` the fused C kernels of
+``kernels/native.py`` (CPU tensors, the outputs the CPU pipeline uses), ``impl=None`` picks
+Triton for CUDA tensors, then for CPU tensors the C kernels where they apply and load, then
+the reference. Triton runs CPU tensors (``TRITON_INTERPRET=1``, the tests' interpreter)
+only when ``impl="triton"`` asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import torch
+
+from nvpipe.errors import NvpipeError
+
+try:  # Triton is optional: the references must import and run without it.
+    import triton
+    import triton.language as tl
+
+    HAVE_TRITON = True
+except ImportError:  # pragma: no cover - exercised only where triton is absent
+    triton = None
+    tl = None
+    HAVE_TRITON = False
+
+IMPLS = (None, "triton", "reference", "native")  # native: kernels/cpu/*.c, CPU only
+
+# Luma weights (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb (ITU-R BT.601-7, BT.709-6, BT.2020-2).
+LUMA_WEIGHTS = {
+    "bt601": (0.299, 0.114),
+    "bt709": (0.2126, 0.0722),
+    "bt2020": (0.2627, 0.0593),
+}
+
+
+class KernelError(NvpipeError):
+    """A kernel was called with inputs it cannot take (shape, dtype, device, option)."""
+
+
+def interpreting() -> bool:
+    """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def use_triton(tensor: torch.Tensor, impl: Optional[str]) -> bool:
+    """Decides the implementation for a call whose main input is ``tensor``."""
+    if impl not in IMPLS:
+        raise KernelError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl in ("reference", "native"):
+        return False
+    interpreted = tensor.device.type == "cpu" and interpreting()
+    runnable = HAVE_TRITON and (tensor.is_cuda or interpreted)
+    if impl is None:
+        # The interpreter only when asked for: it runs programs one by one (slow) and is
+        # not thread-safe, so the pipeline's decode and network threads must not share it.
+        return HAVE_TRITON and tensor.is_cuda
+    if impl == "triton" and not runnable:
+        raise KernelError(
+            "impl='triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
+        )
+    return runnable
+
+
+def check_matrix(matrix: str) -> tuple[float, float, float]:
+    """Returns (Kr, Kg, Kb) for a matrix name."""
+    if matrix not in LUMA_WEIGHTS:
+        raise KernelError(f"matrix must be one of {tuple(LUMA_WEIGHTS)}, got {matrix!r}")
+    kr, kb = LUMA_WEIGHTS[matrix]
+    return kr, 1.0 - kr - kb, kb
+
+
+def yuv_to_rgb_coefficients(matrix: str, full_range: bool, max_code: float, full_scale: float):
+    """Affine YUV -> RGB map on raw sample values, folded into 8 numbers.
+
+    ``R = ky*(Y - y0) + rv*(V - c0)``, ``G = ky*(Y - y0) + gu*(U - c0) + gv*(V - c0)``,
+    ``B = ky*(Y - y0) + bu*(U - c0)``, returned as (ky, rv, gu, gv, bu, r0, g0, b0) with the
+    offsets folded in: ``R = ky*Y + rv*V + r0`` etc.
+
+    ``max_code`` is 2**bits - 1 of the container's sample (255 for NV12, 65535 for P016);
+    ``full_scale`` the value that 1.0 maps to in full range (255, or for MSB-aligned 10-bit
+    P016 ``1023 * 64``). Limited range scales from the 8-bit figures (16, 219, 128, 224),
+    which MSB alignment keeps exact at any bit depth (ITU-T H.273, equations 20-31).
+    """
+    kr, kg, kb = check_matrix(matrix)
+    unit = (max_code + 1) / 256.0  # 1 for 8-bit, 256 for MSB-aligned 16-bit containers
+    c0 = 128.0 * unit
+    if full_range:
+        y0, y_span, c_span = 0.0, full_scale, full_scale
+    else:
+        y0, y_span, c_span = 16.0 * unit, 219.0 * unit, 224.0 * unit
+    ky = 1.0 / y_span
+    rv = 2.0 * (1.0 - kr) / c_span
+    bu = 2.0 * (1.0 - kb) / c_span
+    gu = -2.0 * kb * (1.0 - kb) / kg / c_span
+    gv = -2.0 * kr * (1.0 - kr) / kg / c_span
+    r0 = -ky * y0 - rv * c0
+    g0 = -ky * y0 - (gu + gv) * c0
+    b0 = -ky * y0 - bu * c0
+    return ky, rv, gu, gv, bu, r0, g0, b0
+
+
+def rgb_to_yuv_coefficients(matrix: str, full_range: bool):
+    """RGB in [0, 1] -> 8-bit Y, U, V codes (before rounding), as three rows of 4 numbers.
+
+    Returns ((yr, yg, yb, y0), (ur, ug, ub, u0), (vr, vg, vb, v0)) so that
+    ``Y = yr*R + yg*G + yb*B + y0``. Limited range: Y in 16..235, U/V in 16..240;
+    full range: Y in 0..255, U/V = 128 + 255*C (clamped to 0..255 when stored).
+    """
+    kr, kg, kb = check_matrix(matrix)
+    y_span, y_off, c_span = (255.0, 0.0, 255.0) if full_range else (219.0, 16.0, 224.0)
+    # Cb = (B - Y) / (2 (1 - Kb)), Cr = (R - Y) / (2 (1 - Kr)), both in [-0.5, 0.5].
+    cb = ((-kr) / (2 * (1 - kb)), (-kg) / (2 * (1 - kb)), (1 - kb) / (2 * (1 - kb)))
+    cr = ((1 - kr) / (2 * (1 - kr)), (-kg) / (2 * (1 - kr)), (-kb) / (2 * (1 - kr)))
+    y_row = (kr * y_span, kg * y_span, kb * y_span, y_off)
+    u_row = (cb[0] * c_span, cb[1] * c_span, cb[2] * c_span, 128.0)
+    v_row = (cr[0] * c_span, cr[1] * c_span, cr[2] * c_span, 128.0)
+    return y_row, u_row, v_row
+
+
+def check_float_dtype(dtype: torch.dtype, what: str, allow_uint8: bool = False) -> None:
+    allowed = (torch.float16, torch.bfloat16, torch.float32) + ((torch.uint8,) if allow_uint8 else ())
+    if dtype not in allowed:
+        raise KernelError(f"{what} must be one of {allowed}, got {dtype}")

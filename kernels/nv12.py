@@ -1,0 +1,312 @@
+"""Kernel 3: RGB (or the matting composite) -> NV12 for the encoder; alpha -> grey NV12.
+
+NV12 here is uint8 ``(H + ceil(H/2), P)``, ``P >= 2*ceil(W/2)``: Y rows, then interleaved
+U, V rows (see docs/design.md). Chroma is the average of each 2x2 block (of the pixels that
+exist, at odd edges). Codes are ``round(x)`` half up, clamped to 0..255.
+
+``matting_tail_nv12`` fuses kernel 2 (``kernels.tail``) with this one: the source frame is
+read once and the encoder's NV12 written once, with no RGB frame in between.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ._common import HAVE_TRITON, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton, use_triton
+from . import native
+from .tail import Background, tail_block_shape, _background_args, _compose_reference, _fgr_pha_reference, _TailArgs, _KIND_CODES
+
+NV12_OUTPUTS = ("composite", "foreground", "alpha")
+
+
+def nv12_shape(height: int, width: int) -> tuple[int, int]:
+    """Shape of a tightly packed NV12 frame: ``(H + ceil(H/2), 2*ceil(W/2))``."""
+    return height + (height + 1) // 2, 2 * ((width + 1) // 2)
+
+
+def _alpha_coefficients(full_range: bool):
+    # Grey: Y from alpha (limited: 16 + 219 a, full: 255 a), U = V = 128.
+    span, offset = (255.0, 0.0) if full_range else (219.0, 16.0)
+    return (span, 0.0, 0.0, offset), (0.0, 0.0, 0.0, 128.0), (0.0, 0.0, 0.0, 128.0)
+
+
+def _nv12_out(out: Optional[torch.Tensor], height: int, width: int, device) -> torch.Tensor:
+    rows, min_pitch = nv12_shape(height, width)
+    if out is None:
+        return torch.empty((rows, min_pitch), dtype=torch.uint8, device=device)
+    if out.dtype != torch.uint8 or out.dim() != 2 or out.shape[0] != rows or out.shape[1] < min_pitch:
+        raise KernelError(f"out must be uint8 ({rows}, >= {min_pitch}) for a {width}x{height} NV12 frame, "
+                          f"got {out.dtype} {tuple(out.shape)}")
+    if out.device != device:
+        raise KernelError(f"out is on {out.device} but the input is on {device}")
+    return out
+
+
+# ----------------------------------------------------------------------- reference
+
+
+def _to_nv12_reference(values: torch.Tensor, coefficients, out: torch.Tensor) -> torch.Tensor:
+    """values: float32 [C, H, W] (C = 3, or 1 for grey) in [0, 1]; writes NV12 into ``out``."""
+    channels, height, width = values.shape
+    hc, wc = (height + 1) // 2, (width + 1) // 2
+
+    def weighted(planes: torch.Tensor, row) -> torch.Tensor:
+        # row: (c0, c1, c2, offset); + 0.5 so the uint8 cast (truncation) rounds half up.
+        acc = planes[0] * row[0]
+        for c in range(1, channels):
+            acc.add_(planes[c], alpha=row[c])
+        return acc.add_(row[3] + 0.5).clamp_(0.0, 255.0)
+
+    y_row, u_row, v_row = coefficients
+    out[:height, :width].copy_(weighted(values, y_row))
+    # 2x2 means; with ceil_mode and no padding, the odd edge windows divide by the
+    # pixels they hold (PyTorch clips the window before counting).
+    means = F.avg_pool2d(values[None], kernel_size=2, stride=2, ceil_mode=True)[0]  # [C, hc, wc]
+    chroma = out[height : height + hc, : 2 * wc].view(hc, wc, 2)
+    chroma[..., 0].copy_(weighted(means, u_row))
+    chroma[..., 1].copy_(weighted(means, v_row))
+    return out
+
+
+def _as_float(values: torch.Tensor) -> torch.Tensor:
+    if values.dtype == torch.uint8:
+        return values.to(torch.float32).mul_(1.0 / 255.0)
+    return values.to(torch.float32)
+
+
+# -------------------------------------------------------------------------- Triton
+
+if HAVE_TRITON:
+    from .tail import _compose_tile, _fgr_pha_tile
+
+    @triton.jit
+    def _store_nv12_tile(
+        values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
+        yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0,
+        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    ):
+        """Writes a [BH, BW, 4] float tile (channels r, g, b, -) as NV12 luma + chroma.
+
+        The tile origin is even, so its 2x2 chroma blocks are whole: they are summed with a
+        reshape to [BH/2, 2, BW/2, 2], and U, V interleaved with a join, so both planes are
+        written as contiguous rows.
+        """
+        channel = tl.arange(0, 4)[None, None, :]
+        luma = tl.sum(values * tl.where(channel == 0, yr, tl.where(channel == 1, yg, tl.where(channel == 2, yb, 0.0))),
+                      axis=2) + y0
+        luma_code = tl.minimum(tl.maximum(luma + 0.5, 0.0), 255.0).to(tl.uint8)
+        tl.store(out_ptr + rows * so_r + cols * so_c, luma_code, mask=mask)
+
+        u = tl.sum(values * tl.where(channel == 0, ur, tl.where(channel == 1, ug, tl.where(channel == 2, ub, 0.0))),
+                   axis=2)
+        v = tl.sum(values * tl.where(channel == 0, vr, tl.where(channel == 1, vg, tl.where(channel == 2, vb, 0.0))),
+                   axis=2)
+        present = mask.to(tl.float32)
+        u_sum = tl.sum(tl.sum(tl.reshape(tl.where(mask, u, 0.0), (BLOCK_H // 2, 2, BLOCK_W // 2, 2)), axis=3), axis=1)
+        v_sum = tl.sum(tl.sum(tl.reshape(tl.where(mask, v, 0.0), (BLOCK_H // 2, 2, BLOCK_W // 2, 2)), axis=3), axis=1)
+        count = tl.sum(tl.sum(tl.reshape(present, (BLOCK_H // 2, 2, BLOCK_W // 2, 2)), axis=3), axis=1)
+        count = tl.maximum(count, 1.0)
+        uv = tl.reshape(tl.join(u_sum / count + u0, v_sum / count + v0), (BLOCK_H // 2, BLOCK_W))
+        uv_code = tl.minimum(tl.maximum(uv + 0.5, 0.0), 255.0).to(tl.uint8)
+        chroma_rows = pid_h * (BLOCK_H // 2) + tl.arange(0, BLOCK_H // 2)[:, None]
+        chroma_cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+        chroma_mask = (chroma_rows < (height + 1) // 2) & (chroma_cols < 2 * ((width + 1) // 2))
+        tl.store(out_ptr + (height + chroma_rows) * so_r + chroma_cols * so_c, uv_code, mask=chroma_mask)
+
+    @triton.jit
+    def _to_nv12_kernel(
+        in_ptr, si_c, si_h, si_w, in_channels, out_ptr, so_r, so_c, height, width,
+        yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0,
+        IN_U8: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    ):
+        pid_h = tl.program_id(0)
+        pid_w = tl.program_id(1)
+        rows = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
+        cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+        mask = (rows < height) & (cols < width)
+        channel = tl.arange(0, 4)[None, None, :]
+        values = tl.load(in_ptr + (rows * si_h + cols * si_w)[:, :, None] + channel * si_c,
+                         mask=mask[:, :, None] & (channel < in_channels), other=0.0).to(tl.float32)
+        if IN_U8:
+            values = values * (1.0 / 255.0)
+        _store_nv12_tile(values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
+                         yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0, BLOCK_H, BLOCK_W)
+
+    @triton.jit
+    def _matting_tail_nv12_kernel(
+        a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
+        bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b,
+        out_ptr, so_r, so_c, height, width, low_h, low_w, scale_h, scale_w,
+        yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0,
+        KIND: tl.constexpr, BG_TENSOR: tl.constexpr, BG_U8: tl.constexpr,
+        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+    ):
+        pid_h = tl.program_id(0)
+        pid_w = tl.program_id(1)
+        rows = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
+        cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
+        mask = (rows < height) & (cols < width)
+        fgr_pha = _fgr_pha_tile(a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
+                                rows, cols, mask, low_h, low_w, scale_h, scale_w)
+        values = _compose_tile(fgr_pha, bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b, rows, cols, mask,
+                               KIND, BG_TENSOR, BG_U8)
+        _store_nv12_tile(values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
+                         yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0, BLOCK_H, BLOCK_W)
+
+
+def _nv12_block_shape():
+    # Even tile sizes (whole 2x2 chroma blocks); the tail's tiles (see tail_block_shape):
+    # a program writes 16 x 64 luma bytes and 8 x 64 chroma bytes as contiguous row runs.
+    return tail_block_shape()
+
+
+def _flat(coefficients) -> list[float]:
+    return [float(c) for row in coefficients for c in row]
+
+
+def _to_nv12(values: torch.Tensor, coefficients, out: Optional[torch.Tensor], impl: Optional[str]) -> torch.Tensor:
+    channels, height, width = values.shape
+    out = _nv12_out(out, height, width, values.device)
+    if not use_triton(values, impl):
+        return _to_nv12_reference(_as_float(values), coefficients, out)
+    block_h, block_w, warps = _nv12_block_shape()
+    grid = (triton.cdiv(height, block_h), triton.cdiv(width, block_w))
+    _to_nv12_kernel[grid](
+        values, *values.stride(), channels, out, *out.stride(), height, width, *_flat(coefficients),
+        IN_U8=values.dtype == torch.uint8, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+    )
+    return out
+
+
+def _check_image(values: torch.Tensor, channels: int, name: str) -> None:
+    if values.dim() != 3 or values.shape[0] != channels:
+        raise KernelError(f"{name} must be [{channels},H,W], got {tuple(values.shape)}")
+    check_float_dtype(values.dtype, name, allow_uint8=True)
+
+
+# -------------------------------------------------------------------------- public
+
+
+def rgb_to_nv12(
+    rgb: torch.Tensor,
+    *,
+    matrix: str = "bt709",
+    full_range: bool = False,
+    out: Optional[torch.Tensor] = None,
+    impl: Optional[str] = None,
+) -> torch.Tensor:
+    """Planar RGB -> NV12 for an encoder.
+
+    Args:
+        rgb: ``[3, H, W]``, float in [0, 1] or uint8 (0-255), any strides (an HWC buffer
+            permuted to CHW is fine). Odd H, W allowed.
+        matrix: ``"bt601"``, ``"bt709"`` or ``"bt2020"``.
+        full_range: False: Y 16-235, U/V 16-240; True: 0-255.
+        out: optional uint8 ``(H + ceil(H/2), P)``, ``P >= 2*ceil(W/2)``, any strides
+            (padding columns are left alone).
+        impl: ``"triton"``, ``"reference"`` or None (Triton for CUDA tensors).
+
+    Returns:
+        uint8 ``(H + ceil(H/2), 2*ceil(W/2))`` (or ``out``): Y, then interleaved U, V, each
+        chroma sample from the mean of its 2x2 block.
+    """
+    _check_image(rgb, 3, "rgb")
+    return _to_nv12(rgb, rgb_to_yuv_coefficients(matrix, full_range), out, impl)
+
+
+def rgb_to_nv12_reference(rgb: torch.Tensor, *, matrix: str = "bt709", full_range: bool = False,
+                          out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Plain PyTorch :func:`rgb_to_nv12`: the CPU path."""
+    return rgb_to_nv12(rgb, matrix=matrix, full_range=full_range, out=out, impl="reference")
+
+
+def alpha_to_nv12(
+    pha: torch.Tensor,
+    *,
+    full_range: bool = False,
+    out: Optional[torch.Tensor] = None,
+    impl: Optional[str] = None,
+) -> torch.Tensor:
+    """Alpha matte -> grey NV12 (Y from alpha, U = V = 128), for alpha-as-video outputs.
+
+    Args:
+        pha: ``[1, H, W]`` or ``[H, W]``, float in [0, 1] or uint8, any strides.
+        full_range: False: Y = 16 + 219 * alpha; True: Y = 255 * alpha.
+        out, impl: as :func:`rgb_to_nv12`.
+
+    Returns:
+        uint8 ``(H + ceil(H/2), 2*ceil(W/2))`` (or ``out``).
+    """
+    if pha.dim() == 2:
+        pha = pha[None]
+    _check_image(pha, 1, "pha")
+    return _to_nv12(pha, _alpha_coefficients(full_range), out, impl)
+
+
+def alpha_to_nv12_reference(pha: torch.Tensor, *, full_range: bool = False,
+                            out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Plain PyTorch :func:`alpha_to_nv12`: the CPU path."""
+    return alpha_to_nv12(pha, full_range=full_range, out=out, impl="reference")
+
+
+def matting_tail_nv12(
+    coeff_a: torch.Tensor,
+    coeff_b: torch.Tensor,
+    src: torch.Tensor,
+    *,
+    output: str = "composite",
+    background: Background = None,
+    matrix: str = "bt709",
+    full_range: bool = False,
+    out: Optional[torch.Tensor] = None,
+    impl: Optional[str] = None,
+) -> torch.Tensor:
+    """Kernels 2 + 3 fused: the matting tail, composited, written straight as NV12.
+
+    Args:
+        coeff_a, coeff_b: float ``[4, h, w]``, any strides (one frame, not batched).
+        src: float ``[3, H, W]`` in [0, 1], any strides.
+        output: ``"composite"``, ``"foreground"`` or ``"alpha"`` (grey NV12 of the matte;
+            ``matrix`` is then unused).
+        background: as :func:`nvpipe.kernels.matting_tail` (composite only).
+        matrix, full_range, out, impl: as :func:`rgb_to_nv12`.
+
+    Returns:
+        uint8 ``(H + ceil(H/2), 2*ceil(W/2))`` (or ``out``), equal to
+        ``rgb_to_nv12(matting_tail(..., out_dtype=torch.float32))`` up to float rounding.
+    """
+    if output not in NV12_OUTPUTS:
+        raise KernelError(f"output must be one of {NV12_OUTPUTS} for NV12, got {output!r}")
+    if src.dim() != 3:
+        raise KernelError(f"matting_tail_nv12 takes one frame: src [3,H,W], got {tuple(src.shape)}")
+    args = _TailArgs(coeff_a, coeff_b, src, output, background, None, torch.float32)
+    coefficients = _alpha_coefficients(full_range) if output == "alpha" else rgb_to_yuv_coefficients(matrix, full_range)
+    out = _nv12_out(out, args.height, args.width, src.device)
+    if not use_triton(src, impl) and native.wanted(impl, src):
+        return native.matting_tail_nv12(args, coefficients, out)
+    if not use_triton(src, impl):
+        values = _compose_reference(_fgr_pha_reference(args), args)[0]
+        return _to_nv12_reference(values, coefficients, out)
+    block_h, block_w, warps = _nv12_block_shape()
+    (bg, _, *bg_strides), bg_tensor, bg_u8 = _background_args(args, args.src)
+    low_h, low_w = args.coeff_a.shape[-2:]
+    grid = (triton.cdiv(args.height, block_h), triton.cdiv(args.width, block_w))
+    _matting_tail_nv12_kernel[grid](
+        coeff_a, *coeff_a.stride(), coeff_b, *coeff_b.stride(), src, *src.stride(),
+        bg, *bg_strides, *args.colour,
+        out, *out.stride(), args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
+        *_flat(coefficients),
+        KIND=_KIND_CODES[output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
+        BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+    )
+    return out
+
+
+def matting_tail_nv12_reference(coeff_a, coeff_b, src, *, output="composite", background=None, matrix="bt709",
+                                full_range=False, out=None) -> torch.Tensor:
+    """Plain PyTorch :func:`matting_tail_nv12`: the CPU path."""
+    return matting_tail_nv12(coeff_a, coeff_b, src, output=output, background=background, matrix=matrix,
+                             full_range=full_range, out=out, impl="reference")

@@ -1,0 +1,281 @@
+"""What the CUDA path needs, and whether this machine has it.
+
+- ``check_cuda_ready()`` raises ``DeviceError`` with one line naming every missing piece
+  (a CUDA build of torch, a driver and GPU, PyNvVideoCodec, Triton) before a CUDA job starts.
+- ``describe()`` is the GPU part of ``nvpipe info``: names, versions, NVDEC/NVENC, with reasons.
+- ``has_nvenc()`` says whether the GPU has a hardware encoder (H100, H200 and A100 have none).
+
+Everything here imports and runs on a machine without CUDA: the probes catch and report.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+from typing import Optional
+
+import torch
+
+from .errors import DeviceError
+
+# PyNvVideoCodec names its codecs after cuvid's enum; these are the ones the pipeline decodes.
+DECODE_CODECS = ("h264", "hevc", "av1")
+ENCODE_CODECS = ("h264", "hevc")
+_CUVID_CODEC_NAMES = {"h264": "H264", "hevc": "HEVC", "av1": "AV1", "vp9": "VP9"}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def import_pynvvideocodec():
+    """Import PyNvVideoCodec or raise ``DeviceError`` saying why.
+
+    Without an NVIDIA driver the import raises RuntimeError (it cannot load
+    ``libnvidia-encode.so.1``), not ImportError, so all three kinds are caught.
+    """
+    try:
+        import PyNvVideoCodec  # noqa: N813 - the library's own name
+    except ImportError as error:
+        raise DeviceError(f"PyNvVideoCodec is not installed ({_first_line(error)}); "
+                          "pip install pynvvideocodec") from None
+    except (RuntimeError, OSError) as error:
+        raise DeviceError(f"PyNvVideoCodec failed to load: {_first_line(error)}") from None
+    return PyNvVideoCodec
+
+
+def _torch_cuda_problem(gpu_id: int) -> Optional[str]:
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build (install a CUDA build of PyTorch)"
+    if not torch.cuda.is_available():
+        try:
+            torch.cuda.init()
+        except Exception as error:  # noqa: BLE001 - its message says driver vs device
+            return f"CUDA is not usable ({_first_line(error)})"
+        return "no CUDA GPU is visible (no NVIDIA driver, or CUDA_VISIBLE_DEVICES hides it)"
+    count = torch.cuda.device_count()
+    if gpu_id >= count:
+        return f"GPU {gpu_id} requested but only {count} CUDA device(s) are visible"
+    return None
+
+
+def _triton_problem() -> Optional[str]:
+    try:
+        import triton
+    except ImportError:
+        return "Triton is not installed (pip install triton)"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "TRITON_INTERPRET=1 is set (Triton would run kernels on the CPU); unset it"
+    try:
+        triton.runtime.driver.active.get_current_target()
+    except Exception as error:  # noqa: BLE001 - "0 active drivers" and the like
+        return f"Triton cannot use the GPU ({_first_line(error)})"
+    return None
+
+
+def check_cuda_ready(need_decoder: bool = True, need_triton: bool = True, gpu_id: int = 0) -> None:
+    """Raise ``DeviceError`` naming what ``--device cuda`` lacks here; return None when ready.
+
+    Args:
+        need_decoder: require PyNvVideoCodec (NVDEC decoding).
+        need_triton: require Triton able to compile for the GPU (the pipeline's kernels).
+        gpu_id: the CUDA device the job will use.
+
+    The message is one line listing every missing piece, e.g.
+    ``"--device cuda cannot run: torch 2.13.0+cpu is a CPU-only build ...; PyNvVideoCodec is
+    not installed ..."``.
+    """
+    problems = []
+    cuda_problem = _torch_cuda_problem(gpu_id)
+    if cuda_problem:
+        problems.append(cuda_problem)
+    if need_decoder:
+        try:
+            import_pynvvideocodec()
+        except DeviceError as error:
+            problems.append(str(error))
+    # Triton's driver probe needs a working CUDA; report only its import when CUDA is absent.
+    if need_triton:
+        triton_problem = _triton_problem()
+        if triton_problem and (cuda_problem is None or "not installed" in triton_problem):
+            problems.append(triton_problem)
+    if problems:
+        raise DeviceError("--device cuda cannot run: " + "; ".join(problems))
+
+
+class PrimaryContext:
+    """The device's primary CUDA context (the one torch uses), retained for PyNvVideoCodec.
+
+    ``handle`` is the ``CUcontext`` as an int, or 0 where libcuda cannot be reached (the
+    library then picks the primary context of its ``gpuid`` itself). ``release()`` once.
+    """
+
+    def __init__(self, gpu_id: int):
+        self.handle = 0
+        self._lib = self._device = None
+        try:
+            lib = ctypes.CDLL("libcuda.so.1")
+        except OSError:
+            return
+        device, context = ctypes.c_int(), ctypes.c_void_p()
+        if lib.cuDeviceGet(ctypes.byref(device), ctypes.c_int(gpu_id)) != 0:
+            return
+        if lib.cuDevicePrimaryCtxRetain(ctypes.byref(context), device) != 0:
+            return
+        self._lib, self._device, self.handle = lib, device, int(context.value or 0)
+
+    def release(self) -> None:
+        if self._lib is not None and self.handle:
+            self._lib.cuDevicePrimaryCtxRelease(self._device)
+        self._lib, self.handle = None, 0
+
+
+def _enum_member(enum_type, *names):
+    members = getattr(enum_type, "__members__", {})
+    for name in names:
+        if name in members:
+            return members[name]
+        if hasattr(enum_type, name):
+            return getattr(enum_type, name)
+    raise KeyError(f"none of {names} in {enum_type}")
+
+
+def decoder_caps(codec: str, bit_depth: int = 8, gpu_id: int = 0) -> dict:
+    """NVDEC capabilities for a 4:2:0 stream: ``{'num_decoder_engines', 'width_max', ...}``.
+
+    Raises ``DeviceError`` when PyNvVideoCodec is unusable; other failures propagate.
+    """
+    nvc = import_pynvvideocodec()
+    codec_id = _enum_member(nvc.cudaVideoCodec, _CUVID_CODEC_NAMES[codec])
+    chroma = _enum_member(nvc.cudaVideoChromaFormat, "420", "_420", "YUV420")
+    return dict(nvc.GetDecoderCaps(gpuid=gpu_id, codec=codec_id, chromaformat=chroma,
+                                   bitdepth=bit_depth))
+
+
+def caps_supported(caps: dict) -> bool:
+    """Whether ``GetDecoderCaps``'s answer says the stream can be decoded."""
+    if "is_supported" in caps:
+        return bool(caps["is_supported"])
+    return caps.get("num_decoder_engines", 0) > 0 and caps.get("width_max", 0) > 0
+
+
+def encoder_caps(codec: str = "h264", gpu_id: int = 0) -> dict:
+    """NVENC capabilities (``GetEncoderCaps``) for ``codec``; raises where there is no NVENC."""
+    nvc = import_pynvvideocodec()
+    try:
+        caps = nvc.GetEncoderCaps(gpuid=gpu_id, codec=codec)
+    except TypeError:  # older bindings take the codec only
+        caps = nvc.GetEncoderCaps(codec=codec)
+    return dict(caps)
+
+
+@functools.lru_cache(maxsize=None)
+def nvenc_status(gpu_id: int = 0, codec: str = "h264") -> tuple[bool, str]:
+    """``(available, reason)`` for a hardware encoder of ``codec`` on ``gpu_id``.
+
+    Asks ``GetEncoderCaps`` first; where that is inconclusive, creates and drops a 256x256
+    encoder. H100/H200/A100 have NVDEC but no NVENC: both fail there and this says so.
+    """
+    if not torch.cuda.is_available():
+        return False, "no CUDA GPU"
+    try:
+        nvc = import_pynvvideocodec()
+    except DeviceError as error:
+        return False, str(error)
+    name = torch.cuda.get_device_name(gpu_id)
+    try:
+        caps = encoder_caps(codec, gpu_id)
+    except Exception as error:  # noqa: BLE001 - no NVENC device reads as an exception here
+        caps_error = _first_line(error)
+    else:
+        engines = caps.get("num_encoder_engines")
+        if engines is not None:
+            if engines > 0:
+                return True, f"{engines} NVENC engine(s) on {name}"
+            return False, f"{name} has no NVENC engine"
+        caps_error = "GetEncoderCaps gave no engine count"
+    try:
+        encoder = nvc.CreateEncoder(256, 256, "NV12", 1, codec=codec, gpu_id=gpu_id)
+        del encoder
+    except Exception as error:  # noqa: BLE001
+        return False, f"{name}: no NVENC for {codec} ({caps_error}; {_first_line(error)})"
+    return True, f"NVENC {codec} encoder created on {name}"
+
+
+def has_nvenc(gpu_id: int = 0, codec: str = "h264") -> bool:
+    """True when ``gpu_id`` has a hardware encoder for ``codec`` usable through PyNvVideoCodec."""
+    return nvenc_status(gpu_id, codec)[0]
+
+
+def _describe_decoders(gpu_id: int) -> str:
+    supported, engines = [], None
+    for codec in DECODE_CODECS:
+        for depth in (8, 10):
+            try:
+                caps = decoder_caps(codec, depth, gpu_id)
+            except Exception:  # noqa: BLE001 - unsupported combinations may raise
+                continue
+            if caps_supported(caps):
+                supported.append(f"{codec} {depth}-bit (max {caps.get('width_max')}x"
+                                 f"{caps.get('height_max')})")
+                engines = caps.get("num_decoder_engines", engines)
+    if not supported:
+        return "none found"
+    prefix = f"{engines} engine(s): " if engines else ""
+    return prefix + ", ".join(supported)
+
+
+def describe(gpu_id: int = 0) -> dict:
+    """Facts for ``nvpipe info``: ``{name: str}``, each value a fact or a reason it is missing.
+
+    Keys: ``torch cuda``, ``device``, ``compute capability``, ``memory``, ``driver``,
+    ``pynvvideocodec``, ``nvdec``, ``nvenc``, ``triton``, ``ready``.
+    """
+    facts: dict = {"torch cuda": torch.version.cuda or f"none (torch {torch.__version__} is CPU-only)"}
+    problem = _torch_cuda_problem(gpu_id)
+    if problem is None:
+        props = torch.cuda.get_device_properties(gpu_id)
+        facts["device"] = f"{props.name} (cuda:{gpu_id} of {torch.cuda.device_count()})"
+        facts["compute capability"] = f"{props.major}.{props.minor}"
+        facts["memory"] = f"{props.total_memory / 2**30:.1f} GiB"
+    else:
+        facts["device"] = f"unavailable: {problem}"
+    from .telemetry import nvml_driver_version
+
+    facts["driver"] = nvml_driver_version()
+    try:
+        nvc = import_pynvvideocodec()
+        version = getattr(nvc, "__version__", "?")
+        sdk = getattr(nvc, "__video_codec_sdk_version__", None)
+        facts["pynvvideocodec"] = version + (f" (Video Codec SDK {sdk})" if sdk else "")
+    except DeviceError as error:
+        facts["pynvvideocodec"] = f"unavailable: {error}"
+    if problem is None and not str(facts["pynvvideocodec"]).startswith("unavailable"):
+        facts["nvdec"] = _describe_decoders(gpu_id)
+        statuses = {codec: nvenc_status(gpu_id, codec) for codec in ENCODE_CODECS}
+        if any(ok for ok, _ in statuses.values()):
+            facts["nvenc"] = ", ".join(f"{codec}: {'yes' if ok else 'no'}"
+                                       for codec, (ok, _) in statuses.items())
+        else:
+            facts["nvenc"] = "none (" + statuses["h264"][1] + "); outputs use CPU encoders"
+    else:
+        facts["nvdec"] = facts["nvenc"] = "unknown (needs a GPU and PyNvVideoCodec)"
+    try:
+        import triton
+
+        triton_problem = _triton_problem() if problem is None else None
+        facts["triton"] = triton.__version__ + (f" ({triton_problem})" if triton_problem else "")
+    except ImportError:
+        facts["triton"] = "not installed"
+    try:
+        check_cuda_ready(gpu_id=gpu_id)
+        facts["ready"] = "yes"
+    except DeviceError as error:
+        facts["ready"] = f"no: {error}"
+    return facts
+
+
+__all__ = ["PrimaryContext", "caps_supported", "check_cuda_ready", "describe", "has_nvenc", "nvenc_status", "decoder_caps",
+           "encoder_caps", "import_pynvvideocodec"]

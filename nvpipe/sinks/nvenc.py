@@ -1,0 +1,457 @@
+"""NVENC encoding of CUDA NV12 frames (PyNvVideoCodec), muxed by PyAV with the input's audio.
+
+``NvencSink`` implements the Sink protocol of ``docs/design.md`` for CUDA tensors:
+``pixel_format`` is ``"nv12"``, ``accepts_cuda`` is True, ``write(frame, pts)`` takes a
+CUDA uint8 ``(H * 3/2, W)`` tensor. H.264, HEVC (and AV1 where the GPU has it), 8-bit 4:2:0,
+no alpha (NVENC cannot
+carry it). GPUs without NVENC (H100, H200, A100) cannot open one: ``OutputError`` says so
+and the CPU sinks take over.
+
+Streams: ``write`` is called on an encode thread after the producer's event has been waited
+for. The encoder copies the frame into its own surface on its own CUDA stream, which first
+waits for the writer's current stream; the frame is then marked as used by that stream for
+torch's caching allocator and kept referenced until an event recorded after the copy has
+completed, so it is not reused too early. ``write`` returns that event for callers that
+recycle a fixed ring of buffers: wait on it before overwriting the buffer.
+
+Muxing is PyAV's (``add_mux_stream``), packet by packet, so nothing accumulates in memory
+(unlike PyNvVideoCodec's ``FFmpegMuxer``, which holds every packet until ``Finalize``). The
+encoder runs without B-frames, so packets leave in input order and DTS equals PTS; each
+packet's PTS is the input frame's own (``inputTimeStamp`` carries the frame's index through
+the encoder). Audio is copied from the input, interleaved as the video advances. The file is
+written under a temporary name and renamed by ``close()``.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import OutputError
+from ..frames import ColorSpec, StreamInfo
+from ..job import OutputSpec
+
+# Codec names an output may give (``open_sink`` routes the *nvenc ones here) -> NVENC codec.
+NVENC_CODECS = {"nvenc": "h264", "h264_nvenc": "h264", "hevc_nvenc": "hevc",
+                "av1_nvenc": "av1", "h264": "h264", "avc": "h264", "hevc": "hevc",
+                "h265": "hevc", "av1": "av1"}
+_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+# x264-style preset names -> NVENC P1 (fastest) .. P7 (best quality).
+_PRESETS = {"ultrafast": "P1", "superfast": "P1", "veryfast": "P2", "faster": "P3",
+            "fast": "P3", "medium": "P4", "slow": "P5", "slower": "P6", "veryslow": "P7",
+            "placebo": "P7"}
+DEFAULT_QP = 23  # NVENC constant QP when neither crf nor bitrate is given (x264's CRF default)
+_NV_ENC_PIC_TYPE_I, _NV_ENC_PIC_TYPE_IDR = 2, 3
+
+
+def nvenc_codec(spec: OutputSpec) -> str:
+    """``"h264"``, ``"hevc"`` or ``"av1"`` for ``spec``; ``OutputError`` for what NVENC
+    cannot write (alpha, other codecs, other containers)."""
+    suffix = Path(spec.path).suffix.lower()
+    if suffix not in _CONTAINERS:
+        raise OutputError(f"NVENC output must be .mp4, .mov or .mkv, got {spec.path}")
+    if spec.kind in ("rgba", "rgba_premultiplied"):
+        raise OutputError(f"NVENC cannot encode alpha ({spec.kind}); use a .mov/.webm CPU codec")
+    codec = (spec.codec or "h264").lower()
+    if codec not in NVENC_CODECS:
+        raise OutputError(f"NVENC encodes h264, hevc or av1, not {spec.codec!r}")
+    return NVENC_CODECS[codec]
+
+
+def nvenc_options(spec: OutputSpec, fps: Fraction, gpu_id: int = 0) -> dict:
+    """Keyword arguments for ``PyNvVideoCodec.CreateEncoder`` (its names; values as str/int).
+
+    ``crf`` (or, with neither, ``DEFAULT_QP``) selects constant QP; ``bitrate`` (bits/s)
+    selects VBR with a 1.5x peak. Two-second GOP, no B-frames (packets in input order, so
+    DTS = PTS), ``preset`` P1..P7 or an x264 name mapped onto them (default P4).
+    """
+    codec = nvenc_codec(spec)
+    preset = (spec.preset or "P4")
+    preset = _PRESETS.get(preset.lower(), preset.upper())
+    if preset not in {f"P{i}" for i in range(1, 8)}:
+        raise OutputError(f"NVENC preset must be P1..P7 or an x264 preset name, got {spec.preset!r}")
+    rate = max(1, round(float(fps)))
+    options = {"codec": codec, "preset": preset, "tuning_info": "high_quality",
+               "fps": rate, "gop": 2 * rate, "idrperiod": 2 * rate, "bf": 0, "gpu_id": gpu_id}
+    if spec.bitrate is not None:
+        if spec.bitrate <= 0:
+            raise OutputError(f"bitrate must be positive, got {spec.bitrate}")
+        options.update(rc="vbr", bitrate=int(spec.bitrate),
+                       maxbitrate=int(spec.bitrate * 3 // 2))
+    else:
+        qp = DEFAULT_QP if spec.crf is None else int(spec.crf)
+        if not 0 <= qp <= 51:
+            raise OutputError(f"crf (NVENC constant QP) must be 0..51, got {qp}")
+        # Which key sets the QP differs between binding versions; unknown keys are ignored.
+        options.update(rc="constqp", constqp=qp, initqp=qp)
+    if codec == "av1":
+        options["use_ivf_container"] = 0  # raw OBUs for the muxer, as PyNvVideoCodec's samples
+    return options
+
+
+def _temporary_path(path: Path) -> Path:
+    """The hidden temporary name beside ``path`` (``dir/.name.partial.ext``, as the CPU sinks)."""
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+class PacketMuxer:
+    """Muxes an encoded video elementary stream (Annex B) and copies the input's audio.
+
+    Args:
+        path: the final file (.mp4/.mov/.mkv); written as a temporary sibling first.
+        codec: ``"h264"``, ``"hevc"`` or ``"av1"``.
+        width, height: the coded picture size.
+        fps: the nominal frame rate (container metadata; timing comes from the PTS).
+        time_base: the unit of the ``pts``/``dts`` given to ``mux``.
+        audio_from: a file whose audio streams are copied (packets untouched), or None.
+        overwrite: replace an existing ``path``.
+
+    ``mux(data, pts, dts, keyframe)`` writes one packet; parameter sets are taken from the
+    first keyframe (PyAV's extract_extradata). ``close()`` copies the remaining audio,
+    finishes and renames; ``abort()`` keeps what was written (deleted if no video packet);
+    ``discard()`` deletes everything.
+    """
+
+    # Audio is muxed up to this far ahead of the video (seconds), so the interleaving
+    # buffer of the muxer stays small.
+    AUDIO_LEAD = 0.5
+
+    def __init__(self, path: str, codec: str, width: int, height: int, fps: Fraction,
+                 time_base: Fraction, audio_from: Optional[str] = None, overwrite: bool = False):
+        import av
+
+        self.path = Path(path)
+        if self.path.suffix.lower() not in _CONTAINERS:
+            raise OutputError(f"cannot mux video into {self.path.name}: use .mp4, .mov or .mkv")
+        if self.path.exists() and not overwrite:
+            raise OutputError(f"output exists (pass overwrite to replace it): {self.path}")
+        if not self.path.parent.is_dir():
+            raise OutputError(f"output directory does not exist: {self.path.parent}")
+        self.time_base = Fraction(time_base)
+        self.temporary = _temporary_path(self.path)
+        try:
+            self._container = av.open(str(self.temporary), "w",
+                                      format=_CONTAINERS[self.path.suffix.lower()])
+        except Exception as error:  # noqa: BLE001
+            raise OutputError(f"cannot write {self.path}: {error}") from None
+        try:
+            self._video = self._container.add_mux_stream(
+                codec, rate=Fraction(fps), width=int(width), height=int(height))
+        except ValueError as error:  # the container cannot hold the codec
+            self._container.close()
+            self.temporary.unlink(missing_ok=True)
+            raise OutputError(f"cannot write {codec} into {self.path.name}: {error}") from None
+        self._video.time_base = self.time_base
+        self.packets = 0
+        self.audio_note = ""
+        self._audio_input = None
+        self._audio_map: dict = {}
+        self._audio_packets = None
+        self._pending_audio = None
+        if audio_from is not None:
+            self._open_audio(audio_from)
+        self._finished = False
+
+    def _open_audio(self, audio_from: str) -> None:
+        import av
+
+        try:
+            source = av.open(str(audio_from), metadata_errors="ignore")
+        except Exception as error:  # noqa: BLE001
+            self.audio_note = f"audio not copied: cannot open {audio_from} ({error})"
+            return
+        for stream in source.streams.audio:
+            try:
+                self._audio_map[stream.index] = self._container.add_stream_from_template(stream)
+            except Exception as error:  # noqa: BLE001 - codec the container cannot hold
+                self.audio_note = f"audio stream {stream.index} not copied: {error}"
+        if not self._audio_map:
+            source.close()
+            return
+        self._audio_input = source
+        self._audio_packets = source.demux(*[source.streams[i] for i in self._audio_map])
+
+    def _next_audio(self):
+        if self._pending_audio is None and self._audio_packets is not None:
+            for packet in self._audio_packets:
+                if packet.size and packet.pts is not None:
+                    self._pending_audio = packet
+                    break
+            else:
+                self._audio_packets = None
+        return self._pending_audio
+
+    def _mux_audio_until(self, seconds: Optional[float]) -> None:
+        while True:
+            packet = self._next_audio()
+            if packet is None:
+                return
+            if seconds is not None and float(packet.pts * packet.time_base) > seconds:
+                return
+            self._pending_audio = None
+            packet.stream = self._audio_map[packet.stream.index]
+            self._container.mux(packet)
+
+    def mux(self, data: bytes, pts: int, dts: int, keyframe: bool) -> None:
+        """One encoded video packet; ``pts``/``dts`` in ``time_base``, non-decreasing ``dts``."""
+        import av
+
+        self._mux_audio_until(float(pts * self.time_base) + self.AUDIO_LEAD)
+        packet = av.Packet(bytes(data))
+        packet.stream = self._video
+        packet.time_base = self.time_base
+        packet.pts, packet.dts = int(pts), int(dts)
+        packet.is_keyframe = bool(keyframe)
+        self._container.mux(packet)
+        self.packets += 1
+
+    def _close_container(self, copy_audio: bool) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        try:
+            if copy_audio and self.packets:
+                self._mux_audio_until(None)
+            self._container.close()
+        finally:
+            if self._audio_input is not None:
+                self._audio_input.close()
+
+    def close(self) -> None:
+        """Copy the rest of the audio, finish the file and move it to ``path``."""
+        if self._finished:
+            return
+        if self.packets == 0:
+            self.discard()
+            raise OutputError(f"no frame was encoded for {self.path}")
+        self._close_container(copy_audio=True)
+        os.replace(self.temporary, self.path)
+
+    def abort(self) -> None:
+        """Keep a playable file of the packets so far (nothing if there are none)."""
+        if self._finished:
+            return
+        try:
+            self._close_container(copy_audio=True)
+        except Exception:  # noqa: BLE001 - a broken file is worse than none
+            self.packets = 0
+        if self.packets:
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Delete the temporary file; ``path`` is left as it was."""
+        try:
+            self._close_container(copy_audio=False)
+        except Exception:  # noqa: BLE001
+            pass
+        self.temporary.unlink(missing_ok=True)
+
+
+class _PlaneView:
+    def __init__(self, tensor: torch.Tensor):
+        self.__cuda_array_interface__ = {
+            "shape": tuple(tensor.shape), "strides": tuple(s * tensor.element_size()
+                                                           for s in tensor.stride()),
+            "data": (tensor.data_ptr(), False), "typestr": "|u1", "version": 3}
+
+
+class _Nv12Planes:
+    """An NV12 CUDA tensor as PyNvVideoCodec's samples hand frames to ``Encode``:
+    ``cuda()`` -> [Y ``(H, W, 1)``, UV ``(H/2, W/2, 2)``] CUDA array interfaces."""
+
+    def __init__(self, frame: torch.Tensor, width: int, height: int):
+        self._planes = [_PlaneView(frame[:height].view(height, width, 1)),
+                        _PlaneView(frame[height:].view(height // 2, width // 2, 2))]
+
+    def cuda(self):
+        return self._planes
+
+
+class NvencSink:
+    """Encodes CUDA NV12 frames with NVENC into an .mp4/.mov/.mkv file.
+
+    Args:
+        spec: the output (path, kind, codec ``h264``/``hevc``, crf = constant QP, bitrate,
+            preset P1..P7); kinds with alpha are refused.
+        info: the output's stream facts (display-oriented ``width``/``height``, ``fps``,
+            ``time_base`` of the pts given to ``write``).
+        overwrite: replace an existing file.
+        audio_from: copy this file's audio (normally the input), or None.
+        gpu_id: the CUDA device holding the frames and the encoder.
+
+    ``write(frame, pts)``: ``frame`` CUDA uint8 ``(H * 3/2, W)`` NV12 (Y rows then interleaved
+    UV rows) in ``color`` (a ``ColorSpec``: BT.601 below 720 lines, else BT.709,
+    limited range: what players assume for untagged H.264/HEVC); ``pts`` int in
+    ``info.time_base`` (None: the frame-rate grid). Returns the event after which the
+    frame's memory may be overwritten. Raises ``OutputError`` on any encoder failure.
+    """
+
+    pixel_format = "nv12"
+    accepts_cuda = True
+
+    def __init__(self, spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
+                 audio_from: Optional[str] = None, gpu_id: int = 0):
+        from ..gpu import import_pynvvideocodec, nvenc_status
+
+        self.spec = spec
+        self.codec = nvenc_codec(spec)
+        self.width, self.height = int(info.width), int(info.height)
+        if self.width % 2 or self.height % 2:
+            raise OutputError(f"NVENC needs an even width and height, got {self.width}x{self.height}")
+        self.options = nvenc_options(spec, info.fps, gpu_id)
+        self._nvc = import_pynvvideocodec()
+        available, reason = nvenc_status(gpu_id, self.codec)
+        if not available:
+            raise OutputError(f"no NVENC for {self.codec}: {reason}")
+        self.device = torch.device("cuda", gpu_id)
+        # What players assume for untagged video (the stream carries no colour tags).
+        self.color = ColorSpec("bt601" if self.height < 720 else "bt709", False)
+        self.encoder_name = f"nvenc {self.codec} ({self.options['preset']}, {self.options['rc']})"
+        self.time_base = Fraction(info.time_base)
+        self._frame_ticks = max(1, round(1 / (Fraction(info.fps) * self.time_base)))
+        self._muxer = PacketMuxer(spec.path, self.codec, self.width, self.height, info.fps,
+                                  self.time_base, audio_from=audio_from, overwrite=overwrite)
+        self._encoder = None
+        self._context = None
+        self._stream: Optional[torch.cuda.Stream] = None
+        self._input_kind: Optional[str] = None
+        self._frames = 0
+        self._last_pts: Optional[int] = None
+        self._pts_by_index: dict[int, int] = {}
+        self._in_flight: collections.deque = collections.deque()
+        self._closed = False
+
+    def _create_encoder(self) -> None:
+        # Created on the first write, i.e. on the encode thread, with the device current.
+        from ..gpu import PrimaryContext
+
+        self._stream = torch.cuda.Stream(self.device)
+        self._context = PrimaryContext(self.device.index)
+        # The stream must belong to the context the encoder is given (the library checks).
+        options = dict(self.options, cudastream=self._stream.cuda_stream,
+                       cudacontext=self._context.handle)
+        try:
+            self._encoder = self._nvc.CreateEncoder(self.width, self.height, "NV12", 0, **options)
+        except Exception as error:  # noqa: BLE001
+            raise OutputError(f"NVENC could not start for {self.spec.path}: {error}") from None
+
+    def _encode(self, frame: torch.Tensor, index: int):
+        params = self._nvc.NV_ENC_PIC_PARAMS()
+        params.inputTimeStamp = index
+        if self._input_kind != "planes":
+            try:
+                packets = self._encoder.Encode(frame, params)
+                self._input_kind = "tensor"
+                return packets
+            except Exception:  # noqa: BLE001 - older bindings take CAI planes only
+                if self._input_kind == "tensor":
+                    raise
+        packets = self._encoder.Encode(_Nv12Planes(frame, self.width, self.height), params)
+        self._input_kind = "planes"
+        return packets
+
+    def _mux_packets(self, packets) -> None:
+        for packet in packets:
+            index = int(packet["timestamp"])
+            pts = self._pts_by_index.pop(index, None)
+            if pts is None:
+                raise OutputError(f"NVENC returned a packet for unknown frame {index}")
+            kind = int(packet.get("picture_type", -1))
+            self._muxer.mux(packet["data"], pts, pts,
+                            kind in (_NV_ENC_PIC_TYPE_I, _NV_ENC_PIC_TYPE_IDR))
+
+    def _forget_finished_inputs(self) -> None:
+        while self._in_flight and self._in_flight[0][1].query():
+            self._in_flight.popleft()
+
+    def write(self, frame: torch.Tensor, pts: Optional[int]) -> torch.cuda.Event:
+        """Encode one CUDA NV12 frame (see the class docstring); returns its release event."""
+        if self._closed:
+            raise OutputError(f"write after close: {self.spec.path}")
+        expected = (self.height * 3 // 2, self.width)
+        if not (isinstance(frame, torch.Tensor) and frame.is_cuda and frame.dtype == torch.uint8
+                and tuple(frame.shape) == expected):
+            raise ValueError(f"expected a CUDA uint8 NV12 tensor of {expected}, got "
+                             f"{getattr(frame, 'shape', type(frame))} "
+                             f"{getattr(frame, 'dtype', '')} {getattr(frame, 'device', '')}")
+        if pts is None:
+            pts = 0 if self._last_pts is None else self._last_pts + self._frame_ticks
+        if self._last_pts is not None and pts <= self._last_pts:
+            raise OutputError(f"frame pts {pts} does not increase (previous {self._last_pts})")
+        with torch.cuda.device(self.device):
+            if self._encoder is None:
+                self._create_encoder()
+            writer = torch.cuda.current_stream(self.device)
+            frame = frame if frame.is_contiguous() else frame.contiguous()
+            self._stream.wait_stream(writer)
+            index = self._frames
+            self._pts_by_index[index] = int(pts)
+            try:
+                packets = self._encode(frame, index)
+            except Exception as error:  # noqa: BLE001
+                raise OutputError(f"NVENC failed on frame {index} of {self.spec.path}: "
+                                  f"{error}") from None
+            done = torch.cuda.Event()
+            done.record(self._stream)
+            frame.record_stream(self._stream)
+            self._in_flight.append((frame, done))
+            self._forget_finished_inputs()
+        self._frames += 1
+        self._last_pts = int(pts)
+        self._mux_packets(packets)
+        return done
+
+    def _flush(self) -> None:
+        if self._encoder is not None:
+            with torch.cuda.device(self.device):
+                packets = self._encoder.EndEncode()
+                self._stream.synchronize()
+            self._in_flight.clear()
+            self._mux_packets(packets)
+            self._release_encoder()
+
+    def _release_encoder(self) -> None:
+        self._encoder = None
+        if self._context is not None:
+            self._context.release()
+            self._context = None
+
+    def close(self) -> None:
+        """Flush the encoder, copy the audio, finish the file and move it into place."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._flush()
+        except BaseException:
+            self._muxer.discard()
+            raise
+        self._muxer.close()
+
+    def abort(self) -> None:
+        """Keep a playable file of the frames written so far (nothing if none)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._flush()
+        except Exception:  # noqa: BLE001 - keep the packets already muxed
+            pass
+        self._muxer.abort()
+
+    def discard(self) -> None:
+        """Drop everything (an error elsewhere): no file is left behind."""
+        self._closed = True
+        self._release_encoder()
+        self._in_flight.clear()
+        self._muxer.discard()
+
+
+__all__ = ["NvencSink", "PacketMuxer", "nvenc_options", "nvenc_codec", "DEFAULT_QP"]

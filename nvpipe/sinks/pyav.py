@@ -1,0 +1,498 @@
+"""Video files written with PyAV (FFmpeg encoders on the CPU), audio copied from the input.
+
+Formats by extension (``OutputSpec.codec`` picks another that the container takes):
+
+=========  ============================  ======================================
+extension  default codec                 others
+=========  ============================  ======================================
+.mp4       H.264 (libx264)               hevc (libx265), av1 (libsvtav1)
+.mkv       H.264 (libx264)               hevc, av1, vp9, prores
+.mov       ProRes 4444 (prores_ks)       h264, hevc
+.webm      VP9 (libvpx-vp9)              av1
+=========  ============================  ======================================
+
+Alpha (kinds ``rgba``, ``rgba_premultiplied``) needs ProRes 4444 (``yuva444p10le``, 16-bit
+alpha coding, lossless) or VP9 (``yuva420p``; the alpha is a second lossy VP9 stream).
+
+The ``alpha`` kind is a grey video: in 4:2:0 codecs (H.264, HEVC, AV1, VP9) the alpha is
+the luma exactly (``Y = round(255 * alpha)``), chroma 128, tagged **full range** so no
+precision is lost to the 16-235 scale; in ProRes it goes through swscale to limited-range
+10-bit luma (ProRes is defined on video range).
+
+Colour: composites are tagged BT.601 (display height < 720) or BT.709, limited range,
+the convention players assume for untagged video; ``sink.color`` says which, so an
+``"nv12"`` producer converts with the same matrix.
+
+Odd sizes: H.264/HEVC/AV1 in 4:2:0 need even sizes; the frame is padded to even by
+repeating its last row/column (the output is then up to 1 pixel larger). VP9 and ProRes
+keep odd sizes.
+
+Timing: the video stream takes the input's ``time_base`` (MP4/MOV may multiply it up
+to >= 1/10000; Matroska/WebM store milliseconds, so their timestamps round to 1 ms) and
+each frame its input ``pts``; the average rate is the input's ``fps``.
+
+Audio (``audio_from``): every audio stream is copied packet for packet when the container
+takes its codec; otherwise re-encoded (AAC for mp4/mov/mkv, Opus for WebM, which takes only
+Opus/Vorbis); dropped when no encoder exists. Packets are read as video frames arrive
+(never the whole file) and audio stops where the video ends (like ffmpeg ``-shortest``).
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from typing import Optional
+
+import av
+import numpy as np
+
+from ..errors import OutputError
+from ..frames import ColorSpec, StreamInfo
+from ..job import OutputSpec
+
+CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
+DEFAULT_CODEC = {".mp4": "h264", ".mkv": "h264", ".mov": "prores", ".webm": "vp9"}
+ALLOWED_CODECS = {
+    ".mp4": ("h264", "hevc", "av1"),
+    ".mkv": ("h264", "hevc", "av1", "vp9", "prores"),
+    ".mov": ("prores", "h264", "hevc"),
+    ".webm": ("vp9", "av1"),
+}
+CODEC_ALIASES = {
+    "h264": "h264", "avc": "h264", "x264": "h264", "libx264": "h264",
+    "hevc": "hevc", "h265": "hevc", "x265": "hevc", "libx265": "hevc",
+    "av1": "av1", "svtav1": "av1", "libsvtav1": "av1",
+    "vp9": "vp9", "libvpx-vp9": "vp9",
+    "prores": "prores", "prores_ks": "prores",
+}
+ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9",
+            "prores": "prores_ks"}
+ALPHA_CODECS = ("prores", "vp9")
+ALPHA_KINDS = ("rgba", "rgba_premultiplied")
+EVEN_ONLY = ("h264", "hevc", "av1")  # 4:2:0 encoders that refuse odd sizes
+
+# Defaults measured on 2 shared cores, 1080p nv12 input, libx264 one thread, crf 18:
+# ultrafast 11 ms/frame (3.6 MB for 48 frames), superfast 22 ms (1.9 MB), veryfast
+# 40 ms (1.2 MB), faster 69 ms (1.4 MB), medium 111 ms (1.4 MB). veryfast keeps people
+# clean at crf 18 for a third of the network's frame time.
+DEFAULT_QUALITY = {"h264": ("veryfast", 18), "hevc": ("veryfast", 22), "av1": ("10", 32),
+                   "vp9": ("4", 24)}
+# x264-style preset names for the encoders whose speed is a number.
+SVT_PRESETS = {"ultrafast": 12, "superfast": 11, "veryfast": 10, "faster": 9, "fast": 8,
+               "medium": 6, "slow": 4, "slower": 3, "veryslow": 2}
+VPX_CPU_USED = {"ultrafast": 5, "superfast": 5, "veryfast": 5, "faster": 4, "fast": 3,
+                "medium": 2, "slow": 1, "slower": 0, "veryslow": 0}
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+
+_RANGE_LIMITED, _RANGE_FULL = 1, 2
+_TAGS = {"bt709": (1, 1, 1), "bt601": (6, 6, 6)}  # colorspace, primaries, trc (AVCOL_*)
+_SWS_MATRIX = {"bt709": "itu709", "bt601": "itu601"}
+
+
+def resolve_codec(extension: str, spec: OutputSpec) -> str:
+    """The canonical codec (``h264``, ``hevc``, ``av1``, ``vp9``, ``prores``) for an output.
+
+    Raises:
+        OutputError: unknown codec, a codec the container cannot hold, or an RGBA kind in a
+            format without alpha.
+    """
+    name = (spec.codec or DEFAULT_CODEC[extension]).lower()
+    codec = CODEC_ALIASES.get(name)
+    if codec is None:
+        raise OutputError(f"unknown codec {spec.codec!r} (use one of {', '.join(ENCODERS)})")
+    if codec not in ALLOWED_CODECS[extension]:
+        raise OutputError(f"{extension} cannot hold {codec} (it takes {', '.join(ALLOWED_CODECS[extension])})")
+    if spec.kind in ALPHA_KINDS and codec not in ALPHA_CODECS:
+        raise OutputError(
+            f"output kind {spec.kind!r} needs alpha, which {codec} in {extension} cannot carry: "
+            f"write .mov (ProRes 4444), .webm (VP9) or a PNG sequence (a folder or %05d.png)")
+    if ENCODERS[codec] not in av.codecs_available:
+        raise OutputError(f"the {ENCODERS[codec]} encoder is not in this FFmpeg build")
+    return codec
+
+
+def output_color(height: int) -> ColorSpec:
+    """The matrix written composites use: BT.601 below 720 lines, else BT.709; limited."""
+    return ColorSpec("bt601" if height < 720 else "bt709", False)
+
+
+def partial_path(path: str) -> str:
+    """The hidden temporary name beside ``path``: ``dir/.name.partial.ext``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, extension = os.path.splitext(name)
+    return os.path.join(folder, f".{stem}.partial{extension}")
+
+
+def _encoder_threads() -> int:
+    # On <= 4 cores the encoder shares them with decode and the network: one thread measured
+    # faster than FFmpeg's automatic count (40 vs 55 ms/frame, veryfast 1080p, 2 cores).
+    return 1 if (os.cpu_count() or 1) <= 4 else 0
+
+
+def as_numpy(array) -> np.ndarray:
+    """A uint8 numpy view of a numpy array or CPU torch tensor (C-contiguous)."""
+    if hasattr(array, "detach"):
+        array = array.detach()
+        if array.device.type != "cpu":
+            raise ValueError("sinks take CPU arrays; copy CUDA tensors to the host first")
+        array = array.numpy()
+    array = np.ascontiguousarray(array)
+    if array.dtype != np.uint8:
+        raise ValueError(f"sinks take uint8 arrays, got {array.dtype}")
+    return array
+
+
+class PyAVSink:
+    """One video file written by FFmpeg through PyAV. See the module docstring.
+
+    Attributes:
+        pixel_format: ``"nv12"`` (composites in 4:2:0 codecs at even sizes: uint8
+            ``(3H/2, W)``), ``"rgb24"`` ``(H, W, 3)``, ``"rgba"`` ``(H, W, 4)`` or
+            ``"gray"`` ``(H, W)``; ``H, W`` = ``info.display_size``.
+        color: the matrix/range ``"nv12"`` input must use.
+        frames_written: frames passed to ``write``.
+    """
+
+    def __init__(self, spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
+                 audio_from: Optional[str] = None) -> None:
+        self.path = os.path.abspath(str(spec.path))
+        self.spec = spec
+        extension = os.path.splitext(self.path)[1].lower()
+        self.codec = resolve_codec(extension, spec)
+        self.width, self.height = info.display_size
+        self.time_base = Fraction(info.time_base)
+        self.fps = Fraction(info.fps) if info.fps else Fraction(30)
+        self.frames_written = 0
+        self._last_pts: Optional[int] = None
+        self._finished = False
+        pad = self.codec in EVEN_ONLY
+        self._coded_w = self.width + (self.width % 2 if pad else 0)
+        self._coded_h = self.height + (self.height % 2 if pad else 0)
+        self._even = self.width % 2 == 0 and self.height % 2 == 0
+
+        kind = spec.kind
+        if kind in ALPHA_KINDS:
+            self.pixel_format = "rgba"
+            self._encoder_format = "yuva444p10le" if self.codec == "prores" else "yuva420p"
+            full = False
+        elif kind == "alpha":
+            self.pixel_format = "gray"
+            if self.codec == "prores":
+                self._encoder_format, full = "yuv444p10le", False
+            else:
+                self._encoder_format, full = "yuv420p", True
+        else:
+            self._encoder_format = "yuv444p10le" if self.codec == "prores" else "yuv420p"
+            self.pixel_format = "nv12" if self.codec != "prores" and self._even else "rgb24"
+            full = False
+        if self.codec == "h264" and self._encoder_format == "yuv420p":
+            self._encoder_format = "nv12"  # x264 reads NV12 natively: no swscale pass
+        self.color = ColorSpec(output_color(self.height).matrix, full)
+
+        self._partial = partial_path(self.path)
+        try:
+            # Matroska/WebM would otherwise shift every stream so that copied AAC priming
+            # packets (pts < 0) start at 0, moving the video off the input's timestamps.
+            options = {"avoid_negative_ts": "disabled"} if extension in (".mkv", ".webm") else {}
+            self._container = av.open(self._partial, "w", format=CONTAINERS[extension],
+                                      options=options)
+        except (av.FFmpegError, OSError) as error:
+            raise OutputError(f"cannot write {self.path} ({error})") from None
+        try:
+            self._stream = self._add_video_stream()
+            self._audio = _AudioCopy(audio_from, self._container) if audio_from else None
+        except BaseException:
+            self._container.close()
+            _remove(self._partial)
+            raise
+        from av.video.reformatter import VideoReformatter
+
+        self._reformatter = VideoReformatter()
+
+    def _add_video_stream(self):
+        spec, codec = self.spec, self.codec
+        options: dict[str, str] = {}
+        if codec in DEFAULT_QUALITY:
+            default_preset, default_crf = DEFAULT_QUALITY[codec]
+            preset = spec.preset or default_preset
+            if codec in ("h264", "hevc"):
+                if preset not in X26X_PRESETS:
+                    raise OutputError(f"unknown preset {preset!r} (use one of {', '.join(X26X_PRESETS)})")
+                options["preset"] = preset
+            elif codec == "av1":
+                options["preset"] = str(_numeric_preset(preset, SVT_PRESETS, 0, 13))
+            else:
+                options.update({"deadline": "good", "row-mt": "1",
+                                "cpu-used": str(_numeric_preset(preset, VPX_CPU_USED, 0, 8))})
+            if spec.kind == "alpha":
+                default_crf -= 6  # mattes are mostly flat: ~2x the bits of crf 18 buys 2x less error
+            if spec.bitrate is None:
+                options["crf"] = str(spec.crf if spec.crf is not None else default_crf)
+            if codec == "hevc":
+                options["x265-params"] = "log-level=error"
+        else:  # ProRes: quality is the profile; crf/bitrate do not apply
+            options.update({"profile": "4444", "vendor": "apl0"})
+        try:
+            stream = self._container.add_stream(ENCODERS[codec], rate=self.fps, options=options)
+        except (av.FFmpegError, ValueError) as error:
+            raise OutputError(f"cannot set up {ENCODERS[codec]} for {self.path} ({error})") from None
+        context = stream.codec_context
+        stream.width, stream.height = self._coded_w, self._coded_h
+        stream.pix_fmt = self._encoder_format
+        stream.time_base = self.time_base
+        context.time_base = self.time_base
+        if spec.bitrate is not None:
+            context.bit_rate = int(spec.bitrate)
+        elif codec == "vp9":
+            context.bit_rate = 0  # constant quality: crf alone
+        context.thread_count = _encoder_threads()
+        space, primaries, trc = _TAGS[self.color.matrix]
+        context.colorspace, context.color_primaries, context.color_trc = space, primaries, trc
+        context.color_range = _RANGE_FULL if self.color.full_range else _RANGE_LIMITED
+        return stream
+
+    # -- frames ------------------------------------------------------------------------
+    def write(self, array, pts: int) -> None:
+        """Encodes one frame.
+
+        Args:
+            array: uint8 in ``pixel_format`` (numpy or CPU torch), ``display_size``.
+            pts: the input frame's timestamp in the input ``time_base``.
+        """
+        if self._finished:
+            raise RuntimeError("write after close/abort")
+        frame = self._frame_from(as_numpy(array))
+        frame.pts = int(pts)
+        frame.time_base = self.time_base
+        if self._audio is not None:
+            self._audio.pump(float((int(pts) * self.time_base) + 1 / self.fps))
+        try:
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        except av.FFmpegError as error:
+            raise OutputError(f"writing {self.path} failed ({error})") from None
+        self.frames_written += 1
+        self._last_pts = int(pts)
+
+    def _check_shape(self, array: np.ndarray, shape: tuple) -> None:
+        if array.shape != shape:
+            raise ValueError(f"{self.pixel_format} frame for {self.path} must be {shape}, got {array.shape}")
+
+    def _frame_from(self, array: np.ndarray) -> av.VideoFrame:
+        w, h = self.width, self.height
+        fmt = self.pixel_format
+        if fmt == "nv12":
+            self._check_shape(array, (h * 3 // 2, w))
+            frame = av.VideoFrame.from_numpy_buffer(array, format="nv12")
+            return self._to_encoder(frame, self.color.full_range)
+        if fmt == "gray":
+            self._check_shape(array, (h, w))
+            if self._encoder_format in ("nv12", "yuv420p") and self.codec in EVEN_ONLY + ("vp9",) \
+                    and (self._coded_w % 2 == 0 and self._coded_h % 2 == 0):
+                return self._to_encoder(self._gray_as_nv12(array), True)
+            frame = av.VideoFrame.from_numpy_buffer(array, format="gray")
+            return self._reformatter.reformat(
+                frame, format=self._encoder_format, dst_colorspace=_SWS_MATRIX[self.color.matrix],
+                src_color_range=_RANGE_FULL,
+                dst_color_range=_RANGE_FULL if self.color.full_range else _RANGE_LIMITED, threads=1)
+        channels = 4 if fmt == "rgba" else 3
+        self._check_shape(array, (h, w, channels))
+        if (self._coded_w, self._coded_h) != (w, h):
+            array = np.pad(array, ((0, self._coded_h - h), (0, self._coded_w - w), (0, 0)), mode="edge")
+        frame = av.VideoFrame.from_numpy_buffer(array, format=fmt)
+        return self._reformatter.reformat(
+            frame, format=self._encoder_format, dst_colorspace=_SWS_MATRIX[self.color.matrix],
+            src_color_range=_RANGE_FULL, dst_color_range=_RANGE_LIMITED, threads=1)
+
+    def _gray_as_nv12(self, alpha: np.ndarray) -> av.VideoFrame:
+        """Y = alpha (edge-padded to the coded size), UV = 128, in a fresh buffer (encoders
+        that queue frames may still hold the previous one)."""
+        cw, ch = self._coded_w, self._coded_h
+        nv12 = np.empty((ch * 3 // 2, cw), np.uint8)
+        nv12[ch:] = 128
+        luma = nv12[:ch]
+        luma[: self.height, : self.width] = alpha
+        if cw > self.width:
+            luma[:, self.width :] = luma[:, self.width - 1 : self.width]
+        if ch > self.height:
+            luma[self.height :] = luma[self.height - 1 : self.height]
+        return av.VideoFrame.from_numpy_buffer(nv12, format="nv12")
+
+    def _to_encoder(self, frame: av.VideoFrame, full_range: bool) -> av.VideoFrame:
+        if self._encoder_format == "nv12":
+            return frame
+        rng = _RANGE_FULL if full_range else _RANGE_LIMITED  # same both sides: no rescaling
+        return self._reformatter.reformat(frame, format=self._encoder_format,
+                                          src_color_range=rng, dst_color_range=rng, threads=1)
+
+    # -- finishing ---------------------------------------------------------------------
+    def _end_time(self) -> float:
+        return float(self._last_pts * self.time_base + 1 / self.fps)
+
+    def _finish(self) -> None:
+        self._finished = True
+        for packet in self._stream.encode(None):
+            self._container.mux(packet)
+        if self._audio is not None:
+            self._audio.finish(self._end_time())
+        self._container.close()
+        os.replace(self._partial, self.path)
+
+    def close(self) -> None:
+        """Flushes the encoder, writes the index, renames the file into place.
+
+        Raises:
+            OutputError: nothing was written (the partial file is removed), or the encoder
+                or disk failed.
+        """
+        if self._finished:
+            return
+        if self.frames_written == 0:
+            self.abort()
+            raise OutputError(f"no frames were written to {self.path}")
+        try:
+            self._finish()
+        except (av.FFmpegError, OSError) as error:
+            self._discard()
+            raise OutputError(f"finishing {self.path} failed ({error})") from None
+
+    def abort(self) -> None:
+        """Keeps a playable file of the frames written so far, or removes it when none
+        (or when even finishing fails). Never raises; calling twice does nothing."""
+        if self._finished:
+            return
+        if self.frames_written == 0:
+            self._discard()
+            return
+        try:
+            self._finish()
+        except Exception:  # an encoder or disk failure: no broken file is left behind
+            self._discard()
+
+    def _discard(self) -> None:
+        self._finished = True
+        try:
+            if self._audio is not None:
+                self._audio.close()
+            self._container.close()
+        except Exception:
+            pass
+        _remove(self._partial)
+
+    def __enter__(self) -> "PyAVSink":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _numeric_preset(preset, names: dict, low: int, high: int) -> int:
+    if preset is None:
+        raise ValueError("preset is None")
+    if str(preset).lstrip("-").isdigit() and low <= int(preset) <= high:
+        return int(preset)
+    if str(preset) in names:
+        return names[str(preset)]
+    raise OutputError(f"unknown preset {preset!r} (use {low}-{high} or one of {', '.join(names)})")
+
+
+def _remove(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+class _AudioCopy:
+    """The audio streams of ``source`` carried into ``container`` as video frames arrive.
+
+    Copies packets where the container takes the codec, else re-encodes (Opus for WebM,
+    AAC elsewhere). ``pump(t)`` moves every packet that starts before ``t`` seconds;
+    ``finish(end)`` the rest that start before ``end``, then closes the input.
+    """
+
+    def __init__(self, source: str, container) -> None:
+        try:
+            self._input = av.open(source, metadata_errors="ignore")
+        except (av.FFmpegError, OSError) as error:
+            raise OutputError(f"cannot read audio from {source} ({error})") from None
+        self._routes = {}
+        webm = container.format.name == "webm"
+        supported = container.supported_codecs
+        for stream in self._input.streams.audio:
+            name = stream.codec_context.name
+            if name in supported and (not webm or name in ("opus", "vorbis")):
+                self._routes[stream.index] = _CopyRoute(container.add_stream_from_template(stream))
+            else:
+                encoder = "libopus" if webm else "aac"
+                if encoder in av.codecs_available:
+                    self._routes[stream.index] = _EncodeRoute(stream, container, encoder)
+                # else: dropped (no encoder in this FFmpeg build)
+        streams = [s for s in self._input.streams.audio if s.index in self._routes]
+        self._packets = self._input.demux(*streams) if streams else iter(())
+        self._pending = None
+        self._container = container
+
+    def pump(self, until: float) -> None:
+        while True:
+            if self._pending is None:
+                self._pending = next(self._packets, None)
+                if self._pending is None:
+                    return
+            packet = self._pending
+            if packet.size == 0 or (packet.pts is None and packet.dts is None):
+                self._pending = None  # flush markers and untimed packets
+                continue
+            start = float((packet.pts if packet.pts is not None else packet.dts) * packet.time_base)
+            if start >= until:
+                return
+            self._routes[packet.stream.index].send(packet, self._container)
+            self._pending = None
+
+    def finish(self, end: float) -> None:
+        self.pump(end)
+        for route in self._routes.values():
+            route.flush(self._container, end)
+        self.close()
+
+    def close(self) -> None:
+        self._input.close()
+
+
+class _CopyRoute:
+    def __init__(self, out_stream) -> None:
+        self.out_stream = out_stream
+
+    def send(self, packet, container) -> None:
+        packet.stream = self.out_stream
+        container.mux(packet)
+
+    def flush(self, container, end: float) -> None:
+        pass
+
+
+class _EncodeRoute:
+    """Decode -> (the encoder's own resampling) -> encode, for codecs the container lacks."""
+
+    def __init__(self, in_stream, container, encoder: str) -> None:
+        self.in_stream = in_stream
+        rate = 48000 if encoder == "libopus" else in_stream.codec_context.sample_rate
+        self.out_stream = container.add_stream(encoder, rate=rate)
+        layout = in_stream.codec_context.layout
+        self.out_stream.layout = "stereo" if layout.nb_channels >= 2 else "mono"
+
+    def send(self, packet, container) -> None:
+        for frame in self.in_stream.codec_context.decode(packet):
+            for out in self.out_stream.encode(frame):
+                container.mux(out)
+
+    def flush(self, container, end: float) -> None:
+        for out in self.out_stream.encode(None):
+            container.mux(out)
+
+
+__all__ = ["PyAVSink", "resolve_codec", "partial_path", "output_color", "CONTAINERS", "as_numpy"]

@@ -1,0 +1,31 @@
+"""bench/gpu_bench.py: what runs without a GPU (clip generation, the no-GPU exit)."""
+
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import gpu_bench  # noqa: E402
+
+
+def test_generated_clip_has_every_frame_at_its_size(tmp_path):
+    path = gpu_bench.generate_clip(str(tmp_path / "g.mp4"), 96, 64, frames=9, fps=24)
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        frames = list(container.decode(stream))
+    assert (stream.width, stream.height, stream.codec_context.name) == (96, 64, "h264")
+    assert len(frames) == 9
+    assert stream.average_rate == 24
+    # A moving pattern: consecutive frames differ.
+    first, second = (f.to_ndarray(format="rgb24").astype(int) for f in frames[:2])
+    assert abs(first - second).mean() > 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
+def test_main_exits_2_without_gpu(tmp_path, capsys):
+    assert gpu_bench.main(["--out", str(tmp_path)]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
