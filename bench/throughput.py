@@ -73,8 +73,7 @@ def bench_network_cpu(frames: list[np.ndarray], weights: str, ratio: float,
 
     sources = [torch.from_numpy(f).permute(2, 0, 1).float().div_(255) for f in frames]
     session = ort_session(weights)
-    network = rvm.load(weights)
-    tail = kernels.matting_tail_reference
+    network = rvm.optimize_for_cpu(rvm.load(weights))
 
     def ours():
         state = [None] * 4
@@ -82,7 +81,9 @@ def bench_network_cpu(frames: list[np.ndarray], weights: str, ratio: float,
             for src in sources:
                 coeff_a, coeff_b, *state = network.coefficients(
                     downsample(src, ratio)[None], *state, use_refiner=ratio != 1)
-                tail(coeff_a[0], coeff_b[0], src, output="rgba")
+                # The tail as the pipeline runs it: composite over green, uint8, one pass.
+                kernels.matting_tail(coeff_a[0], coeff_b[0], src, output="composite",
+                                     background=(0.0, 1.0, 0.0), out_dtype=torch.uint8)
 
     def onnxruntime():
         state = zero_state()
@@ -113,6 +114,7 @@ def baseline_loop(path: str, out: str, weights: str, ratio: float, encoder: dict
         video = inp.streams.video[0]
         stream = container.add_stream(encoder["codec"], rate=video.average_rate,
                                       options=encoder["options"])
+        stream.codec_context.thread_count = encoder["threads"]
         stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
         for frame in inp.decode(video):
             src = frame.to_ndarray(format="rgb24").transpose(2, 0, 1)[None].astype(np.float32)
@@ -132,10 +134,12 @@ def bench_end_to_end_cpu(path: str, weights: str, ratio: float, repeats: int) ->
     """fps of `nvpipe run` (network loaded beforehand) vs the plain loop, interleaved."""
     import rvm
     from nvpipe import Job, OutputSpec, run
-    from nvpipe.sinks.pyav import DEFAULT_X264
+    from nvpipe.sinks.pyav import DEFAULT_QUALITY, _encoder_threads
 
-    network = rvm.load(weights)
-    encoder = {"codec": "libx264", "options": {k: str(v) for k, v in DEFAULT_X264.items()}}
+    network = rvm.optimize_for_cpu(rvm.load(weights))
+    preset, crf = DEFAULT_QUALITY["h264"]
+    encoder = {"codec": "libx264", "options": {"preset": preset, "crf": str(crf)},
+               "threads": _encoder_threads()}
     fps = {"nvpipe": [], "pyav_onnxruntime_loop": []}
     with tempfile.TemporaryDirectory() as scratch:
         for attempt in range(repeats):
@@ -153,8 +157,17 @@ def bench_end_to_end_cpu(path: str, weights: str, ratio: float, repeats: int) ->
             for name, values in fps.items()} | {"encoder": encoder}
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
+    return {"host": platform.node(), "cpu": cpu_model(),
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(), "torch": torch.__version__,
             "pyav": av.__version__}
@@ -206,7 +219,7 @@ def main(argv=None) -> int:
         ("ORT / nvpipe (network ms)", f"{report['ratios']['network_onnxruntime_over_nvpipe']:.2f}x"),
     ]
     os.makedirs(args.out, exist_ok=True)
-    target = os.path.join(args.out, f"cpu-{platform.node() or 'host'}.json")
+    target = os.path.join(args.out, f"cpu-{os.cpu_count()}core.json")
     with open(target, "w") as handle:
         json.dump(report, handle, indent=2)
     width = max(len(name) for name, _ in rows)
