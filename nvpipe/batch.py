@@ -17,15 +17,12 @@ VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mts", ".t
 ALPHA_EXTENSIONS = {".mov", ".webm"}
 
 
-def is_image_sequence_path(path: str) -> bool:
-    """A PNG-sequence output: a directory (existing, or named with a trailing slash) or a
-    ``%05d.png``-style pattern."""
-    return path.endswith(("/", os.sep)) or os.path.isdir(path) or (
-        "%" in os.path.basename(path) and path.lower().endswith(".png"))
-
-
 def carries_alpha(path: str) -> bool:
-    return is_image_sequence_path(path) or Path(path).suffix.lower() in ALPHA_EXTENSIONS
+    """Whether an output format takes alpha: .mov, .webm, or a PNG sequence (the sinks'
+    rule: a folder, a name without extension, or a ``%05d.png`` pattern)."""
+    from .sinks.images import is_sequence_output
+
+    return is_sequence_output(path) or Path(path).suffix.lower() in ALPHA_EXTENSIONS
 
 
 @dataclass

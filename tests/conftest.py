@@ -51,3 +51,35 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # No test may write to the user's cache or reach the network for weights by accident.
     monkeypatch.setenv("NVPIPE_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("NVPIPE_OFFLINE", "1")
+
+
+CLIP_FRAMES = 8
+
+
+@pytest.fixture(scope="session")
+def small_clip(tmp_path_factory):
+    """8 frames of real footage (person_fullbody) at 144x256, H.264 at high quality, 24 fps."""
+    import av
+
+    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
+    if not source.exists():
+        pytest.skip(f"{source} is absent")
+    path = tmp_path_factory.mktemp("clips") / "person.mp4"
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 144, 256, "yuv420p"
+        for i, frame in enumerate(inp.decode(video=0)):
+            if i == CLIP_FRAMES:
+                break
+            small = frame.reformat(width=144, height=256, format="yuv420p")
+            small.pts = None
+            out.mux(stream.encode(small))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.fixture
+def weights_env(onnx_weights, monkeypatch):
+    """The official ONNX weights as the default weights (NVPIPE_WEIGHTS)."""
+    monkeypatch.setenv("NVPIPE_WEIGHTS", str(onnx_weights))
+    return onnx_weights

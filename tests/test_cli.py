@@ -15,7 +15,7 @@ import torch
 
 from nvpipe.cli import main
 
-CLIP_FRAMES = 8
+from conftest import CLIP_FRAMES
 
 
 def _sha(path) -> str:
@@ -31,34 +31,6 @@ def _read(path):
             frames.append(frame.to_ndarray(format="rgb24"))
             pts.append(frame.pts)
         return frames, pts, stream.time_base, bool(container.streams.audio)
-
-
-@pytest.fixture(scope="module")
-def small_clip(tmp_path_factory):
-    """8 frames of real footage at 144x256 (portrait), H.264 at high quality, 24 fps."""
-    from conftest import SHARED
-
-    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
-    if not source.exists():
-        pytest.skip(f"{source} is absent")
-    path = tmp_path_factory.mktemp("clips") / "person.mp4"
-    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = 144, 256, "yuv420p"
-        for i, frame in enumerate(inp.decode(video=0)):
-            if i == CLIP_FRAMES:
-                break
-            small = frame.reformat(width=144, height=256, format="yuv420p")
-            small.pts = None
-            out.mux(stream.encode(small))
-        out.mux(stream.encode())
-    return path
-
-
-@pytest.fixture
-def weights_env(onnx_weights, monkeypatch):
-    monkeypatch.setenv("NVPIPE_WEIGHTS", str(onnx_weights))
-    return onnx_weights
 
 
 def _cli(*args, timeout=300):
