@@ -43,10 +43,12 @@ class Composer:
     """
 
     def __init__(self, targets: list[ComposeTarget], background=None, ring_size: int = 12):
-        """``ring_size``: composed frames alive at once downstream (queued for encoders)."""
+        """``ring_size``: how many of one target's frames may be alive at once downstream
+        (its encoder's queue, the one its encoder holds, the one being composed), plus one."""
         self.targets = targets
         self.background = background
-        self._ring = BufferRing(ring_size)
+        # One ring per target: two outputs of one shape must not share buffers.
+        self._rings = {target.name: BufferRing(ring_size) for target in targets}
 
     def _background_for(self, index: int, src: torch.Tensor):
         if self.background is None:
@@ -67,8 +69,8 @@ class Composer:
         for target in self.targets:
             if target.kind == "composite" and background is None:
                 background = self._background_for(index, src)
-            out = self._ring.take(buffer_shape(target.pixel_format, height, width),
-                                  torch.uint8, src.device)
+            out = self._rings[target.name].take(
+                buffer_shape(target.pixel_format, height, width), torch.uint8, src.device)
             if target.pixel_format == "nv12":
                 kernels.matting_tail_nv12(coeff_a, coeff_b, src, output=target.kind,
                                           background=background, matrix=target.matrix,

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .buffers import BufferRing
 from .compose import ComposeTarget, Composer
 from .convert import Converter
 from .errors import NvpipeError
@@ -162,7 +163,10 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
             targets.append(ComposeTarget(path, kinds[path], sink.pixel_format,
                                          color.matrix if color else "bt709",
                                          color.full_range if color else False))
-        composer = Composer(targets, background, ring_size=ENCODE_QUEUE_DEPTH + 2)
+        # A target's buffer comes round again ENCODE_QUEUE_DEPTH + 3 frames later: by then its
+        # encoder has taken the next frame off the queue, so it is done with this one.
+        composer = Composer(targets, background, ring_size=ENCODE_QUEUE_DEPTH + 3)
+        pinned = {path: BufferRing(ENCODE_QUEUE_DEPTH + 3, pin_memory=True) for path in sinks}
         if verbose and job.device == "cuda":
             from .telemetry import Telemetry
 
@@ -217,9 +221,9 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
                     if getattr(sinks[path], "accepts_cuda", False):
                         copies[path] = array
                     else:
-                        pinned = torch.empty(array.shape, dtype=array.dtype, pin_memory=True)
-                        pinned.copy_(array, non_blocking=True)
-                        copies[path] = pinned
+                        host = pinned[path].take(tuple(array.shape), array.dtype)
+                        host.copy_(array, non_blocking=True)
+                        copies[path] = host
                 outputs = copies
                 ready = torch.cuda.Event()
                 ready.record()

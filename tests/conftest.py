@@ -83,3 +83,13 @@ def weights_env(onnx_weights, monkeypatch):
     """The official ONNX weights as the default weights (NVPIPE_WEIGHTS)."""
     monkeypatch.setenv("NVPIPE_WEIGHTS", str(onnx_weights))
     return onnx_weights
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: on 2 shared cores, OpenMP workers spin-waiting on a
+    busy core slow small ops down many times over, and one thread is as fast for them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,14 +14,7 @@ from rvm.blocks import ConvGRU
 VARIANTS = ["mobilenetv3", "resnet50"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2 cores are shared: OpenMP workers spin-waiting on a busy core slow small ops down
-    # many times over, and one thread is as fast for these inputs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _parse_key_list(path):

@@ -22,14 +22,7 @@ av = pytest.importorskip("av")
 TOLERANCE = 1e-4  # max abs, FP32 (the doc measures about 3e-5 at ratio 0.999)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The 2 cores are shared: OpenMP workers spin-waiting on a busy core slow small ops down
-    # many times over, and one thread is as fast for these inputs.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @lru_cache(maxsize=None)

@@ -20,6 +20,7 @@ from ..frames import ColorSpec, StreamInfo
 from ..job import OutputSpec
 from ..sources.images import is_sequence_pattern, pattern_regex
 from .pyav import as_numpy
+from ._base import SinkBase
 
 DEFAULT_NAME = "%05d.png"
 
@@ -35,7 +36,7 @@ def is_sequence_output(path: str) -> bool:
     return os.path.splitext(path)[1] == "" and not os.path.isfile(path)
 
 
-class PngSequenceSink:
+class PngSequenceSink(SinkBase):
     """Writes frames as PNG files.
 
     Attributes:
@@ -136,15 +137,6 @@ class PngSequenceSink:
         self._finished = True
         if self.frames_written == 0 and self._created_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
-
-    def __enter__(self) -> "PngSequenceSink":
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 __all__ = ["PngSequenceSink", "is_sequence_output"]

@@ -49,6 +49,7 @@ import numpy as np
 from ..errors import OutputError
 from ..frames import ColorSpec, StreamInfo
 from ..job import OutputSpec
+from ._base import SinkBase
 
 CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
 DEFAULT_CODEC = {".mp4": "h264", ".mkv": "h264", ".mov": "prores", ".webm": "vp9"}
@@ -143,7 +144,7 @@ def as_numpy(array) -> np.ndarray:
     return array
 
 
-class PyAVSink:
+class PyAVSink(SinkBase):
     """One video file written by FFmpeg through PyAV. See the module docstring.
 
     Attributes:
@@ -379,15 +380,6 @@ class PyAVSink:
         except Exception:
             pass
         _remove(self._partial)
-
-    def __enter__(self) -> "PyAVSink":
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _numeric_preset(preset, names: dict, low: int, high: int) -> int:

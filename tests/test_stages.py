@@ -1,0 +1,142 @@
+"""The glue between stages: buffer rings, conversion, the matting stage, composing, and the
+runner's error handling."""
+
+import numpy as np
+import pytest
+import torch
+
+from nvpipe import kernels
+from nvpipe.buffers import BufferRing
+from nvpipe.compose import ComposeTarget, Composer
+from nvpipe.convert import Converter, downsample
+from nvpipe.frames import ColorSpec, DecodedFrame, StreamInfo
+from nvpipe.matting import MattingStage
+
+
+def test_ring_reuses_a_buffer_only_after_size_takes():
+    ring = BufferRing(3)
+    taken = [ring.take((4, 5), torch.float32) for _ in range(7)]
+    pointers = [t.data_ptr() for t in taken]
+    assert len(set(pointers[:3])) == 3
+    assert pointers[3:6] == pointers[:3] and pointers[6] == pointers[0]
+    assert ring.take((2, 2), torch.uint8).data_ptr() not in pointers  # shapes have own rings
+
+
+def test_composer_gives_each_target_its_own_buffers():
+    # Two outputs of one format and size (composite and foreground, both NV12) are queued to
+    # two encoders: no buffer may serve both, nor come back before ring_size frames.
+    ring_size, height, width = 5, 6, 8
+    targets = [ComposeTarget("a", "composite", "nv12"), ComposeTarget("b", "foreground", "nv12")]
+    composer = Composer(targets, background=None, ring_size=ring_size)
+    composer.background = type("Solid", (), {"color": (0.0, 1.0, 0.0)})()
+    coeff = torch.zeros(4, 3, 4)
+    src = torch.rand(3, height, width)
+    seen = []
+    for index in range(12):
+        outputs = composer(coeff, coeff, src, index)
+        seen.append({name: out.data_ptr() for name, out in outputs.items()})
+    for index, pointers in enumerate(seen):
+        assert pointers["a"] != pointers["b"]
+        recent = seen[max(0, index - ring_size + 1):index]
+        assert all(pointers["a"] not in p.values() and pointers["b"] not in p.values()
+                   for p in recent)
+
+
+def _frame(height, width, generator):
+    rows, pitch = height + (height + 1) // 2, 2 * ((width + 1) // 2)
+    data = torch.randint(0, 256, (rows, pitch), generator=generator, dtype=torch.uint8)
+    return DecodedFrame(data, "nv12", width, height, ColorSpec("bt601", False), 0, 1, 0)
+
+
+@pytest.mark.parametrize("rotation", [0, 90, 180, 270])
+def test_converter_matches_reference_and_rotates_clockwise(rotation):
+    generator = torch.Generator().manual_seed(rotation)
+    height, width, ratio = 30, 44, 0.25
+    frame = _frame(height, width, generator)
+    info = StreamInfo("x", width, height, 24, 1, rotation=rotation)
+    src, src_sm = Converter(info, ratio=ratio, device="cpu", dtype=torch.float32)(frame)
+    upright = kernels.nv12_to_rgb_reference(frame.data, matrix="bt601", out_dtype=torch.float32,
+                                            height=height, width=width)
+    # Clockwise by `rotation`: the top-left pixel of the upright picture ends at the corner
+    # a clockwise turn carries it to.
+    expected = torch.rot90(upright, k=-(rotation // 90), dims=(1, 2))
+    torch.testing.assert_close(src, expected, atol=2e-6, rtol=0)
+    torch.testing.assert_close(src_sm, downsample(expected, ratio), atol=2e-6, rtol=0)
+    if rotation == 90:
+        assert torch.allclose(src[:, 0, -1], upright[:, 0, 0], atol=1e-6)
+
+
+def test_converter_reuses_cpu_buffers_within_its_ring():
+    generator = torch.Generator().manual_seed(1)
+    info = StreamInfo("x", 16, 12, 24, 1)
+    converter = Converter(info, ratio=0.5, device="cpu", dtype=torch.float32, ring_size=3)
+    pointers = [converter(_frame(12, 16, generator))[0].data_ptr() for _ in range(4)]
+    assert len(set(pointers[:3])) == 3 and pointers[3] == pointers[0]
+
+
+def test_matting_stage_carries_state_like_the_network():
+    import rvm
+
+    torch.manual_seed(0)
+    network = rvm.MattingNetwork("mobilenetv3").eval()
+    stage = MattingStage(network, ratio=0.5, device="cpu", dtype=torch.float32)
+    frames = torch.rand(3, 3, 32, 48)
+    state = [None] * 4
+    with torch.inference_mode():
+        for frame in frames:
+            small = downsample(frame, 0.5)
+            coeff_a, coeff_b = stage(small[None])
+            a, b, *state = network.coefficients(small[None, None], *state, use_refiner=True)
+            torch.testing.assert_close(coeff_a, a[0], atol=0, rtol=0)
+            torch.testing.assert_close(coeff_b, b[0], atol=0, rtol=0)
+        stage.reset()
+        first, _ = stage(downsample(frames[0], 0.5)[None])
+        fresh, *_ = network.coefficients(downsample(frames[0], 0.5)[None, None],
+                                         use_refiner=True)
+        torch.testing.assert_close(first, fresh[0], atol=0, rtol=0)
+
+
+def test_runner_reports_an_encoder_failure_once_and_leaves_no_output(small_clip, weights_env,
+                                                                      tmp_path, monkeypatch):
+    from nvpipe import Job, NvpipeError, OutputSpec, run
+    from nvpipe.sinks.pyav import PyAVSink
+
+    calls = []
+
+    def failing_write(self, array, pts):
+        calls.append(pts)
+        if len(calls) == 3:
+            raise NvpipeError("disk full (simulated)")
+
+    monkeypatch.setattr(PyAVSink, "write", failing_write)
+    out = tmp_path / "out.mp4"
+    with pytest.raises(NvpipeError, match="disk full"):
+        run(Job(input=str(small_clip), outputs=[OutputSpec(str(out))], ratio=0.5))
+    assert list(tmp_path.iterdir()) == []
+    assert len(calls) == 3  # the encoder stopped at the failure
+
+
+def test_runner_output_matches_stages_run_by_hand(small_clip, weights_env, tmp_path):
+    """The threaded runner computes what the stages compute one after another."""
+    import av
+    import rvm
+    from nvpipe import Job, OutputSpec, run
+    from nvpipe.sources import open_source
+
+    out = tmp_path / "frames"
+    run(Job(input=str(small_clip), outputs=[OutputSpec(str(out) + "/", kind="rgba")],
+            ratio=0.5))
+    network = rvm.load(str(weights_env))
+    with open_source(str(small_clip)) as source:
+        info = source.info
+        converter = Converter(info, ratio=0.5, device="cpu", dtype=torch.float32)
+        stage = MattingStage(network, ratio=0.5, device="cpu", dtype=torch.float32)
+        for index, frame in enumerate(source):
+            src, small = converter(frame)
+            coeff_a, coeff_b = stage(small[None])
+            expected = kernels.matting_tail_reference(coeff_a[0], coeff_b[0], src, output="rgba",
+                                                      out_dtype=torch.uint8)
+            written = next(av.open(str(out / f"{index:05d}.png")).decode(video=0))
+            difference = np.abs(written.to_ndarray(format="rgba").astype(int)
+                                - expected.permute(1, 2, 0).numpy().astype(int))
+            assert difference.max() <= 1
