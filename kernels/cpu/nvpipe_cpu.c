@@ -135,53 +135,76 @@ typedef struct {
     const float *bg_float;   /* [3, H, W] float32 contiguous, or NULL */
 } TailArgs;
 
-/* Working memory for one row: taps along x and the 8 coefficient channels upsampled. */
+/* Working memory for a band of rows: taps along x, the coefficient rows interpolated along
+ * x (cached per low-resolution row: output rows y and y+1 usually share their two source
+ * rows, so a 4x upsample interpolates each low-res row once, not four times), the 8
+ * channels interpolated along y at the current row, and the output values. */
 typedef struct {
     int *x0, *x1;
     float *lx;
-    float *rows;  /* [8, w]: A and b interpolated along y at this row */
-    float *up;    /* [8, W]: ... and along x */
-    float *value; /* [4, W]: the output values (fgr rgb + pha, or composite) */
+    float *wide[2];   /* [8, W]: low-res row wide_row[k] of A and b, interpolated along x */
+    int wide_row[2];
+    float *up;        /* [8, W]: ... and along y, at the current output row */
+    float *value;     /* [4, W]: the output values (fgr rgb + pha, or composite) */
 } TailScratch;
 
 static int scratch_init(TailScratch *s, const TailArgs *t) {
     s->x0 = malloc(sizeof(int) * 2 * (size_t)t->W);
     s->lx = malloc(sizeof(float) * (size_t)t->W);
-    s->rows = malloc(sizeof(float) * 8 * (size_t)t->w);
+    s->wide[0] = malloc(sizeof(float) * 8 * (size_t)t->W);
+    s->wide[1] = malloc(sizeof(float) * 8 * (size_t)t->W);
+    s->wide_row[0] = s->wide_row[1] = -1;
     s->up = malloc(sizeof(float) * 8 * (size_t)t->W);
     s->value = malloc(sizeof(float) * 4 * (size_t)t->W);
-    if (!s->x0 || !s->lx || !s->rows || !s->up || !s->value) return 0;
+    if (!s->x0 || !s->lx || !s->wide[0] || !s->wide[1] || !s->up || !s->value) return 0;
     s->x1 = s->x0 + t->W;
     linear_taps(t->W, t->w, (float)t->w / (float)t->W, s->x0, s->x1, s->lx);
     return 1;
 }
 
 static void scratch_free(TailScratch *s) {
-    free(s->x0); free(s->lx); free(s->rows); free(s->up); free(s->value);
+    free(s->x0); free(s->lx); free(s->wide[0]); free(s->wide[1]); free(s->up); free(s->value);
+}
+
+/* Low-res row `row` of A and b interpolated along x, from the 2-entry cache. */
+static const float *wide_row(const TailArgs *t, TailScratch *s, int row) {
+    for (int k = 0; k < 2; ++k)
+        if (s->wide_row[k] == row) return s->wide[k];
+    /* Output rows go down, so their source rows only grow: evict the older entry. */
+    const int k = (s->wide_row[0] < s->wide_row[1]) ? 0 : 1;
+    const int w = t->w, W = t->W;
+    const int *restrict x0 = s->x0, *restrict x1 = s->x1;
+    const float *restrict lx = s->lx;
+    for (int c = 0; c < 8; ++c) {
+        const float *plane = (c < 4 ? t->a + (int64_t)c * t->h * w : t->b + (int64_t)(c - 4) * t->h * w);
+        const float *restrict source = plane + (int64_t)row * w;
+        float *restrict out = s->wide[k] + (int64_t)c * W;
+        for (int x = 0; x < W; ++x) out[x] = (1.0f - lx[x]) * source[x0[x]] + lx[x] * source[x1[x]];
+    }
+    s->wide_row[k] = row;
+    return s->wide[k];
 }
 
 /* value[0..3][x] for row y: fgr (clamped) and pha (clamped), then the kind's composition:
  * composite/foreground -> channels 0-2, alpha -> channel 0, rgba(_premultiplied) -> 0-3. */
 static void tail_row(const TailArgs *t, TailScratch *s, int y) {
-    const int w = t->w, W = t->W, H = t->H;
+    const int W = t->W, H = t->H;
     int y0, y1; float ly;
     linear_tap(y, H, t->h, (float)t->h / (float)H, &y0, &y1, &ly);
-    for (int c = 0; c < 8; ++c) {
-        const float *plane = (c < 4 ? t->a + (int64_t)c * t->h * w : t->b + (int64_t)(c - 4) * t->h * w);
-        const float *top = plane + (int64_t)y0 * w, *bottom = plane + (int64_t)y1 * w;
-        float *row = s->rows + (int64_t)c * w;
-        for (int j = 0; j < w; ++j) row[j] = (1.0f - ly) * top[j] + ly * bottom[j];
-        float *up = s->up + (int64_t)c * W;
-        for (int x = 0; x < W; ++x) {
-            const float l = s->lx[x];
-            up[x] = (1.0f - l) * row[s->x0[x]] + l * row[s->x1[x]];
-        }
+    {
+        /* PyTorch's order: along x within each source row, then along y. */
+        const float *restrict top = wide_row(t, s, y0);
+        const float *restrict bottom = wide_row(t, s, y1);
+        float *restrict up = s->up;
+        const float h0 = 1.0f - ly;
+        for (int i = 0; i < 8 * W; ++i) up[i] = h0 * top[i] + ly * bottom[i];
     }
     const int64_t plane = (int64_t)H * W, offset = (int64_t)y * W;
     const float *sr = t->src + offset, *sg = sr + plane, *sb = sg + plane;
     float *vr = s->value, *vg = vr + W, *vb = vg + W, *va = vb + W;
     const float *ar = s->up, *ag = ar + W, *ab = ag + W, *aa = ab + W;
     const float *br = aa + W, *bgc = br + W, *bb = bgc + W, *ba = bb + W;
+#pragma GCC ivdep  /* value, up and src are distinct buffers */
     for (int x = 0; x < W; ++x) {
         const float r = sr[x], g = sg[x], b = sb[x];
         const float mean = (r + g + b) / 3.0f;
