@@ -1,8 +1,11 @@
-"""GPU measurements for issue 4's "Speed" section: the network, NVDEC decode, 4K memory.
+"""GPU measurements for issue 4's "Speed" section: the network, NVDEC decode, 4K memory,
+and ``nvpipe.run`` end to end (file to file).
 
-Functions return plain dicts (``bench/throughput.py`` composes them with the end-to-end
-runs); ``main()`` runs them all, prints a table and writes JSON with the GPU name, driver
-and command to ``bench/results/``. Without a CUDA GPU ``main()`` exits with status 2.
+Functions return plain dicts; ``main()`` runs them all, prints a table and writes JSON with
+the GPU name, driver and command to ``bench/results/``. Without a CUDA GPU ``main()`` exits
+with status 2. ``python bench/throughput.py --device cuda [CLIP] [options]`` hands its own
+command line to ``main()``, so the positional clip and ``--device``/``--repeats``/
+``--network-frames`` are accepted here too.
 
     python -m bench.gpu_bench [--clip FILE] [--weights FILE] [--frames N] [--jobs 1,2,4]
 
@@ -19,6 +22,7 @@ import json
 import multiprocessing
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -297,6 +301,36 @@ def memory_peak(path: str, ratio: float, weights: Optional[str] = None,
     return result
 
 
+# ----------------------------------------------------------------------------- 4. end to end
+
+def bench_end_to_end(path: str, ratio: float, weights: Optional[str] = None, repeats: int = 2,
+                     chunk: int = 1) -> dict:
+    """``nvpipe.run`` on CUDA, file to file: NVDEC, kernel 1, FP16 graphs, the fused tail,
+    a composite over green into H.264 by the sinks ``open_sink`` picks (the CPU's libx264
+    where the GPU has no NVENC, as on H100/H200).
+
+    The network is loaded once, outside the clock; one untimed run first (Triton JIT,
+    cuDNN). Random weights (no ``weights``) give a meaningless matte whose encoding cost
+    may differ from a real one. Returns ``{"fps" (median), "runs", "frames", "encoders",
+    "telemetry"}`` (NVML summary of the last run).
+    """
+    from nvpipe.job import Job, OutputSpec
+    from nvpipe.runner import run
+
+    network = load_network(weights, torch.float16)
+    runs, result = [], None
+    with tempfile.TemporaryDirectory() as folder:
+        for attempt in range(repeats + 1):
+            job = Job(input=path, outputs=[OutputSpec(os.path.join(folder, f"out{attempt}.mp4"))],
+                      device="cuda", ratio=ratio, chunk=chunk, overwrite=True)
+            started = time.perf_counter()
+            result = run(job, network=network, verbose=True)
+            if attempt:  # the first run warms up
+                runs.append(round(result.frames / (time.perf_counter() - started), 1))
+    return {"fps": round(statistics.median(runs), 1), "runs": runs, "frames": result.frames,
+            "chunk": chunk, "encoders": result.encoders, "telemetry": result.telemetry}
+
+
 # ----------------------------------------------------------------------------- main
 
 def _table(rows: list[tuple[str, str]]) -> str:
@@ -306,7 +340,14 @@ def _table(rows: list[tuple[str, str]]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("clip_arg", nargs="?", metavar="CLIP",
+                        help="same as --clip (bench/throughput.py's positional clip)")
     parser.add_argument("--clip", help="a video to decode (default: generated 1080p and 4K clips)")
+    parser.add_argument("--device", choices=("cuda",), default="cuda",
+                        help="accepted from bench/throughput.py --device cuda")
+    parser.add_argument("--repeats", type=int, default=2, help="timed end-to-end runs per clip")
+    parser.add_argument("--network-frames", type=int,
+                        help="accepted from bench/throughput.py; unused (see --iterations)")
     parser.add_argument("--ratio", type=float, help="downsample ratio for --clip (default auto)")
     parser.add_argument("--weights", help="RVM weights (.pth/.onnx); random weights otherwise")
     parser.add_argument("--frames", type=int, default=120, help="frames of generated clips")
@@ -314,6 +355,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--jobs", default="1,2,4", help="concurrent decodes to try, e.g. 1,2,4,7")
     parser.add_argument("--out", default=str(RESULTS), help="folder for the JSON results")
     args = parser.parse_args(argv)
+    if args.clip_arg and args.clip and args.clip_arg != args.clip:
+        parser.error("give the clip once (positional or --clip)")
+    args.clip = args.clip or args.clip_arg
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     if not torch.cuda.is_available():
         print("gpu_bench: no CUDA GPU is available here (torch.cuda.is_available() is False); "
               "nothing measured", file=sys.stderr)
@@ -351,6 +397,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             run["decode_jobs"] = [bench_decode_jobs(path, ratio, j) for j in jobs]
             if height >= 2160:
                 run["memory"] = memory_peak(path, ratio, args.weights)
+            run["end_to_end"] = bench_end_to_end(path, ratio, args.weights, args.repeats)
             net = run["network"]
             rows += [
                 (f"{name} network FP32 eager", f"{net['fp32_eager_fps']} fps"),
@@ -362,6 +409,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 (f"{name} decode --jobs", ", ".join(
                     f"{r['jobs']}: {r.get('aggregate_fps', r.get('error'))}" for r in run["decode_jobs"])),
             ]
+            e2e = run["end_to_end"]
+            rows.append((f"{name} nvpipe run end to end",
+                         f"{e2e['fps']} fps ({', '.join(sorted(set(e2e['encoders'].values())))})"))
             if "memory" in run:
                 rows.append((f"{name} memory peak", f"torch {run['memory']['torch_peak_mib']} MiB, "
                                                      f"NVML {run['memory']['nvml_used_mib']} MiB"))

@@ -51,7 +51,8 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     ``input_resize`` is (width, height); ``output_video_mbps`` sets the bitrate;
     ``seq_chunk`` frames go through the network at once. ``num_workers`` is accepted for
     compatibility (decoding already runs on its own thread). RVM's converter overwrites its
-    outputs, so ``overwrite`` defaults to True here.
+    outputs, so ``overwrite`` defaults to True here. ``device``/``dtype`` default to the
+    model's; without a model module, to the CPU and to float16 on CUDA (float32 on the CPU).
     """
     from .cli import ProgressBar
 
@@ -66,8 +67,12 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
         device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
     device = torch.device(device).type
     if dtype is None:
+        # Without a model to take it from: the job's default (float16 on CUDA, float32 on CPU).
         dtype = (next(model.parameters()).dtype if isinstance(model, torch.nn.Module)
-                 else torch.float32)
+                 else torch.float16 if device == "cuda" else torch.float32)
+    dtype_names = {torch.float32: "float32", torch.float16: "float16"}
+    if dtype not in dtype_names:
+        raise NvpipeError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
     bitrate = int(output_video_mbps * 1_000_000) if output_video_mbps else None
 
     def spec(path: str, kind: str) -> OutputSpec:
@@ -88,7 +93,7 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
         outputs.append(spec(output_foreground, "foreground"))
     job = Job(input=str(input_source), outputs=outputs, ratio=downsample_ratio, device=device,
               background=background or RVM_GREEN, chunk=seq_chunk, overwrite=overwrite,
-              dtype={torch.float32: "float32", torch.float16: "float16"}[dtype],
+              dtype=dtype_names[dtype],
               resize=tuple(input_resize) if input_resize else None)
     network = _as_network(model, device, dtype)
     bar = ProgressBar(os.path.basename(str(input_source))) if progress else None

@@ -43,6 +43,7 @@ class BatchOptions:
     resize: Optional[tuple[int, int]] = None
     dtype: Optional[str] = None
     overwrite: bool = False
+    encoder: str = "auto"
     alpha: Optional[str] = None
     foreground: Optional[str] = None
     verbose: bool = False
@@ -82,7 +83,8 @@ class BatchOptions:
         return Job(input=input_path, outputs=outputs, ratio=self.ratio, device=self.device,
                    variant=self.variant, weights=self.weights,
                    background=background or "#00ff00", chunk=self.chunk,
-                   overwrite=self.overwrite, dtype=self.dtype, resize=self.resize)
+                   overwrite=self.overwrite, dtype=self.dtype, resize=self.resize,
+                   encoder=self.encoder)
 
 
 def _is_glob(text: str) -> bool:

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--crf", type=int, help="constant quality (lower is better)")
     quality.add_argument("--bitrate", type=parse_bitrate, help="e.g. 8M")
     run.add_argument("--preset", help="encoder preset (x264: ultrafast..veryslow)")
+    run.add_argument("--encoder", choices=("auto", "cpu", "nvenc"), default="auto",
+                     help="with --device cuda: NVENC where the GPU has it (auto), always, or "
+                          "PyAV on the CPU; alpha formats always encode on the CPU")
     run.add_argument("--chunk", type=parse_chunk, default=1, metavar="T",
                      help="frames per network call (default 1)")
     run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
@@ -203,8 +206,10 @@ def _run(args: argparse.Namespace) -> int:
         if result.telemetry:
             print(f"nvpipe: telemetry {result.telemetry}", file=sys.stderr)
     if not args.quiet:
+        encoders = ", ".join(sorted(set(result.encoders.values())))
         print(f"nvpipe: {result.frames} frames in {result.seconds:.1f} s "
-              f"({result.fps:.1f} fps) -> {', '.join(result.outputs)}", file=sys.stderr)
+              f"({result.fps:.1f} fps, {encoders}) -> {', '.join(result.outputs)}",
+              file=sys.stderr)
     return 0
 
 

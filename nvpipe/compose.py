@@ -49,6 +49,10 @@ class Composer:
         self.background = background
         # One ring per target: two outputs of one shape must not share buffers.
         self._rings = {target.name: BufferRing(ring_size) for target in targets}
+        # The last background frame and its copy on the frames' device: a picture (the same
+        # tensor every frame) or a repeated video frame is uploaded once, not per frame
+        # (a 4K frame is 25 MB of pageable memory, a host-blocking copy).
+        self._uploaded: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     def _background_for(self, index: int, src: torch.Tensor):
         if self.background is None:
@@ -56,8 +60,15 @@ class Composer:
         color = getattr(self.background, "color", None)
         if color is not None:
             return tuple(color)
-        frame = self.background.frame(index)
-        return frame.to(src.device, non_blocking=True)
+        frame = self.background.frame(index)  # owned: never changed once returned
+        if frame.device == src.device:
+            return frame
+        if self._uploaded is not None and self._uploaded[0] is frame \
+                and self._uploaded[1].device == src.device:
+            return self._uploaded[1]
+        on_device = frame.to(src.device, non_blocking=True)
+        self._uploaded = (frame, on_device)
+        return on_device
 
     def __call__(self, coeff_a: torch.Tensor, coeff_b: torch.Tensor, src: torch.Tensor,
                  index: int) -> dict[str, torch.Tensor]:

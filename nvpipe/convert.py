@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
@@ -55,7 +56,11 @@ class Converter:
             data = data.to(self.device, non_blocking=True)
         small = None
         if frame.pix_fmt in ("nv12", "p016"):
-            convert = kernels.nv12_to_rgb if frame.pix_fmt == "nv12" else kernels.p016_to_rgb
+            if frame.pix_fmt == "nv12":
+                convert = kernels.nv12_to_rgb
+            else:  # full range scales by the bit depth: 1.0 is (2**bits - 1) << (16 - bits)
+                bits = self.info.bit_depth if self.info.bit_depth in (10, 12, 16) else 10
+                convert = functools.partial(kernels.p016_to_rgb, bit_depth=bits)
             fused = self._fused_downsample()
             out = out_small = None
             if self.dtype == torch.float32 and self.device.type == "cpu":

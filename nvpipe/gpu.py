@@ -155,9 +155,14 @@ def decoder_caps(codec: str, bit_depth: int = 8, gpu_id: int = 0) -> dict:
 
 
 def caps_supported(caps: dict) -> bool:
-    """Whether ``GetDecoderCaps``'s answer says the stream can be decoded."""
-    if "is_supported" in caps:
-        return bool(caps["is_supported"])
+    """Whether ``GetDecoderCaps``'s answer says the stream can be decoded.
+
+    PyNvVideoCodec 2.x answers ``{"supported", "num_decoder_engines", "width_max", ...}``
+    (cuvid's ``bIsSupported``, ``nNumNVDECs``, ``nMaxWidth``); ``is_supported`` is also read.
+    """
+    for key in ("supported", "is_supported"):
+        if key in caps:
+            return bool(caps[key])
     return caps.get("num_decoder_engines", 0) > 0 and caps.get("width_max", 0) > 0
 
 

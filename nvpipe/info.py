@@ -13,7 +13,7 @@ def _try(what):
 
 
 def collect() -> dict:
-    """A dict of facts: versions, GPU, decoders/encoders, Triton, weights."""
+    """A dict of facts: versions, CPU encoders, GPU (decoders, encoders, Triton), weights."""
     import av
     import torch
 
@@ -37,14 +37,7 @@ def collect() -> dict:
 
         return describe()
 
-    facts["gpu"] = _try(gpu)
-
-    def triton():
-        import triton as triton_module
-
-        return triton_module.__version__
-
-    facts["triton"] = _try(triton)
+    facts["gpu"] = _try(gpu)  # with Triton's and PyNvVideoCodec's status
 
     def weights():
         import rvm

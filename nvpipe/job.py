@@ -8,6 +8,7 @@ from typing import Optional
 OUTPUT_KINDS = ("composite", "alpha", "foreground", "rgba", "rgba_premultiplied")
 DEVICES = ("cpu", "cuda")
 VARIANTS = ("mobilenetv3", "resnet50")
+ENCODERS = ("auto", "cpu", "nvenc")
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Job:
     overwrite: bool = False
     dtype: Optional[str] = None  # "float32" | "float16"
     resize: Optional[tuple[int, int]] = None  # (width, height) applied to the input
-    encoder: Optional[str] = None  # None: best available; "cpu" forces PyAV encoding
+    encoder: str = "auto"  # auto: NVENC for H.264/HEVC on a GPU that has it; cpu; nvenc
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -62,6 +63,8 @@ class Job:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.ratio is not None and not 0 < self.ratio <= 1:
             raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {self.chunk}")
 

@@ -27,6 +27,7 @@ class MattingStage:
             use_cuda_graphs = self.device.type == "cuda"
         self.use_cuda_graphs = use_cuda_graphs
         self._graphs: dict[tuple[int, ...], object] = {}
+        self._last_graph = None  # the graph that ran last: it holds the current state
         self._state: list[Optional[torch.Tensor]] = [None] * 4
 
     def reset(self) -> None:
@@ -48,12 +49,12 @@ class MattingStage:
         shape = tuple(src_sm.shape)
         graph = self._graphs.get(shape)
         if graph is None:
-            # A new shape (the last, shorter chunk of a clip) starts from the state the
-            # previous graph reached.
             graph = GraphedMatting(self.network, shape, self.device, dtype=self.dtype,
                                    downsample_ratio=self.ratio)
-            previous = next(reversed(self._graphs.values()), None)
-            if previous is not None:
-                graph.load_state(previous.state())
             self._graphs[shape] = graph
+        if self._last_graph is not None and graph is not self._last_graph:
+            # Another chunk length (the last, shorter chunk of a clip) continues from the
+            # state the graph that ran last reached (each graph keeps its own state buffers).
+            graph.load_state(self._last_graph.state())
+        self._last_graph = graph
         return graph(src_sm)

@@ -9,6 +9,7 @@ written so far (or no file when none were).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -22,7 +23,7 @@ from .compose import ComposeTarget, Composer
 from .convert import Converter
 from .errors import NvpipeError
 from .frames import StreamInfo
-from .job import Job, auto_ratio
+from .job import Job, OutputSpec, auto_ratio
 from .matting import MattingStage
 
 # Queue depths: 4 converted frames ahead of the network (1080p float32 src is 25 MB, so
@@ -96,6 +97,30 @@ def output_info(info: StreamInfo, resize: Optional[tuple[int, int]]) -> StreamIn
     return replace(info, width=width, height=height, rotation=0)
 
 
+NVENC_CONTAINERS = (".mp4", ".mkv", ".mov")
+
+
+def choose_encoder(spec: OutputSpec, job: Job) -> OutputSpec:
+    """On CUDA, H.264/HEVC outputs go to NVENC where the GPU has one (``job.encoder`` auto),
+    or always (nvenc); alpha formats, other codecs and ``encoder="cpu"`` stay with PyAV."""
+    if job.device != "cuda" or job.encoder == "cpu":
+        return spec
+    suffix = os.path.splitext(spec.path)[1].lower()
+    codec = (spec.codec or ("h264" if suffix in (".mp4", ".mkv") else "")).lower()
+    if codec not in ("h264", "hevc") or suffix not in NVENC_CONTAINERS \
+            or spec.kind in ("rgba", "rgba_premultiplied"):
+        if job.encoder == "nvenc":
+            raise NvpipeError(f"{spec.path}: NVENC encodes H.264/HEVC without alpha into "
+                              f".mp4/.mkv/.mov only")
+        return spec
+    if job.encoder == "auto":
+        from .gpu import has_nvenc
+
+        if not has_nvenc(codec=codec):  # H100, H200, A100: no NVENC
+            return spec
+    return replace(spec, codec=f"{codec}_nvenc")
+
+
 def load_network(job: Job, dtype: torch.dtype):
     import rvm
 
@@ -125,7 +150,9 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     if job.device == "cuda":
         from .gpu import check_cuda_ready
 
-        check_cuda_ready()
+        # Pictures decode on the CPU: PyNvVideoCodec is only needed for video inputs, and
+        # the NVDEC source raises DeviceError naming it when it cannot load.
+        check_cuda_ready(need_decoder=False)
     dtype = _dtype_for(job)
     device = torch.device(job.device)
 
@@ -143,8 +170,8 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         ratio = job.ratio if job.ratio is not None else auto_ratio(width, height)
         audio_from = job.input if info.has_audio else None
         for spec in job.outputs:
-            sinks[spec.path] = open_sink(spec, sink_info, overwrite=job.overwrite,
-                                         audio_from=audio_from)
+            sinks[spec.path] = open_sink(choose_encoder(spec, job), sink_info,
+                                         overwrite=job.overwrite, audio_from=audio_from)
         kinds = {spec.path: spec.kind for spec in job.outputs}
         needs_background = any(kind == "composite" for kind in kinds.values())
         background = None

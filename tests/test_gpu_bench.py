@@ -29,3 +29,21 @@ def test_main_exits_2_without_gpu(tmp_path, capsys):
     assert gpu_bench.main(["--out", str(tmp_path)]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")
+def test_throughput_cuda_command_line_reaches_the_gpu_bench(tmp_path, capsys):
+    # bench/throughput.py --device cuda hands its own argv (positional clip, --repeats,
+    # --network-frames, an int --jobs) to gpu_bench.main: an argparse error would raise
+    # SystemExit instead of returning the no-GPU status.
+    from bench import throughput
+
+    argv = ["--device", "cuda", str(tmp_path / "clip.mp4"), "--repeats", "1",
+            "--network-frames", "4", "--jobs", "2", "--ratio", "0.25", "--out", str(tmp_path)]
+    assert throughput.main(argv) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_clip_given_twice_differently_is_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        gpu_bench.main([str(tmp_path / "a.mp4"), "--clip", str(tmp_path / "b.mp4")])

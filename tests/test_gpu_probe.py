@@ -133,3 +133,15 @@ def test_describe_reports_reasons_without_raising():
 def test_has_nvenc_false_without_gpu():
     assert gpu.has_nvenc() is False
     assert gpu.nvenc_status()[1] == "no CUDA GPU"
+
+
+@pytest.mark.parametrize("supported", [0, 1])
+def test_caps_supported_reads_pynvvideocodec_2_keys(supported):
+    # PyNvVideoCodec 2.x GetDecoderCaps: "supported" (cuvid bIsSupported), engines, sizes.
+    # The engine count and sizes need not be zero for an unsupported stream: "supported" decides.
+    from nvpipe.gpu import caps_supported
+
+    caps = {"supported": supported, "num_decoder_engines": 7, "width_max": 8192,
+            "height_max": 8192, "bitdepth": 10}
+    assert caps_supported(caps) is bool(supported)
+    assert caps_supported({"num_decoder_engines": 7, "width_max": 0}) is False

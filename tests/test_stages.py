@@ -140,3 +140,27 @@ def test_runner_output_matches_stages_run_by_hand(small_clip, weights_env, tmp_p
             difference = np.abs(written.to_ndarray(format="rgba").astype(int)
                                 - expected.permute(1, 2, 0).numpy().astype(int))
             assert difference.max() <= 1
+
+
+@pytest.mark.parametrize("has_nvenc", [True, False])
+def test_encoder_choice_on_cuda(has_nvenc, monkeypatch):
+    from nvpipe import Job, NvpipeError, OutputSpec
+    from nvpipe import gpu
+    from nvpipe.runner import choose_encoder
+
+    monkeypatch.setattr(gpu, "has_nvenc", lambda gpu_id=0, codec="h264": has_nvenc)
+    job = Job(input="in.mp4", device="cuda")
+    h264 = choose_encoder(OutputSpec("out.mp4"), job)
+    assert h264.codec == ("h264_nvenc" if has_nvenc else None)
+    assert choose_encoder(OutputSpec("out.mkv", codec="hevc"), job).codec == \
+        ("hevc_nvenc" if has_nvenc else "hevc")
+    # Alpha and codecs NVENC lacks stay on the CPU; so does everything with encoder="cpu".
+    assert choose_encoder(OutputSpec("out.mov", kind="rgba"), job).codec is None
+    assert choose_encoder(OutputSpec("out.webm"), job).codec is None
+    assert choose_encoder(OutputSpec("out.mp4"), Job(input="in.mp4", device="cuda",
+                                                     encoder="cpu")).codec is None
+    assert choose_encoder(OutputSpec("out.mp4"), Job(input="in.mp4")).codec is None  # cpu
+    forced = Job(input="in.mp4", device="cuda", encoder="nvenc")
+    assert choose_encoder(OutputSpec("out.mp4"), forced).codec == "h264_nvenc"
+    with pytest.raises(NvpipeError):
+        choose_encoder(OutputSpec("out.webm"), forced)

@@ -50,6 +50,7 @@ class PngSequenceSink(SinkBase):
         from . import same_file
 
         path = str(spec.path)
+        self.encoder_name = "png (CPU)"
         if is_sequence_pattern(path):
             self.folder, self.name_pattern = os.path.split(os.path.abspath(path))
         else:

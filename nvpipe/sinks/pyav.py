@@ -161,6 +161,7 @@ class PyAVSink(SinkBase):
         self.spec = spec
         extension = os.path.splitext(self.path)[1].lower()
         self.codec = resolve_codec(extension, spec)
+        self.encoder_name = f"{ENCODERS[self.codec]} (CPU)"
         self.width, self.height = info.display_size
         self.time_base = Fraction(info.time_base)
         self.fps = Fraction(info.fps) if info.fps else Fraction(30)

@@ -221,11 +221,13 @@ class NvdecSource:
 
     def _wrap(self, nvframe, index: int, last_pts: Optional[int]) -> DecodedFrame:
         consumer = torch.cuda.current_stream(self.device)
-        if hasattr(nvframe, "WaitOnCUStream"):
-            # Ask the library to order its post-processing copy before the consumer's work.
+        # Ask the library to order its post-processing copy before the consumer's work
+        # (``WaitOnCUStream`` is a method of the decoder in PyNvVideoCodec 2.x, not of frames).
+        wait_on_stream = getattr(self._decoder, "WaitOnCUStream", None)
+        if wait_on_stream is not None:
             try:
-                nvframe.WaitOnCUStream(consumer.cuda_stream)
-            except TypeError:  # another binding signature: the waits below still order it
+                wait_on_stream(consumer.cuda_stream)
+            except Exception:  # noqa: BLE001 - another binding: the waits below still order it
                 pass
         with torch.cuda.device(self.device):
             # DLPack: torch passes the consumer's current stream and the producer makes it
