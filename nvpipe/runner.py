@@ -206,6 +206,8 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
 
         def decode_loop() -> None:
             stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+            if stream is None:
+                _lower_priority()
             try:
                 with torch.inference_mode(), (torch.cuda.stream(stream) if stream else _null()):
                     for frame in source:
@@ -227,6 +229,8 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
 
         def encode_loop(path: str) -> None:
             sink, inbox = sinks[path], to_encode[path]
+            if device.type == "cpu":
+                _lower_priority()
             try:
                 while True:
                     item = stages.get(inbox)
@@ -339,6 +343,23 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, result: RunResult):
         super().__init__()
         self.result = result
+
+
+# Niceness of the decode and encode threads on the CPU path. torch's OpenMP workers wait
+# for the slowest of them at every parallel region, so one worker preempted by the encoder
+# stalls the whole network; at nice 19 the stages fill the network's gaps instead (1080p,
+# ratio 0.25, 2 cores, interleaved runs: 5.9 fps at nice 0, 6.4 at 10, 6.8 at 19). The
+# bounded queues keep them from starving: the network waits when they fall behind.
+STAGE_NICE = 19
+
+
+def _lower_priority() -> None:
+    """Lowers this thread's priority (Linux: per-thread nice) on the CPU path."""
+    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STAGE_NICE)
+        except OSError:
+            pass
 
 
 def _join_all(threads: list[threading.Thread], stages: _Stages) -> None:
