@@ -27,6 +27,10 @@ except ImportError:  # pragma: no cover - exercised only where triton is absent
     tl = None
     HAVE_TRITON = False
 
+# Output kinds as the kernels number them: the Triton kernels' KIND and the C enum in
+# kernels/cpu/nvpipe_cpu.c both use these values.
+KIND_CODES = {"composite": 0, "foreground": 1, "alpha": 2, "rgba": 3, "rgba_premultiplied": 4}
+
 IMPLS = (None, "triton", "reference", "native")  # native: kernels/cpu/*.c, CPU only
 
 # Luma weights (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb (ITU-R BT.601-7, BT.709-6, BT.2020-2).

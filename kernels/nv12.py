@@ -15,9 +15,9 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import HAVE_TRITON, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton, use_triton
+from ._common import HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton, use_triton
 from . import native
-from .tail import Background, tail_block_shape, _background_args, _compose_reference, _fgr_pha_reference, _TailArgs, _KIND_CODES
+from .tail import Background, tail_block_shape, _background_args, _compose_reference, _fgr_pha_reference, _TailArgs
 
 NV12_OUTPUTS = ("composite", "foreground", "alpha")
 
@@ -299,7 +299,7 @@ def matting_tail_nv12(
         bg, *bg_strides, *args.colour,
         out, *out.stride(), args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
         *_flat(coefficients),
-        KIND=_KIND_CODES[output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
+        KIND=KIND_CODES[output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
         BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
     )
     return out

@@ -18,10 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from ._common import HAVE_TRITON, KernelError, check_float_dtype, interpreting, tl, triton, use_triton
+from ._common import HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, interpreting, tl, triton, use_triton
 
 OUTPUT_CHANNELS = {"composite": 3, "foreground": 3, "alpha": 1, "rgba": 4, "rgba_premultiplied": 4}
-_KIND_CODES = {"composite": 0, "foreground": 1, "alpha": 2, "rgba": 3, "rgba_premultiplied": 4}
 
 Background = Union[None, Sequence[float], torch.Tensor]
 
@@ -307,7 +306,7 @@ def _matting_tail_triton(args: _TailArgs) -> torch.Tensor:
         bg, *bg_strides, *args.colour,
         result, *result.stride(),
         args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
-        CHANNELS=args.channels, KIND=_KIND_CODES[args.output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
+        CHANNELS=args.channels, KIND=KIND_CODES[args.output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
         OUT_U8=args.out_dtype == torch.uint8, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
     )
     return args.unbatch(result)

@@ -10,7 +10,7 @@ import torch
 from .batch import carries_alpha
 from .errors import NvpipeError
 from .job import Job, OutputSpec
-from .runner import RunResult, run
+from .runner import RunResult, default_dtype, run
 
 # RVM's converter composites video over this colour (RGB 120, 255, 155).
 RVM_GREEN = "#78ff9b"
@@ -67,9 +67,9 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
         device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
     device = torch.device(device).type
     if dtype is None:
-        # Without a model to take it from: the job's default (float16 on CUDA, float32 on CPU).
+        # Without a model to take it from: the job's default.
         dtype = (next(model.parameters()).dtype if isinstance(model, torch.nn.Module)
-                 else torch.float16 if device == "cuda" else torch.float32)
+                 else default_dtype(device))
     dtype_names = {torch.float32: "float32", torch.float16: "float16"}
     if dtype not in dtype_names:
         raise NvpipeError(f"dtype must be torch.float32 or torch.float16, got {dtype}")

@@ -9,7 +9,6 @@ from typing import Callable, Optional
 import torch
 
 MATRICES = ("bt601", "bt709", "bt2020")
-PIXEL_FORMATS = ("nv12", "p016", "rgb24", "rgba")
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,4 @@ class DecodedFrame:
         return None if self.pts is None else float(self.pts * self.time_base)
 
 
-def output_kind_channels(kind: str) -> int:
-    return {"composite": 3, "foreground": 3, "alpha": 1, "rgba": 4, "rgba_premultiplied": 4}[kind]
-
-
-__all__ = ["ColorSpec", "StreamInfo", "DecodedFrame", "MATRICES", "PIXEL_FORMATS"]
+__all__ = ["ColorSpec", "StreamInfo", "DecodedFrame", "MATRICES"]

@@ -85,10 +85,15 @@ class _Stages:
                     return _END
 
 
+def default_dtype(device: str) -> torch.dtype:
+    """The network's precision unless asked: FP16 on CUDA (tensor cores), FP32 on the CPU."""
+    return torch.float16 if device == "cuda" else torch.float32
+
+
 def _dtype_for(job: Job) -> torch.dtype:
     if job.dtype is not None:
         return {"float32": torch.float32, "float16": torch.float16}[job.dtype]
-    return torch.float16 if job.device == "cuda" else torch.float32
+    return default_dtype(job.device)
 
 
 def output_info(info: StreamInfo, resize: Optional[tuple[int, int]]) -> StreamInfo:

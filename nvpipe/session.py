@@ -11,6 +11,7 @@ import torch
 from .convert import downsample
 from .job import auto_ratio
 from .matting import MattingStage
+from .runner import default_dtype
 
 
 @dataclass
@@ -49,7 +50,7 @@ class MattingSession:
         import rvm
 
         self.device = torch.device(device)
-        self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
+        self.dtype = dtype or default_dtype(self.device.type)
         self.network = network if network is not None else rvm.load(
             weights, variant=variant, device=self.device, dtype=self.dtype)
         self.ratio = ratio

@@ -2,7 +2,7 @@
  *
  * Same functions as the Triton kernels beside them (kernels/color.py, tail.py, nv12.py),
  * for the CPU pipeline: at 1080p the PyTorch references make 10-20 full-frame passes
- * (about 200 ms a frame on 2 cores); these make one. Each call handles a band of rows
+ * (tail -> NV12: 62 ms a frame on 2 cores, against 7.7 ms here); these make one. Each call handles a band of rows
  * [row_begin, row_end) so the caller can split a frame across threads (ctypes releases
  * the GIL). Arithmetic follows the references in float32; bilinear taps follow PyTorch's
  * upsample_bilinear2d (align_corners=False).
