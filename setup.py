@@ -22,7 +22,7 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=7", "onnxruntime>=1.17", "triton>=3.0"],
-        "gpu": ["pynvvideocodec>=2.0", "triton>=3.0", "nvidia-ml-py>=12", "cupy-cuda12x>=13"],
+        "gpu": ["pynvvideocodec>=2.2", "triton>=3.0", "nvidia-ml-py>=12"],
     },
     entry_points={"console_scripts": ["nvpipe=nvpipe.cli:main"]},
     classifiers=["License :: OSI Approved :: GNU General Public License v3 (GPLv3)"],

@@ -141,7 +141,7 @@ if HAVE_TRITON:
         bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b,
         out_ptr, so_r, so_c, height, width, low_h, low_w, scale_h, scale_w,
         yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0,
-        KIND: tl.constexpr, BG_TENSOR: tl.constexpr, BG_U8: tl.constexpr,
+        KIND: tl.constexpr, BG_TENSOR: tl.constexpr, BG_U8: tl.constexpr, COEFF_VEC4: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
     ):
         pid_h = tl.program_id(0)
@@ -150,7 +150,7 @@ if HAVE_TRITON:
         cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
         mask = (rows < height) & (cols < width)
         fgr_pha = _fgr_pha_tile(a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
-                                rows, cols, mask, low_h, low_w, scale_h, scale_w)
+                                rows, cols, mask, low_h, low_w, scale_h, scale_w, COEFF_VEC4)
         values = _compose_tile(fgr_pha, bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b, rows, cols, mask,
                                KIND, BG_TENSOR, BG_U8)
         _store_nv12_tile(values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
@@ -299,7 +299,7 @@ def matting_tail_nv12(
         bg, *bg_strides, *args.colour,
         out, *out.stride(), args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
         *_flat(coefficients),
-        KIND=KIND_CODES[output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
+        KIND=KIND_CODES[output], BG_TENSOR=bg_tensor, BG_U8=bg_u8, COEFF_VEC4=args.coeff_vec4,
         BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
     )
     return out

@@ -90,6 +90,20 @@ class _TailArgs:
                 raise KernelError(f"out is on {out.device} but src is on {src.device}")
         self.out = out
 
+    @property
+    def coeff_vec4(self) -> bool:
+        """True when A and b are channels_last with 4-element-aligned pixels (what the network
+        hands over): each coefficient tap may then load its 4 channels as one 8-byte (FP16)
+        or 16-byte (FP32) vector. Triton cannot see this from the strides alone (it proves
+        alignment only from multiples of 16), so the kernels are told (COEFF_VEC4)."""
+        for coeff in (self.coeff_a, self.coeff_b):
+            n_stride, c_stride, h_stride, w_stride = coeff.stride()
+            if c_stride != 1 or w_stride != 4 or h_stride % 4 or (coeff.shape[0] > 1 and n_stride % 4):
+                return False
+            if coeff.data_ptr() % (4 * coeff.element_size()):
+                return False
+        return True
+
     def allocate(self) -> torch.Tensor:
         if self.out is not None:
             return self.out if self.batched else self.out[None]
@@ -166,15 +180,23 @@ if HAVE_TRITON:
         return top + (bottom - top) * wy
 
     @triton.jit
+    def _tap_offsets(y, x, s_c, s_h, s_w, channel, COEFF_VEC4: tl.constexpr):
+        """[BH, BW, 4] element offsets of the 4 channels of coefficient texels (y, x)."""
+        if COEFF_VEC4:  # channels_last, s_w == 4, s_h % 4 == 0: 4 contiguous, aligned channels
+            return tl.max_contiguous(tl.multiple_of((y * s_h + x * 4)[:, :, None] + channel, [1, 1, 4]), [1, 1, 4])
+        return (y * s_h + x * s_w)[:, :, None] + channel * s_c
+
+    @triton.jit
     def _fgr_pha_tile(
         a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
-        rows, cols, mask, low_h, low_w, scale_h, scale_w,
+        rows, cols, mask, low_h, low_w, scale_h, scale_w, COEFF_VEC4: tl.constexpr,
     ):
         """float32 [BH, BW, 4]: (fgr r, g, b, pha) of the pixels ``rows`` x ``cols``.
 
         ``rows`` is [BH, 1], ``cols`` [1, BW]; the pointers already point at this image.
-        The four channels of A and b sit in the last axis, so channels_last coefficients
-        (channel stride 1) load as one 8-byte vector per tap.
+        The four channels of A and b sit in the last axis; with COEFF_VEC4 (channels_last
+        coefficients, see ``_TailArgs.coeff_vec4``) each tap is one vector load: on sm_90,
+        32 8-byte loads a thread instead of 128 2-byte ones (bench/kernel_compile.py).
         """
         channel = tl.arange(0, 4)[None, None, :]
         mask4 = mask[:, :, None] & (channel < 4)
@@ -189,15 +211,23 @@ if HAVE_TRITON:
         y1 = tl.minimum(y0 + 1, low_h - 1)
         x1 = tl.minimum(x0 + 1, low_w - 1)
 
-        a00 = tl.load(a_ptr + (y0 * sa_h + x0 * sa_w)[:, :, None] + channel * sa_c, mask=mask4, other=0.0)
-        a01 = tl.load(a_ptr + (y0 * sa_h + x1 * sa_w)[:, :, None] + channel * sa_c, mask=mask4, other=0.0)
-        a10 = tl.load(a_ptr + (y1 * sa_h + x0 * sa_w)[:, :, None] + channel * sa_c, mask=mask4, other=0.0)
-        a11 = tl.load(a_ptr + (y1 * sa_h + x1 * sa_w)[:, :, None] + channel * sa_c, mask=mask4, other=0.0)
+        a00 = tl.load(a_ptr + _tap_offsets(y0, x0, sa_c, sa_h, sa_w, channel, COEFF_VEC4),
+                      mask=mask4, other=0.0)
+        a01 = tl.load(a_ptr + _tap_offsets(y0, x1, sa_c, sa_h, sa_w, channel, COEFF_VEC4),
+                      mask=mask4, other=0.0)
+        a10 = tl.load(a_ptr + _tap_offsets(y1, x0, sa_c, sa_h, sa_w, channel, COEFF_VEC4),
+                      mask=mask4, other=0.0)
+        a11 = tl.load(a_ptr + _tap_offsets(y1, x1, sa_c, sa_h, sa_w, channel, COEFF_VEC4),
+                      mask=mask4, other=0.0)
         up_a = _bilerp3(a00.to(tl.float32), a01.to(tl.float32), a10.to(tl.float32), a11.to(tl.float32), wy, wx)
-        b00 = tl.load(b_ptr + (y0 * sb_h + x0 * sb_w)[:, :, None] + channel * sb_c, mask=mask4, other=0.0)
-        b01 = tl.load(b_ptr + (y0 * sb_h + x1 * sb_w)[:, :, None] + channel * sb_c, mask=mask4, other=0.0)
-        b10 = tl.load(b_ptr + (y1 * sb_h + x0 * sb_w)[:, :, None] + channel * sb_c, mask=mask4, other=0.0)
-        b11 = tl.load(b_ptr + (y1 * sb_h + x1 * sb_w)[:, :, None] + channel * sb_c, mask=mask4, other=0.0)
+        b00 = tl.load(b_ptr + _tap_offsets(y0, x0, sb_c, sb_h, sb_w, channel, COEFF_VEC4),
+                      mask=mask4, other=0.0)
+        b01 = tl.load(b_ptr + _tap_offsets(y0, x1, sb_c, sb_h, sb_w, channel, COEFF_VEC4),
+                      mask=mask4, other=0.0)
+        b10 = tl.load(b_ptr + _tap_offsets(y1, x0, sb_c, sb_h, sb_w, channel, COEFF_VEC4),
+                      mask=mask4, other=0.0)
+        b11 = tl.load(b_ptr + _tap_offsets(y1, x1, sb_c, sb_h, sb_w, channel, COEFF_VEC4),
+                      mask=mask4, other=0.0)
         up_b = _bilerp3(b00.to(tl.float32), b01.to(tl.float32), b10.to(tl.float32), b11.to(tl.float32), wy, wx)
 
         # src in channels 0-2, 0 in channel 3 (masked), so fgr = out + src needs no split.
@@ -245,7 +275,7 @@ if HAVE_TRITON:
         out_ptr, so_n, so_c, so_h, so_w,
         height, width, low_h, low_w, scale_h, scale_w,
         CHANNELS: tl.constexpr, KIND: tl.constexpr, BG_TENSOR: tl.constexpr, BG_U8: tl.constexpr,
-        OUT_U8: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
+        OUT_U8: tl.constexpr, COEFF_VEC4: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
     ):
         pid_h = tl.program_id(0)
         pid_w = tl.program_id(1)
@@ -253,9 +283,12 @@ if HAVE_TRITON:
         rows = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
         cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
         mask = (rows < height) & (cols < width)
-        fgr_pha = _fgr_pha_tile(a_ptr + image * sa_n, sa_c, sa_h, sa_w, b_ptr + image * sb_n, sb_c, sb_h, sb_w,
+        a_image, b_image = image * sa_n, image * sb_n
+        if COEFF_VEC4:  # keeps the taps' 4-channel vectors aligned (batch strides are multiples of 4)
+            a_image, b_image = tl.multiple_of(a_image, 4), tl.multiple_of(b_image, 4)
+        fgr_pha = _fgr_pha_tile(a_ptr + a_image, sa_c, sa_h, sa_w, b_ptr + b_image, sb_c, sb_h, sb_w,
                                 src_ptr + image * ss_n, ss_c, ss_h, ss_w,
-                                rows, cols, mask, low_h, low_w, scale_h, scale_w)
+                                rows, cols, mask, low_h, low_w, scale_h, scale_w, COEFF_VEC4)
         result = _compose_tile(fgr_pha, bg_ptr + image * sg_n, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b,
                                rows, cols, mask, KIND, BG_TENSOR, BG_U8)
         if OUT_U8:
@@ -270,13 +303,14 @@ def tail_block_shape():
 
     GPU: 16 x 64 pixels over 8 warps (256 threads, 4 pixels each). A warp covers 2 rows of
     64 pixels: 128-byte FP16 row segments of src and 192-256 contiguous bytes of an
-    interleaved uint8 RGB(A) output. The [16, 64, 4] float32 working tiles are 16 values a
-    thread each, which keeps the 8 coefficient taps in registers without spilling (4 warps
-    would need 32 each). A tile spans about 4 x 16 coefficient texels at ratio 1/4, so after
-    the first touch the A/b gathers hit L1; with channels_last A/b each tap is one 8-byte
-    load of 4 FP16 channels. Not yet tuned on a GPU: ``NVPIPE_TAIL_BLOCK="16,64,8"``
-    overrides it (even sizes, powers of two). The interpreter gets larger tiles, since it
-    runs programs one after another.
+    interleaved uint8 RGB(A) output. A tile spans about 4 x 16 coefficient texels at ratio
+    1/4, so after the first touch the A/b gathers hit L1; with channels_last A/b each tap is
+    one 8-byte load of 4 FP16 channels (COEFF_VEC4). Compiled for sm_90 by Triton 3.9
+    (``bench/kernel_compile.py``): 55-72 registers, no spills, 24-32 resident warps per SM;
+    8 x 64 x 8 would use 40-44 (40-48 warps), 16 x 64 x 4 128 (16 warps), and 32 x 64 x 8
+    spills. Not yet timed on a GPU: ``NVPIPE_TAIL_BLOCK="8,64,8"`` overrides it (even sizes,
+    powers of two) and ``bench/kernels.py --tail-blocks`` sweeps it. The interpreter gets
+    larger tiles, since it runs programs one after another.
     """
     override = os.environ.get("NVPIPE_TAIL_BLOCK")
     if override:
@@ -293,6 +327,13 @@ def _background_args(args: _TailArgs, fallback: torch.Tensor):
     return (bg, batch_stride, *bg.stride()[1:]), True, bg.dtype == torch.uint8
 
 
+def _image_strides(tensor: torch.Tensor) -> tuple[int, ...]:
+    """Strides of an [N, C, H, W] tensor with the batch stride 0 for one image: a [C, H, W]
+    view's [None] has an arbitrary batch stride (4 for channels_last A and b) that would
+    hide the base pointer's 16-byte alignment from Triton."""
+    return (tensor.stride(0) if tensor.shape[0] > 1 else 0, *tensor.stride()[1:])
+
+
 def _matting_tail_triton(args: _TailArgs) -> torch.Tensor:
     result = args.allocate()
     block_h, block_w, warps = tail_block_shape()
@@ -300,14 +341,14 @@ def _matting_tail_triton(args: _TailArgs) -> torch.Tensor:
     low_h, low_w = args.coeff_a.shape[-2:]
     grid = (triton.cdiv(args.height, block_h), triton.cdiv(args.width, block_w), args.n)
     _matting_tail_kernel[grid](
-        args.coeff_a, *args.coeff_a.stride(),
-        args.coeff_b, *args.coeff_b.stride(),
-        args.src, *args.src.stride(),
+        args.coeff_a, *_image_strides(args.coeff_a),
+        args.coeff_b, *_image_strides(args.coeff_b),
+        args.src, *_image_strides(args.src),
         bg, *bg_strides, *args.colour,
-        result, *result.stride(),
+        result, *_image_strides(result),
         args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
         CHANNELS=args.channels, KIND=KIND_CODES[args.output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
-        OUT_U8=args.out_dtype == torch.uint8, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+        OUT_U8=args.out_dtype == torch.uint8, COEFF_VEC4=args.coeff_vec4, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
     )
     return args.unbatch(result)
 

@@ -42,7 +42,12 @@ def import_pynvvideocodec():
         raise DeviceError(f"PyNvVideoCodec is not installed ({_first_line(error)}); "
                           "pip install pynvvideocodec") from None
     except (RuntimeError, OSError) as error:
-        raise DeviceError(f"PyNvVideoCodec failed to load: {_first_line(error)}") from None
+        message = _first_line(error)
+        if "libnvidia-encode" in message or "libnvcuvid" in message:
+            # PyNvVideoCodec 2.2 loads the encoder library even to decode.
+            message += ("; the driver's video libraries are missing (in a container, "
+                        "NVIDIA_DRIVER_CAPABILITIES must include video)")
+        raise DeviceError(f"PyNvVideoCodec failed to load: {message}") from None
     return PyNvVideoCodec
 
 

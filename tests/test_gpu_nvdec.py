@@ -59,6 +59,17 @@ def test_high_bit_depth_exported_as_bytes_is_reinterpreted():
     assert torch.equal(frame, words)
 
 
+def test_p016_exported_with_a_column_stride_of_two_is_repaired():
+    # PyNvVideoCodec 2.0 exports packed P016 (rows, W) uint16 with element strides (W, 2).
+    words = _random_frame(6, 4, torch.uint16)
+    storage = torch.zeros(6 * 4 + 4, dtype=torch.uint16)
+    storage[:24] = words.flatten()
+    exported = storage.as_strided((6, 4), (4, 2))
+    frame, copied = planar420_view(exported, 4, 4, high_bit_depth=True)
+    assert not copied and frame.stride() == (4, 1)
+    assert torch.equal(frame, words)
+
+
 @pytest.mark.parametrize("shape,width,height,high", [
     ((4, 8), 8, 4, False),   # no chroma row at all
     ((6, 6), 8, 4, False),   # narrower than the picture

@@ -22,7 +22,8 @@ def test_options_constant_qp_and_presets():
     options = nvenc_options(OutputSpec("a.mp4", crf=30, preset="slow"), Fraction(30000, 1001))
     assert options["rc"] == "constqp" and options["constqp"] == 30
     assert options["preset"] == "P5" and options["codec"] == "h264"
-    assert options["bf"] == 0 and options["fps"] == 30 and options["gop"] == 60
+    assert options["bf"] == 0 and options["fps"] == "29.97" and options["gop"] == 60
+    assert nvenc_options(OutputSpec("a.mp4"), Fraction(25))["fps"] == "25"
     default = nvenc_options(OutputSpec("a.mkv", codec="hevc_nvenc"), Fraction(25))
     assert default["codec"] == "hevc" and default["constqp"] == DEFAULT_QP
     assert default["preset"] == "P4"

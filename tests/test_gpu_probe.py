@@ -74,6 +74,7 @@ def test_pynvvideocodec_runtime_error_is_caught(monkeypatch, failing_pynvvideoco
     message = str(caught.value)
     assert "PyNvVideoCodec failed to load" in message
     assert "libnvidia-encode.so.1" in message
+    assert "NVIDIA_DRIVER_CAPABILITIES must include video" in message
     assert "TROUBLESHOOTING" not in message and "\n" not in message
 
 

@@ -54,6 +54,17 @@ def test_arguments(bench):
         bench.parse_args(["--runs", "0"])
     assert bench.gpu_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
     assert bench.input_sets_for(50 << 20) == 6 and bench.input_sets_for(1) == 24
+    assert bench.parse_args(["--tail-blocks", "8,64,8", "16,64,4"]).tail_blocks == ["8,64,8", "16,64,4"]
+    for bad in ("8,64", "12,64,8", "8,64,0", "a,b,c", "3,64,8"):
+        with pytest.raises(SystemExit):
+            bench.parse_args(["--tail-blocks", bad])
+
+
+def test_table_names_the_tile(bench):
+    row = dict(kernel="matting_tail", size="4k", tail_block="8,64,8", median_ms=0.25, bytes=80e6, gbps=320.0,
+               fraction_of_copy=0.1, max_abs_error=1.0)
+    table = bench.format_table([row, dict(row, kernel="nv12_to_rgb", tail_block=None)], copy_gbps=3200.0)
+    assert "8,64,8" in table.splitlines()[2] and " - " in table.splitlines()[3]
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU exit")

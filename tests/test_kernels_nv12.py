@@ -114,6 +114,9 @@ def test_fused_tail_nv12(output, size, low):
     height, width = size
     coeff_a = torch.randn(4, *low, generator=g)
     coeff_b = torch.randn(4, *low, generator=g) * 0.4
+    if low == (12, 16):  # the network's channels_last layout: the kernel's vector-load path
+        coeff_a, coeff_b = (c[None].contiguous(memory_format=torch.channels_last)[0] for c in (coeff_a, coeff_b))
+        assert coeff_a.stride() == (1, 64, 4)
     src = torch.rand(3, height, width, generator=g)
     background = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=g) \
         if low == (20, 24) else (0.0, 0.7, 0.2)

@@ -133,6 +133,53 @@ def test_triton_strided_half_inputs_and_batch():
         assert_close(out[i], single, torch.float16)
 
 
+def _channels_last(n, low_h, low_w, generator, scale):
+    """A and b as the network hands them over: [N, 4, h, w] FP16 in channels_last memory."""
+    return (torch.randn(n, 4, low_h, low_w, generator=generator) * scale).half().contiguous(
+        memory_format=torch.channels_last)
+
+
+def test_vector_load_hint_only_where_its_layout_holds():
+    """COEFF_VEC4 (4 aligned, contiguous channels per texel) is set for channels_last A and b
+    and their per-image views, and not for planar, 8-channel-split or misaligned ones."""
+    from nvpipe.kernels.tail import _TailArgs
+
+    g = torch.Generator().manual_seed(5)
+    src = torch.rand(3, 11, 13, generator=g)
+
+    def vec4(a, b):
+        return _TailArgs(a, b, src if a.dim() == 3 else src.expand(a.shape[0], 3, 11, 13),
+                         "alpha", None, None, None).coeff_vec4
+
+    a, b = _channels_last(2, 5, 7, g, 1.0), _channels_last(2, 5, 7, g, 1.0)
+    assert vec4(a, b) and vec4(a[1], b[1])
+    assert not vec4(a[1].contiguous(), b[1])  # planar [4, h, w]
+    packed = torch.randn(2, 8, 5, 7, generator=g).half().contiguous(memory_format=torch.channels_last)
+    assert not vec4(*packed.split([4, 4], dim=1))  # pixel stride 8
+    storage = torch.randn(4 * 5 * 7 + 1, generator=g).half()
+    shifted = storage[1:].view(1, 5, 7, 4).permute(0, 3, 1, 2)  # channels_last, base 2 bytes off
+    assert shifted.stride() == a[:1].stride() and not vec4(shifted, b[:1])
+
+
+@pytest.mark.parametrize("n,low", [(0, (5, 7)), (3, (4, 9))])
+def test_triton_channels_last_coefficients(n, low):
+    """The network's layout (COEFF_VEC4 on): one image and a batch, odd sizes, against the
+    reference, every output kind."""
+    g = torch.Generator().manual_seed(11 + n)
+    height, width = 21, 35
+    coeff_a, coeff_b = _channels_last(max(n, 1), *low, g, 0.8), _channels_last(max(n, 1), *low, g, 0.4)
+    src = torch.rand(max(n, 1), 3, height, width, generator=g).half()
+    if n == 0:
+        coeff_a, coeff_b, src = coeff_a[0], coeff_b[0], src[0]
+    for output in K.OUTPUT_CHANNELS:
+        background = (0.1, 0.7, 0.3) if output == "composite" else None
+        want = K.matting_tail_reference(coeff_a, coeff_b, src, output=output, background=background,
+                                        out_dtype=torch.float32)
+        got = K.matting_tail(coeff_a, coeff_b, src, output=output, background=background,
+                             out_dtype=torch.float32, impl="triton")
+        assert_close(got, want, torch.float32)
+
+
 def test_bad_inputs_raise_kernel_error():
     a, b, src = random_inputs(0, 8, 8, 2, 2, generator=torch.Generator().manual_seed(0))
     with pytest.raises(K.KernelError, match="output"):

@@ -76,8 +76,10 @@ def nvenc_options(spec: OutputSpec, fps: Fraction, gpu_id: int = 0) -> dict:
     if preset not in {f"P{i}" for i in range(1, 8)}:
         raise OutputError(f"NVENC preset must be P1..P7 or an x264 preset name, got {spec.preset!r}")
     rate = max(1, round(float(fps)))
+    # fps as a decimal string: the library reads "29.97" as 2997/100 (rate control only;
+    # the container's timing comes from the PTS).
     options = {"codec": codec, "preset": preset, "tuning_info": "high_quality",
-               "fps": rate, "gop": 2 * rate, "idrperiod": 2 * rate, "bf": 0, "gpu_id": gpu_id}
+               "fps": f"{float(fps):.3f}".rstrip("0").rstrip("."), "gop": 2 * rate, "idrperiod": 2 * rate, "bf": 0, "gpu_id": gpu_id}
     if spec.bitrate is not None:
         if spec.bitrate <= 0:
             raise OutputError(f"bitrate must be positive, got {spec.bitrate}")
@@ -307,6 +309,9 @@ class NvencSink:
             raise OutputError(f"NVENC needs an even width and height, got {self.width}x{self.height}")
         self.options = nvenc_options(spec, info.fps, gpu_id)
         self._nvc = import_pynvvideocodec()
+        if not hasattr(self._nvc, "NV_ENC_PIC_PARAMS"):  # 2.0.0/2.1.0: Encode returns bytes
+            raise OutputError("NVENC output needs PyNvVideoCodec >= 2.2 (found "
+                              f"{getattr(self._nvc, '__version__', 'an older version')})")
         available, reason = nvenc_status(gpu_id, self.codec)
         if not available:
             raise OutputError(f"no NVENC for {self.codec}: {reason}")
@@ -321,7 +326,6 @@ class NvencSink:
         self._encoder = None
         self._context = None
         self._stream: Optional[torch.cuda.Stream] = None
-        self._input_kind: Optional[str] = None
         self._frames = 0
         self._last_pts: Optional[int] = None
         self._pts_by_index: dict[int, int] = {}
@@ -345,17 +349,9 @@ class NvencSink:
     def _encode(self, frame: torch.Tensor, index: int):
         params = self._nvc.NV_ENC_PIC_PARAMS()
         params.inputTimeStamp = index
-        if self._input_kind != "planes":
-            try:
-                packets = self._encoder.Encode(frame, params)
-                self._input_kind = "tensor"
-                return packets
-            except Exception:  # noqa: BLE001 - older bindings take CAI planes only
-                if self._input_kind == "tensor":
-                    raise
-        packets = self._encoder.Encode(_Nv12Planes(frame, self.width, self.height), params)
-        self._input_kind = "planes"
-        return packets
+        # CAI planes, not the tensor itself: PyNvVideoCodec 2.2 calls ``__dlpack__(stream)``
+        # positionally, and torch takes ``stream`` as a keyword only (a TypeError per frame).
+        return self._encoder.Encode(_Nv12Planes(frame, self.width, self.height), params)
 
     def _mux_packets(self, packets) -> None:
         for packet in packets:

@@ -62,6 +62,11 @@ def planar420_view(data: torch.Tensor, width: int, height: int,
     """
     if data.ndim != 2:
         raise InputError(f"NVDEC frame is not a 2-D semi-planar picture: {tuple(data.shape) = }")
+    if (data.dtype == torch.uint16 and data.stride(1) != 1 and data.stride(0) == data.shape[1]
+            and data.shape[1] > 1):
+        # PyNvVideoCodec's 2.0 source exports packed P016 with element strides (W, 2): the
+        # rows are right, the column stride is not.
+        data = data.as_strided(data.shape, (data.shape[1], 1))
     if high_bit_depth and data.dtype == torch.uint8:
         if data.shape[1] % 2 or data.stride(1) != 1:
             raise InputError(f"cannot read a 16-bit frame from {tuple(data.shape) = }")
@@ -173,6 +178,16 @@ class NvdecSource:
                                    f"{self.info.bit_depth}-bit): {error}") from None
         self._high_bit_depth = self.info.bit_depth > 8
         self._frame_ticks = max(1, round(1 / (Fraction(self.info.fps) * self.info.time_base)))
+        # getPTS() counts in the demuxer's time base; frames are labelled in info.time_base.
+        self._pts_scale = Fraction(1)
+        if hasattr(self._demuxer, "GetTimebaseNum"):
+            try:
+                demuxer_base = Fraction(int(self._demuxer.GetTimebaseNum()),
+                                        int(self._demuxer.GetTimebaseDen()) or 1)
+            except Exception:  # noqa: BLE001 - no time base: assume FFmpeg's, as PyAV's
+                demuxer_base = None
+            if demuxer_base:
+                self._pts_scale = demuxer_base / Fraction(self.info.time_base)
 
     def _check_caps(self) -> None:
         """Refuse what this GPU's NVDEC cannot do (e.g. 10-bit H.264) before decoding."""
@@ -237,6 +252,8 @@ class NvdecSource:
         consumer.wait_stream(self.stream)
         data, _ = planar420_view(data, self.info.width, self.info.height, self._high_bit_depth)
         pts = _frame_pts(nvframe)
+        if pts is not None and self._pts_scale != 1:
+            pts = round(pts * self._pts_scale)
         if pts is None:  # continue the frame-rate grid, as the CPU source does
             pts = 0 if last_pts is None else last_pts + self._frame_ticks
         return DecodedFrame(data=data, pix_fmt="p016" if self._high_bit_depth else "nv12",
