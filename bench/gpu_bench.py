@@ -304,10 +304,11 @@ def memory_peak(path: str, ratio: float, weights: Optional[str] = None,
 # ----------------------------------------------------------------------------- 4. end to end
 
 def bench_end_to_end(path: str, ratio: float, weights: Optional[str] = None, repeats: int = 2,
-                     chunk: int = 1) -> dict:
+                     chunk: int = 1, null: bool = False) -> dict:
     """``nvpipe.run`` on CUDA, file to file: NVDEC, kernel 1, FP16 graphs, the fused tail,
     a composite over green into H.264 by the sinks ``open_sink`` picks (the CPU's libx264
-    where the GPU has no NVENC, as on H100/H200).
+    where the GPU has no NVENC, as on H100/H200); with ``null``, into the null sink
+    (``os.devnull``: the composite is made, in NV12 on the GPU, and dropped).
 
     The network is loaded once, outside the clock; one untimed run first (Triton JIT,
     cuDNN). Random weights (no ``weights``) give a meaningless matte whose encoding cost
@@ -321,7 +322,8 @@ def bench_end_to_end(path: str, ratio: float, weights: Optional[str] = None, rep
     runs, result = [], None
     with tempfile.TemporaryDirectory() as folder:
         for attempt in range(repeats + 1):
-            job = Job(input=path, outputs=[OutputSpec(os.path.join(folder, f"out{attempt}.mp4"))],
+            output = os.devnull if null else os.path.join(folder, f"out{attempt}.mp4")
+            job = Job(input=path, outputs=[OutputSpec(output)],
                       device="cuda", ratio=ratio, chunk=chunk, overwrite=True)
             started = time.perf_counter()
             result = run(job, network=network, verbose=True)
@@ -329,6 +331,30 @@ def bench_end_to_end(path: str, ratio: float, weights: Optional[str] = None, rep
                 runs.append(round(result.frames / (time.perf_counter() - started), 1))
     return {"fps": round(statistics.median(runs), 1), "runs": runs, "frames": result.frames,
             "chunk": chunk, "encoders": result.encoders, "telemetry": result.telemetry}
+
+
+TARGET_NULL_FRACTION = 0.90  # 4K null-sink end to end vs the slower of network and decode
+TARGET_FP16_SPEEDUP = 3.0    # FP16 graphs vs FP32 eager
+TARGET_MEMORY_MIB = 2048     # GPU memory at 4K
+
+
+def targets(run: dict) -> dict:
+    """Issue 4's targets for one clip's measurements: each ``{"value", "target", "met"}``."""
+    network, chunk = run["network"], run["end_to_end_null"]["chunk"]
+    graph_fps = network["fp16_graph_fps"][chunk]
+    bound = min(graph_fps, run["decode"]["fps"])
+    result = {
+        "null_sink_vs_bound": {"value": round(run["end_to_end_null"]["fps"] / bound, 3),
+                               "target": TARGET_NULL_FRACTION,
+                               "bound": f"min(FP16 graphs T={chunk} {graph_fps}, decode {run['decode']['fps']}) fps"},
+        "fp16_graphs_vs_fp32_eager": {"value": round(graph_fps / network["fp32_eager_fps"], 2),
+                                      "target": TARGET_FP16_SPEEDUP},
+    }
+    if "memory" in run and run["memory"].get("nvml_used_mib") is not None:
+        result["memory_mib"] = {"value": run["memory"]["nvml_used_mib"], "target": TARGET_MEMORY_MIB}
+    for name, row in result.items():
+        row["met"] = row["value"] <= row["target"] if name == "memory_mib" else row["value"] >= row["target"]
+    return result
 
 
 # ----------------------------------------------------------------------------- main
@@ -397,7 +423,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             run["decode_jobs"] = [bench_decode_jobs(path, ratio, j) for j in jobs]
             if height >= 2160:
                 run["memory"] = memory_peak(path, ratio, args.weights)
+            run["end_to_end_null"] = bench_end_to_end(path, ratio, args.weights, args.repeats, null=True)
             run["end_to_end"] = bench_end_to_end(path, ratio, args.weights, args.repeats)
+            run["targets"] = targets(run)
             net = run["network"]
             rows += [
                 (f"{name} network FP32 eager", f"{net['fp32_eager_fps']} fps"),
@@ -410,8 +438,12 @@ def main(argv: Optional[list[str]] = None) -> int:
                     f"{r['jobs']}: {r.get('aggregate_fps', r.get('error'))}" for r in run["decode_jobs"])),
             ]
             e2e = run["end_to_end"]
+            rows.append((f"{name} nvpipe run to a null sink", f"{run['end_to_end_null']['fps']} fps"))
             rows.append((f"{name} nvpipe run end to end",
                          f"{e2e['fps']} fps ({', '.join(sorted(set(e2e['encoders'].values())))})"))
+            for target_name, row in run["targets"].items():
+                rows.append((f"{name} target {target_name}",
+                             f"{row['value']} (target {row['target']}): {'met' if row['met'] else 'NOT met'}"))
             if "memory" in run:
                 rows.append((f"{name} memory peak", f"torch {run['memory']['torch_peak_mib']} MiB, "
                                                      f"NVML {run['memory']['nvml_used_mib']} MiB"))

@@ -182,15 +182,16 @@ def main(argv=None) -> int:
     parser.add_argument("--network-frames", type=int, default=12,
                         help="frames held in memory for the network-only timing")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--jobs", type=int, default=1, help="GPU: files decoded at once")
+    parser.add_argument("--jobs", default="1", help="GPU: files decoded at once, e.g. 1,2,4,7 (bench/gpu_bench.py)")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
-    args = parser.parse_args(argv)
-
-    if args.device == "cuda":
+    device_only = argparse.ArgumentParser(add_help=False)
+    device_only.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    if device_only.parse_known_args(argv)[0].device == "cuda":  # before the CPU parser: the GPU bench's --jobs is a list (1,2,4,7)
         sys.path.insert(0, str(REPO / "bench"))
         from gpu_bench import main as gpu_main
 
         return gpu_main(argv)
+    args = parser.parse_args(argv)
 
     if not os.path.exists(args.clip):
         print(f"throughput: no clip at {args.clip}", file=sys.stderr)

@@ -11,6 +11,7 @@ only when ``impl="triton"`` asks for it.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Optional
 
 import torch
@@ -41,6 +42,14 @@ LUMA_WEIGHTS = {
 }
 
 
+# Held around every Triton launch. The pipeline launches kernels from two threads (kernel 1
+# on the decode thread, the tail on the network thread), and a kernel's first launch
+# compiles it: Triton's JIT caches and the interpreter are not made for concurrent use
+# (triton-lang/triton#5933). A launch holds the GIL for its 20-40 us of Python anyway, so
+# the lock serialises nothing that was parallel.
+LAUNCH_LOCK = threading.RLock()
+
+
 class KernelError(NvpipeError):
     """A kernel was called with inputs it cannot take (shape, dtype, device, option)."""
 
@@ -59,8 +68,8 @@ def use_triton(tensor: torch.Tensor, impl: Optional[str]) -> bool:
     interpreted = tensor.device.type == "cpu" and interpreting()
     runnable = HAVE_TRITON and (tensor.is_cuda or interpreted)
     if impl is None:
-        # The interpreter only when asked for: it runs programs one by one (slow) and is
-        # not thread-safe, so the pipeline's decode and network threads must not share it.
+        # The interpreter only when asked for: it runs programs one by one (far slower
+        # than the C kernels), and the pipeline's two threads would queue on LAUNCH_LOCK.
         return HAVE_TRITON and tensor.is_cuda
     if impl == "triton" and not runnable:
         raise KernelError(

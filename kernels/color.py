@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from . import native
 from ._common import (
+    LAUNCH_LOCK,
     HAVE_TRITON,
     KernelError,
     check_float_dtype,
@@ -234,15 +235,16 @@ def _yuv420_to_rgb_triton(frame, coefficients, out_dtype, downsample, height, wi
         max(triton.cdiv(h, block_h), triton.cdiv(hs, small_block_h)),
         max(triton.cdiv(w, block_w), triton.cdiv(ws, small_block_w)),
     )
-    _yuv420_to_rgb_kernel[grid](
-        frame, frame.stride(0), frame.stride(1), h, w,
-        rgb, *rgb.stride(),
-        small_arg, *small_strides, hs, ws, inv_ratio, inv_ratio,
-        *[float(c) for c in coefficients],
-        HAS_SMALL=downsample is not None,
-        BLOCK_H=block_h, BLOCK_W=block_w, SMALL_BLOCK_H=small_block_h, SMALL_BLOCK_W=small_block_w,
-        num_warps=4,
-    )
+    with LAUNCH_LOCK:
+        _yuv420_to_rgb_kernel[grid](
+            frame, frame.stride(0), frame.stride(1), h, w,
+            rgb, *rgb.stride(),
+            small_arg, *small_strides, hs, ws, inv_ratio, inv_ratio,
+            *[float(c) for c in coefficients],
+            HAS_SMALL=downsample is not None,
+            BLOCK_H=block_h, BLOCK_W=block_w, SMALL_BLOCK_H=small_block_h, SMALL_BLOCK_W=small_block_w,
+            num_warps=4,
+        )
     return rgb if downsample is None else (rgb, small)
 
 

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton, use_triton
+from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton, use_triton
 from . import native
 from .tail import Background, tail_block_shape, _background_args, _compose_reference, _fgr_pha_reference, _TailArgs
 
@@ -174,10 +174,11 @@ def _to_nv12(values: torch.Tensor, coefficients, out: Optional[torch.Tensor], im
         return _to_nv12_reference(_as_float(values), coefficients, out)
     block_h, block_w, warps = _nv12_block_shape()
     grid = (triton.cdiv(height, block_h), triton.cdiv(width, block_w))
-    _to_nv12_kernel[grid](
-        values, *values.stride(), channels, out, *out.stride(), height, width, *_flat(coefficients),
-        IN_U8=values.dtype == torch.uint8, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
-    )
+    with LAUNCH_LOCK:
+        _to_nv12_kernel[grid](
+            values, *values.stride(), channels, out, *out.stride(), height, width, *_flat(coefficients),
+            IN_U8=values.dtype == torch.uint8, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+        )
     return out
 
 
@@ -294,14 +295,15 @@ def matting_tail_nv12(
     (bg, _, *bg_strides), bg_tensor, bg_u8 = _background_args(args, args.src)
     low_h, low_w = args.coeff_a.shape[-2:]
     grid = (triton.cdiv(args.height, block_h), triton.cdiv(args.width, block_w))
-    _matting_tail_nv12_kernel[grid](
-        coeff_a, *coeff_a.stride(), coeff_b, *coeff_b.stride(), src, *src.stride(),
-        bg, *bg_strides, *args.colour,
-        out, *out.stride(), args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
-        *_flat(coefficients),
-        KIND=KIND_CODES[output], BG_TENSOR=bg_tensor, BG_U8=bg_u8, COEFF_VEC4=args.coeff_vec4,
-        BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
-    )
+    with LAUNCH_LOCK:
+        _matting_tail_nv12_kernel[grid](
+            coeff_a, *coeff_a.stride(), coeff_b, *coeff_b.stride(), src, *src.stride(),
+            bg, *bg_strides, *args.colour,
+            out, *out.stride(), args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
+            *_flat(coefficients),
+            KIND=KIND_CODES[output], BG_TENSOR=bg_tensor, BG_U8=bg_u8, COEFF_VEC4=args.coeff_vec4,
+            BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+        )
     return out
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
-from ._common import HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, interpreting, tl, triton, use_triton
+from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, interpreting, tl, triton, use_triton
 
 OUTPUT_CHANNELS = {"composite": 3, "foreground": 3, "alpha": 1, "rgba": 4, "rgba_premultiplied": 4}
 
@@ -340,16 +340,17 @@ def _matting_tail_triton(args: _TailArgs) -> torch.Tensor:
     (bg, *bg_strides), bg_tensor, bg_u8 = _background_args(args, args.src)
     low_h, low_w = args.coeff_a.shape[-2:]
     grid = (triton.cdiv(args.height, block_h), triton.cdiv(args.width, block_w), args.n)
-    _matting_tail_kernel[grid](
-        args.coeff_a, *_image_strides(args.coeff_a),
-        args.coeff_b, *_image_strides(args.coeff_b),
-        args.src, *_image_strides(args.src),
-        bg, *bg_strides, *args.colour,
-        result, *_image_strides(result),
-        args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
-        CHANNELS=args.channels, KIND=KIND_CODES[args.output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
-        OUT_U8=args.out_dtype == torch.uint8, COEFF_VEC4=args.coeff_vec4, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
-    )
+    with LAUNCH_LOCK:
+        _matting_tail_kernel[grid](
+            args.coeff_a, *_image_strides(args.coeff_a),
+            args.coeff_b, *_image_strides(args.coeff_b),
+            args.src, *_image_strides(args.src),
+            bg, *bg_strides, *args.colour,
+            result, *_image_strides(result),
+            args.height, args.width, low_h, low_w, low_h / args.height, low_w / args.width,
+            CHANNELS=args.channels, KIND=KIND_CODES[args.output], BG_TENSOR=bg_tensor, BG_U8=bg_u8,
+            OUT_U8=args.out_dtype == torch.uint8, COEFF_VEC4=args.coeff_vec4, BLOCK_H=block_h, BLOCK_W=block_w, num_warps=warps,
+        )
     return args.unbatch(result)
 
 

@@ -16,6 +16,58 @@ SHARED = Path(os.environ.get("NVPIPE_SHARED", REPO.parent / "shared"))
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
+# Where the kernel tests run the Triton kernels: compiled on the GPU where there is one,
+# otherwise the interpreter on the CPU.
+TRITON_DEVICE = torch.device(
+    "cuda" if torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET", "0") in ("", "0") else "cpu")
+
+
+def _copy_to(device: torch.device, tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor``'s whole storage on ``device``, viewed with the same shape,
+    strides and offset (gaps, pitches and misalignments included)."""
+    raw = torch.empty(0, dtype=torch.uint8).set_(tensor.untyped_storage())
+    return raw.to(device, copy=True).view(tensor.dtype).as_strided(
+        tensor.shape, tensor.stride(), tensor.storage_offset())
+
+
+def call_on(device: torch.device, kernel, *args, **kwargs):
+    """``kernel(*args, **kwargs)`` with its tensor arguments copied to ``device``.
+
+    Each ``out*=`` buffer's storage is copied back into the caller's tensor afterwards; a
+    result that is such a buffer comes back as the caller's own tensor (``got is out``
+    holds), a view of one as the same view of it, anything else as a CPU copy.
+    """
+    def moved(value):
+        return _copy_to(device, value) if isinstance(value, torch.Tensor) else value
+
+    device_kwargs = {k: moved(v) for k, v in kwargs.items()}
+    outs = [(device_kwargs[k], v) for k, v in kwargs.items() if k.startswith("out") and isinstance(v, torch.Tensor)]
+    result = kernel(*[moved(a) for a in args], **device_kwargs)
+    for device_out, cpu_out in outs:
+        torch.empty(0, dtype=torch.uint8).set_(cpu_out.untyped_storage()).copy_(
+            torch.empty(0, dtype=torch.uint8, device=device).set_(device_out.untyped_storage()))
+
+    def back(value):
+        if not isinstance(value, torch.Tensor):
+            return value
+        for device_out, cpu_out in outs:
+            if value is device_out:
+                return cpu_out
+            if value.untyped_storage().data_ptr() == device_out.untyped_storage().data_ptr():
+                return cpu_out.as_strided(value.shape, value.stride(), value.storage_offset())
+        return value.cpu()
+
+    return tuple(back(v) for v in result) if isinstance(result, tuple) else back(result)
+
+
+def triton_call(kernel, *args, **kwargs):
+    """``kernel(*args, impl="triton", **kwargs)`` on TRITON_DEVICE for CPU tensor arguments:
+    a plain call under the interpreter, :func:`call_on` the GPU where there is one."""
+    # NVPIPE_TEST_COPY_INPUTS=1: the GPU machine's copying on the CPU, to check this harness.
+    if TRITON_DEVICE.type == "cpu" and os.environ.get("NVPIPE_TEST_COPY_INPUTS") != "1":
+        return kernel(*args, impl="triton", **kwargs)
+    return call_on(TRITON_DEVICE, kernel, *args, impl="triton", **kwargs)
+
 
 def _shared_path(relative: str) -> Path:
     path = SHARED / relative

@@ -125,6 +125,24 @@ def _playable_frames(path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+def test_null_output_converts_every_frame_and_writes_nothing(small_clip, weights_env, tmp_path):
+    """``nvpipe run in.mp4 /dev/null`` (FFmpeg's -f null): the whole pipeline, no file."""
+    import os
+
+    from nvpipe.batch import carries_alpha
+    from nvpipe.job import Job, OutputSpec
+    from nvpipe.runner import run
+
+    assert not carries_alpha(os.devnull)
+    code, _, stderr = _cli("run", small_clip, os.devnull, "--alpha", tmp_path / "alpha.mp4", "--ratio", "0.5")
+    assert code == 0, stderr
+    assert f"{CLIP_FRAMES} frames" in stderr and "frames discarded" in stderr
+    assert len(_read(tmp_path / "alpha.mp4")[0]) == CLIP_FRAMES  # a real output beside it
+    assert os.path.exists(os.devnull) and not os.path.isfile(os.devnull)
+    result = run(Job(input=str(small_clip), outputs=[OutputSpec(os.devnull, kind="alpha")], ratio=0.5))
+    assert result.frames == CLIP_FRAMES and "discarded" in result.encoders[os.devnull]
+
+
 def test_ctrl_c_leaves_playable_file_of_frames_done(weights_env, tmp_path, footage):
     # 100 frames of 1080p take well over 10 s on this CPU, so the signal lands mid-run.
     source = footage("four_people_1080p.mp4")

@@ -38,10 +38,29 @@ def test_throughput_cuda_command_line_reaches_the_gpu_bench(tmp_path, capsys):
     # SystemExit instead of returning the no-GPU status.
     from bench import throughput
 
-    argv = ["--device", "cuda", str(tmp_path / "clip.mp4"), "--repeats", "1",
-            "--network-frames", "4", "--jobs", "2", "--ratio", "0.25", "--out", str(tmp_path)]
-    assert throughput.main(argv) == 2
-    assert "no CUDA GPU" in capsys.readouterr().err
+    for jobs in ("2", "1,2,4,7"):
+        argv = ["--device", "cuda", str(tmp_path / "clip.mp4"), "--repeats", "1",
+                "--network-frames", "4", "--jobs", jobs, "--ratio", "0.25", "--out", str(tmp_path)]
+        assert throughput.main(argv) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_targets_from_measurements():
+    """Issue 4's targets: null-sink end to end >= 90% of min(FP16 graphs, decode), FP16
+    graphs >= 3x FP32 eager, 4K memory < 2 GiB."""
+    run = {"network": {"fp32_eager_fps": 40.0, "fp16_graph_fps": {1: 150.0, 2: 170.0}},
+           "decode": {"fps": 120.0}, "end_to_end_null": {"fps": 110.0, "chunk": 1},
+           "memory": {"nvml_used_mib": 1900.0}}
+    got = gpu_bench.targets(run)
+    assert got["null_sink_vs_bound"]["value"] == round(110 / 120, 3) and got["null_sink_vs_bound"]["met"]
+    assert got["fp16_graphs_vs_fp32_eager"]["value"] == 3.75 and got["fp16_graphs_vs_fp32_eager"]["met"]
+    assert got["memory_mib"]["met"]
+    run["end_to_end_null"]["fps"], run["memory"]["nvml_used_mib"] = 100.0, 2100.0
+    run["network"]["fp32_eager_fps"] = 60.0
+    got = gpu_bench.targets(run)
+    assert not any(row["met"] for row in got.values())
+    del run["memory"]
+    assert "memory_mib" not in gpu_bench.targets(run)
 
 
 def test_clip_given_twice_differently_is_refused(tmp_path):

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TRITON_DEVICE
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "kernels.py"
 
 
@@ -38,9 +40,9 @@ def test_minimum_bytes_by_hand(bench):
 
 
 def test_cases_run_and_match_references(bench):
-    """Every benchmarked call, at 19x27 under the interpreter, agrees with its reference."""
+    """Every benchmarked call, at 19x27 (the interpreter, or the GPU), agrees with its reference."""
     for kernel in bench.KERNELS:
-        case = bench.make_case(kernel, 19, 27, 0.25, torch.device("cpu"), seed=1)
+        case = bench.make_case(kernel, 19, 27, 0.25, TRITON_DEVICE, seed=1)
         case.run()
         # FP16 RGB outputs: 2**-10 (about one FP16 ulp near 1); uint8 codes: 1 level.
         tolerance = 2.0**-10 if kernel in ("nv12_to_rgb", "p016_to_rgb") else 1.0

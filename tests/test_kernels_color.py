@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import nvpipe.kernels as K
+from conftest import triton_call
 from nvpipe.kernels._common import LUMA_WEIGHTS
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
@@ -115,7 +116,7 @@ def test_triton_matches_reference(height, width, extra, ratio, dtype, bits):
     out_small = None
     if ratio is not None:
         out_small = poisoned((3, int(height * ratio), int(width * ratio)), dtype)
-    result = convert(frame, out=out, out_small=out_small, impl="triton", **kwargs)
+    result = triton_call(convert, frame, out=out, out_small=out_small, **kwargs)
     expected = reference(frame, **kwargs)
     if ratio is None:
         result, expected = (result,), (expected,)
@@ -138,8 +139,8 @@ def test_triton_strided_frame_and_output():
     hwc = torch.full((height, width, 3), float("nan"))
     small_buffer = torch.full((3, 7, 30), float("nan"))
     small = small_buffer[:, :, 3:3 + 11]
-    result, result_small = K.p016_to_rgb(frame, width=width, bit_depth=12, full_range=True, matrix="bt709", out_dtype=torch.float32,
-                                         downsample=0.25, out=hwc.permute(2, 0, 1), out_small=small, impl="triton")
+    result, result_small = triton_call(K.p016_to_rgb, frame, width=width, bit_depth=12, full_range=True, matrix="bt709", out_dtype=torch.float32,
+                                         downsample=0.25, out=hwc.permute(2, 0, 1), out_small=small)
     expected, expected_small = K.p016_to_rgb_reference(frame.view(torch.uint16).contiguous(), width=width, bit_depth=12,
                                                        full_range=True, matrix="bt709", out_dtype=torch.float32,
                                                        downsample=0.25)
@@ -248,5 +249,5 @@ def test_ffmpeg_parity(footage, clip, matrix, full_range, bits):
         top, left, height, width = 64, 96, 24, 40
         crop = torch.cat((planes[top:top + height, left:left + width],
                           planes[frame.height + top // 2:frame.height + (top + height) // 2, left:left + width]))
-        got = convert(crop, matrix=matrix, full_range=full_range, out_dtype=torch.float16, impl="triton")
+        got = triton_call(convert, crop, matrix=matrix, full_range=full_range, out_dtype=torch.float16)
         torch.testing.assert_close(got.float(), ours[:, top:top + height, left:left + width], atol=2.0**-10, rtol=0)

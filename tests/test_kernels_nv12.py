@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import nvpipe.kernels as K
+from conftest import triton_call
 from nvpipe.kernels._common import LUMA_WEIGHTS
 
 POISON = 0xAB
@@ -87,7 +88,7 @@ def test_triton_rgb_matches_reference(size, extra_pitch, input_kind):
     else:
         rgb = torch.rand(5, height, width + 4, generator=g).half()[1:4, :, 2:2 + width]
     out = poisoned_nv12(height, width, extra_pitch)
-    got = K.rgb_to_nv12(rgb, matrix="bt601", full_range=False, out=out, impl="triton")
+    got = triton_call(K.rgb_to_nv12, rgb, matrix="bt601", full_range=False, out=out)
     want = K.rgb_to_nv12_reference(rgb, matrix="bt601", full_range=False)
     assert got is out
     assert_codes_close(got, want, height, width)
@@ -102,7 +103,7 @@ def test_triton_alpha_matches_reference():
     pha = torch.rand(1, 31, 47, generator=g)
     for full_range in (False, True):
         out = poisoned_nv12(31, 47)
-        K.alpha_to_nv12(pha[0], full_range=full_range, out=out, impl="triton")
+        triton_call(K.alpha_to_nv12, pha[0], full_range=full_range, out=out)
         assert_codes_close(out, K.alpha_to_nv12_reference(pha, full_range=full_range), 31, 47)
 
 
@@ -123,7 +124,7 @@ def test_fused_tail_nv12(output, size, low):
     kwargs = dict(output=output, background=background if output == "composite" else None,
                   matrix="bt709", full_range=True)
     out = poisoned_nv12(height, width, 2)
-    K.matting_tail_nv12(coeff_a, coeff_b, src, out=out, impl="triton", **kwargs)
+    triton_call(K.matting_tail_nv12, coeff_a, coeff_b, src, out=out, **kwargs)
     want = K.matting_tail_nv12_reference(coeff_a, coeff_b, src, **kwargs)
     assert_codes_close(out, want, height, width)
     assert (out[:, K.nv12_shape(height, width)[1]:] == POISON).all()
@@ -141,9 +142,9 @@ def test_round_trip_through_rgb(matrix, full_range):
     g = torch.Generator().manual_seed(13)
     blocks = torch.rand(3, 12, 16, generator=g) * 0.8 + 0.1  # away from the gamut's edges
     rgb = blocks.repeat_interleave(2, 1).repeat_interleave(2, 2)
-    nv12 = K.rgb_to_nv12(rgb, matrix=matrix, full_range=full_range, impl="triton")
-    decoded = K.nv12_to_rgb(nv12, matrix=matrix, full_range=full_range, out_dtype=torch.float32, impl="triton")
-    again = K.rgb_to_nv12(decoded, matrix=matrix, full_range=full_range, impl="triton")
+    nv12 = triton_call(K.rgb_to_nv12, rgb, matrix=matrix, full_range=full_range)
+    decoded = triton_call(K.nv12_to_rgb, nv12, matrix=matrix, full_range=full_range, out_dtype=torch.float32)
+    again = triton_call(K.rgb_to_nv12, decoded, matrix=matrix, full_range=full_range)
     assert torch.equal(again, nv12)
 
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import nvpipe.kernels as K
+from conftest import triton_call
 
 TOLERANCE = {torch.float32: 1e-5, torch.float16: 2.0**-10, torch.uint8: 1}
 
@@ -92,8 +93,8 @@ def test_triton_matches_reference(output, out_dtype):
     background = _background("uint8_hwc" if out_dtype == torch.uint8 else "colour", 0, height, width, g)
     channels = K.OUTPUT_CHANNELS[output]
     buffer = poisoned((height, width, channels), out_dtype)
-    got = K.matting_tail(coeff_a, coeff_b, src, output=output, background=background,
-                         out=buffer.permute(2, 0, 1), impl="triton")
+    got = triton_call(K.matting_tail, coeff_a, coeff_b, src, output=output, background=background,
+                      out=buffer.permute(2, 0, 1))
     want = K.matting_tail_reference(coeff_a, coeff_b, src, output=output, background=background, out_dtype=out_dtype)
     assert got.data_ptr() == buffer.data_ptr() and got.shape == (channels, height, width)
     assert_close(buffer.permute(2, 0, 1), want, out_dtype)
@@ -107,7 +108,7 @@ def test_triton_edge_sizes(size, low):
     coeff_a, coeff_b, src = random_inputs(0, *size, *low, generator=g)
     want = K.matting_tail_reference(coeff_a, coeff_b, src, output="rgba")
     out = poisoned((4, *size), torch.float32)
-    K.matting_tail(coeff_a, coeff_b, src, output="rgba", out=out, impl="triton")
+    triton_call(K.matting_tail, coeff_a, coeff_b, src, output="rgba", out=out)
     assert_close(out, want, torch.float32)
 
 
@@ -123,7 +124,7 @@ def test_triton_strided_half_inputs_and_batch():
     src = six[:, 2:5]  # a channel-split view
     background = _background("float", n, height, width, g)
     out = poisoned((n, 3, height, width), torch.float16)
-    K.matting_tail(coeff_a, coeff_b, src, output="composite", background=background, out=out, impl="triton")
+    triton_call(K.matting_tail, coeff_a, coeff_b, src, output="composite", background=background, out=out)
     want = K.matting_tail_reference(coeff_a, coeff_b, src, output="composite", background=background,
                                     out_dtype=torch.float16)
     assert_close(out, want, torch.float16)
@@ -175,8 +176,8 @@ def test_triton_channels_last_coefficients(n, low):
         background = (0.1, 0.7, 0.3) if output == "composite" else None
         want = K.matting_tail_reference(coeff_a, coeff_b, src, output=output, background=background,
                                         out_dtype=torch.float32)
-        got = K.matting_tail(coeff_a, coeff_b, src, output=output, background=background,
-                             out_dtype=torch.float32, impl="triton")
+        got = triton_call(K.matting_tail, coeff_a, coeff_b, src, output=output, background=background,
+                          out_dtype=torch.float32)
         assert_close(got, want, torch.float32)
 
 
@@ -212,6 +213,31 @@ def test_tail_composed_with_network_equals_forward():
     want = torch.cat([fgr, pha], dim=1)
     got = K.matting_tail_reference(coeff_a, coeff_b, src, output="rgba", out_dtype=torch.float32)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
-    got_half = K.matting_tail(coeff_a.half(), coeff_b.half(), src.half(), output="rgba", impl="triton")
+    got_half = triton_call(K.matting_tail, coeff_a.half(), coeff_b.half(), src.half(), output="rgba")
     assert got_half.dtype == torch.float16
     torch.testing.assert_close(got_half.float(), want, atol=2e-3, rtol=0)
+
+
+def test_call_on_another_device_keeps_layout_and_identity():
+    """conftest.call_on, which the kernel tests use to run on a GPU, checked here with a
+    copy on the CPU: strided, offset inputs arrive with their layout; an out= view written
+    there comes back into the caller's buffer (gaps untouched) as the caller's own object."""
+    from conftest import call_on
+
+    seen = {}
+
+    def kernel(values, *, out):
+        seen.update(strides=values.stride(), offset=values.storage_offset(), ptr=values.data_ptr())
+        out.copy_(values[:, :2] * 2)
+        return out
+
+    base = torch.arange(60, dtype=torch.float16).view(3, 4, 5)
+    values = base[:, 1:, ::2]  # strided, offset view
+    buffer = torch.full((3, 3, 4), -1.0, dtype=torch.float16)
+    out = buffer[:, :2, 1:4]
+    got = call_on(torch.device("cpu"), kernel, values, out=out)
+    assert seen["strides"] == values.stride() and seen["offset"] == values.storage_offset()
+    assert seen["ptr"] != values.data_ptr()  # it ran on a copy
+    assert got is out
+    torch.testing.assert_close(out, values[:, :2] * 2)
+    assert (buffer[:, 2] == -1).all() and (buffer[:, :, 0] == -1).all()

@@ -27,6 +27,7 @@ from ..errors import OutputError
 from ..frames import ColorSpec, StreamInfo
 from ..job import OutputSpec
 from .images import PngSequenceSink, is_sequence_output
+from .null import NullSink, is_null_output
 from .pyav import CONTAINERS, PyAVSink, resolve_codec
 
 NVENC_CODECS = ("nvenc", "h264_nvenc", "hevc_nvenc", "av1_nvenc")
@@ -79,7 +80,7 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
     Args:
         spec: the output (path, kind, codec, crf/bitrate, preset). A folder path (existing,
             ending in a separator, or without extension) or a ``%05d.png`` pattern writes
-            PNGs; ``.mp4``/``.mkv`` H.264 (or ``codec`` hevc/av1), ``.mov`` ProRes 4444,
+            PNGs; ``os.devnull`` discards the frames (:class:`NullSink`); ``.mp4``/``.mkv`` H.264 (or ``codec`` hevc/av1), ``.mov`` ProRes 4444,
             ``.webm`` VP9; codec ``nvenc``/``h264_nvenc``/``hevc_nvenc`` goes to
             ``nvpipe.sinks.nvenc`` (imported only then).
         info: the input's stream facts; frames are ``info.display_size``, timestamps in
@@ -91,6 +92,8 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
         OutputError: see the module docstring.
     """
     path = str(spec.path)
+    if is_null_output(path):
+        return NullSink(spec, info)
     if is_sequence_output(path):
         return PngSequenceSink(spec, info, overwrite=overwrite)
     check_output_file(path, info, overwrite)
@@ -110,4 +113,4 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
     return PyAVSink(spec, info, overwrite=overwrite, audio_from=audio_from)
 
 
-__all__ = ["Sink", "open_sink", "check_output_file", "same_file", "PyAVSink", "PngSequenceSink"]
+__all__ = ["Sink", "open_sink", "check_output_file", "same_file", "PyAVSink", "PngSequenceSink", "NullSink"]

@@ -29,6 +29,8 @@ def is_sequence_output(path: str) -> bool:
     """A folder (existing, ending in a separator, or a name without extension) or a
     printf pattern with one integer field (``%05d``)."""
     path = str(path)
+    if path == os.devnull:  # the null output (nvpipe.sinks.null), not a folder
+        return False
     if is_sequence_pattern(path):
         return True
     if os.path.isdir(path) or path.endswith(("/", os.sep)):

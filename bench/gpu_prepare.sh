@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Builds .gpu/ (git-ignored) on the CPU machine for a GPU session through the device tool.
+# The GPU machines have torch, Triton and NVML but not PyAV or PyNvVideoCodec, reach no
+# network, and do not see ../shared; the device tool carries at most 64 MiB with the tree.
+#
+#   bash bench/gpu_prepare.sh        # here, once (needs PyPI)
+#   device run: command "bash bench/gpu_session.sh checks", carry [".gpu"]   # then "bench"
+#
+# .gpu/wheels   PyAV (abi3 wheel, installs on the GPU machines' Python 3.12)
+# .gpu/site.tar.xz  PyNvVideoCodec 2.2.4 without its samples, FFmpeg source tarball and
+#               duplicate library copies (27 MB wheel -> 12 MB -> 3 MB as xz); gpu_session.sh
+#               unpacks it to .gpu/site and puts that on PYTHONPATH
+# .gpu/shared   the weights and clips the GPU tests and benchmarks read (NVPIPE_SHARED); not
+#               the ONNX file (15 MB): the ONNX parity tests skip there, they run in CI
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${NVPIPE_SHARED:-../shared}
+PYNVVIDEOCODEC_VERSION=2.2.4
+LIMIT_MIB=60  # the tool's 64 MiB, less the repository itself
+
+[ -d "$SHARED/weights" ] || { echo "gpu_prepare: $SHARED/weights not found (set NVPIPE_SHARED)" >&2; exit 1; }
+rm -rf .gpu
+mkdir -p .gpu/wheels .gpu/shared/weights .gpu/shared/footage/color
+download() {
+    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux_2_28_x86_64 -d "$1" "$2"
+}
+
+av_version=$(python3 -c 'import av; print(av.__version__)')
+download .gpu/wheels "av==$av_version"
+
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+download "$scratch" "pynvvideocodec==$PYNVVIDEOCODEC_VERSION"
+python3 - "$scratch" "$scratch/site" <<'EOF'
+import sys, zipfile
+from pathlib import Path
+
+wheel = next(Path(sys.argv[1]).glob("*.whl"))
+keep = ("PyNvVideoCodec/", "pynvvideocodec./")
+# The extension needs libavformat.so.63 and libavutil.so.61 (its NEEDED entries); the wheel
+# also holds two more copies of each under other names.
+drop = ("libavformat.so", "libavformat.so.63.1.101", "libavutil.so", "libavutil.so.61.1.101")
+with zipfile.ZipFile(wheel) as archive:
+    for info in archive.infolist():
+        name = info.filename
+        if info.is_dir() or not name.startswith(keep) or Path(name).name in drop:
+            continue
+        target = Path(sys.argv[2], name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(archive.read(info))
+        if name.endswith(".so") or ".so." in name:
+            target.chmod(0o755)
+EOF
+tar -C "$scratch" -cJf .gpu/site.tar.xz site
+
+cp "$SHARED/weights/rvm_mobilenetv3_bnidentity.pth" .gpu/shared/weights/
+cp "$SHARED/footage/four_people_1080p.mp4" "$SHARED/footage/person_fullbody_360x640.mp4" .gpu/shared/footage/
+for clip in h264_10bits.mp4 h265_10bits.mp4 h265_video.mp4 av1_video.mkv bt601_limited_range.mp4 \
+            bt709_full_range.mp4 nasa_13013.mp4 nasa_13013_rotated.mp4; do
+    cp "$SHARED/footage/color/$clip" .gpu/shared/footage/color/
+done
+
+size_kib=$(du -sk .gpu | cut -f1)
+echo "gpu_prepare: .gpu is $((size_kib / 1024)) MiB:"
+du -sh .gpu/*
+if [ "$size_kib" -gt $((LIMIT_MIB * 1024)) ]; then
+    echo "gpu_prepare: over $LIMIT_MIB MiB: the device tool will refuse to carry it" >&2
+    exit 1
+fi
