@@ -81,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("output", metavar="OUT")
     run.add_argument("--ratio", type=parse_ratio, default=None,
                      help="downsample ratio for the network (default: min(512/max(H,W), 1))")
-    run.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"),
+                     default=os.environ.get("NVPIPE_DEVICE", "auto"),
+                     help="auto (default, or $NVPIPE_DEVICE): the GPU pipeline where it can run "
+                          "here (see `nvpipe info`), else the CPU")
     run.add_argument("--variant", choices=("mobilenetv3", "resnet50"), default="mobilenetv3")
     run.add_argument("--weights", metavar="PATH", help=".pth or .onnx weights (default: "
                      "$NVPIPE_WEIGHTS, the cache, then the official file)")
@@ -180,6 +183,15 @@ def _run(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, is_batch, run_batch
     from .runner import Interrupted, run
 
+    from .gpu import resolve_device
+
+    requested = args.device
+    if requested not in ("auto", "cpu", "cuda"):  # a bad $NVPIPE_DEVICE (argparse checks only flags)
+        raise NvpipeError(f"NVPIPE_DEVICE must be auto, cpu or cuda, got {requested!r}")
+    args.device, not_cuda = resolve_device(args.device)
+    if args.verbose and requested == "auto":
+        print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
+              file=sys.stderr)
     options = BatchOptions.from_args(args)
     if is_batch(args.input):
         summary = run_batch(args.input, args.output, options,
@@ -208,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         encoders = ", ".join(sorted(set(result.encoders.values())))
         print(f"nvpipe: {result.frames} frames in {result.seconds:.1f} s "
-              f"({result.fps:.1f} fps, {encoders}) -> {', '.join(result.outputs)}",
+              f"({result.fps:.1f} fps on {job.device}, {encoders}) -> {', '.join(result.outputs)}",
               file=sys.stderr)
     return 0
 

@@ -110,6 +110,21 @@ def check_cuda_ready(need_decoder: bool = True, need_triton: bool = True, gpu_id
         raise DeviceError("--device cuda cannot run: " + "; ".join(problems))
 
 
+def resolve_device(device: str) -> tuple[str, Optional[str]]:
+    """``"auto"`` -> ``("cuda", None)`` where the GPU pipeline can run here, else
+    ``("cpu", why not)``; ``"cpu"``/``"cuda"`` are returned as they are.
+
+    PyNvVideoCodec is not required: without it the GPU pipeline decodes on the CPU.
+    """
+    if device != "auto":
+        return device, None
+    try:
+        check_cuda_ready(need_decoder=False)
+    except DeviceError as error:
+        return "cpu", str(error).replace("--device cuda cannot run: ", "", 1)
+    return "cuda", None
+
+
 class PrimaryContext:
     """The device's primary CUDA context (the one torch uses), retained for PyNvVideoCodec.
 

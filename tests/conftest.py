@@ -103,6 +103,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # No test may write to the user's cache or reach the network for weights by accident.
     monkeypatch.setenv("NVPIPE_CACHE", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("NVPIPE_OFFLINE", "1")
+    # The CLI's default device is auto (the GPU where it can run); tests that want the GPU
+    # say --device cuda, so a GPU machine runs the CPU tests as CI does.
+    monkeypatch.setenv("NVPIPE_DEVICE", "cpu")
 
 
 CLIP_FRAMES = 8

@@ -143,6 +143,33 @@ def test_null_output_converts_every_frame_and_writes_nothing(small_clip, weights
     assert result.frames == CLIP_FRAMES and "discarded" in result.encoders[os.devnull]
 
 
+def test_device_auto_picks_what_can_run(small_clip, weights_env, tmp_path, monkeypatch):
+    """--device auto (the default, or $NVPIPE_DEVICE): the GPU pipeline where it can run,
+    else the CPU, saying why with --verbose; a bad $NVPIPE_DEVICE is one line, exit 1."""
+    import torch
+
+    from nvpipe import gpu
+
+    monkeypatch.delenv("NVPIPE_DEVICE")
+    if not torch.cuda.is_available():
+        code, _, stderr = _cli("run", small_clip, tmp_path / "a.mp4", "--ratio", "0.5", "--verbose")
+        assert code == 0, stderr
+        assert "device cpu (not cuda: " in stderr and "on cpu," in stderr
+    monkeypatch.setattr(gpu, "check_cuda_ready", lambda **kwargs: None)
+    assert gpu.resolve_device("auto") == ("cuda", None)
+    assert gpu.resolve_device("cpu") == ("cpu", None)
+
+    def not_ready(**kwargs):
+        raise gpu.DeviceError("--device cuda cannot run: no driver")
+
+    monkeypatch.setattr(gpu, "check_cuda_ready", not_ready)
+    assert gpu.resolve_device("auto") == ("cpu", "no driver")
+    monkeypatch.setenv("NVPIPE_DEVICE", "gpu")
+    code, _, stderr = _cli("run", small_clip, tmp_path / "b.mp4")
+    assert code == 1 and "NVPIPE_DEVICE must be auto, cpu or cuda" in _one_clean_line(stderr)
+    assert not (tmp_path / "b.mp4").exists()
+
+
 def test_ctrl_c_leaves_playable_file_of_frames_done(weights_env, tmp_path, footage):
     # 100 frames of 1080p take well over 10 s on this CPU, so the signal lands mid-run.
     source = footage("four_people_1080p.mp4")
