@@ -25,6 +25,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -229,7 +230,10 @@ def bench_decode_jobs(path: str, ratio: float, jobs: int, max_frames: Optional[i
                                                             results)) for _ in range(jobs)]
     for worker in workers:
         worker.start()
-    barrier.wait(timeout=300)
+    try:
+        barrier.wait(timeout=300)
+    except threading.BrokenBarrierError:
+        pass  # a worker failed before the start; its error arrives through `results`
     started = time.perf_counter()
     outcomes = [results.get(timeout=900) for _ in workers]
     wall = time.perf_counter() - started
@@ -259,8 +263,10 @@ def memory_peak(path: str, ratio: float, weights: Optional[str] = None,
     from nvpipe.sources.nvdec import NvdecSource
     from nvpipe.telemetry import Telemetry
 
-    telemetry = Telemetry(interval=0.05).start()
+    # Earlier stages leave torch's allocator cache full; emptied, NVML sees this stage's growth.
     torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    telemetry = Telemetry(interval=0.05).start()
     torch.cuda.reset_peak_memory_stats()
     network = load_network(weights, torch.float16)
     graph = None
@@ -311,25 +317,36 @@ def bench_end_to_end(path: str, ratio: float, weights: Optional[str] = None, rep
     (``os.devnull``: the composite is made, in NV12 on the GPU, and dropped).
 
     The network is loaded once, outside the clock; one untimed run first (Triton JIT,
-    cuDNN). Random weights (no ``weights``) give a meaningless matte whose encoding cost
-    may differ from a real one. Returns ``{"fps" (median), "runs", "frames", "encoders",
-    "telemetry"}`` (NVML summary of the last run).
+    cuDNN). ``fps`` is the steady state: frames after the first over the time from the
+    first frame out to the end (every frame's GPU and encode work inside it; opening the
+    decoder, capturing the graph and starting threads outside); ``wall_fps`` counts the
+    whole call. Random weights (no ``weights``) give a meaningless matte whose encoding cost
+    may differ from a real one. Returns ``{"fps" (median), "runs", "wall_fps", "frames",
+    "encoders", "telemetry"}`` (NVML summary of the last run).
     """
     from nvpipe.job import Job, OutputSpec
     from nvpipe.runner import run
 
     network = load_network(weights, torch.float16)
-    runs, result = [], None
+    runs, wall_runs, result = [], [], None
     with tempfile.TemporaryDirectory() as folder:
         for attempt in range(repeats + 1):
+            first_out: list[float] = []
+
+            def progress(done, total, elapsed, first_out=first_out):
+                if not first_out:
+                    first_out.append(time.perf_counter())
             output = os.devnull if null else os.path.join(folder, f"out{attempt}.mp4")
             job = Job(input=path, outputs=[OutputSpec(output)],
                       device="cuda", ratio=ratio, chunk=chunk, overwrite=True)
             started = time.perf_counter()
-            result = run(job, network=network, verbose=True)
-            if attempt:  # the first run warms up
-                runs.append(round(result.frames / (time.perf_counter() - started), 1))
-    return {"fps": round(statistics.median(runs), 1), "runs": runs, "frames": result.frames,
+            result = run(job, network=network, verbose=True, progress=progress)
+            ended = time.perf_counter()
+            if attempt and result.frames > 1:  # the first run warms up
+                runs.append(round((result.frames - 1) / (ended - first_out[0]), 1))
+                wall_runs.append(round(result.frames / (ended - started), 1))
+    return {"fps": round(statistics.median(runs), 1), "runs": runs,
+            "wall_fps": round(statistics.median(wall_runs), 1), "frames": result.frames,
             "chunk": chunk, "encoders": result.encoders, "telemetry": result.telemetry}
 
 
@@ -403,6 +420,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     report = {"facts": gpu_facts(), "command": " ".join([sys.executable, "-m", "bench.gpu_bench",
                                                          *(argv if argv is not None else sys.argv[1:])]),
               "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "runs": {}}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gpu = str(report["facts"].get("gpu", "gpu")).replace(" ", "_")
+    target = out / f"gpu_bench_{gpu}_{datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
+
+    def save() -> None:  # after every stage: a step killed by a timeout keeps what it measured
+        target.write_text(json.dumps(report, indent=2, default=str))
+
     rows = [("GPU", f"{report['facts'].get('gpu')} (driver {report['facts']['driver']})")]
     with tempfile.TemporaryDirectory() as folder:
         if args.clip:
@@ -417,44 +442,68 @@ def main(argv: Optional[list[str]] = None) -> int:
                             w, h, r) for name, (w, h, r) in SIZES.items()}
         for name, (path, width, height, ratio) in clips.items():
             run = report["runs"][name] = {"clip": path if args.clip else f"generated {width}x{height}"}
-            run["network"] = bench_network(width, height, ratio, args.weights, args.iterations)
-            run["decode"] = bench_decode(path, ratio)
-            run["decode_only_nvdec"] = bench_decode(path, ratio, convert=False)
-            run["decode_jobs"] = [bench_decode_jobs(path, ratio, j) for j in jobs]
-            if height >= 2160:
-                run["memory"] = memory_peak(path, ratio, args.weights)
-            run["end_to_end_null"] = bench_end_to_end(path, ratio, args.weights, args.repeats, null=True)
-            run["end_to_end"] = bench_end_to_end(path, ratio, args.weights, args.repeats)
-            run["targets"] = targets(run)
-            net = run["network"]
-            rows += [
-                (f"{name} network FP32 eager", f"{net['fp32_eager_fps']} fps"),
-                (f"{name} network FP16 graphs", ", ".join(f"T={t}: {v} fps" for t, v in
-                                                          net["fp16_graph_fps"].items())
-                 + f" ({net['speedup_vs_fp32']}x FP32)"),
-                (f"{name} decode NVDEC+convert", f"{run['decode']['fps']} fps"),
-                (f"{name} decode NVDEC only", f"{run['decode_only_nvdec']['fps']} fps"),
-                (f"{name} decode --jobs", ", ".join(
-                    f"{r['jobs']}: {r.get('aggregate_fps', r.get('error'))}" for r in run["decode_jobs"])),
+            stages = [
+                ("network", lambda: bench_network(width, height, ratio, args.weights, args.iterations)),
+                ("decode", lambda: bench_decode(path, ratio)),
+                ("decode_only_nvdec", lambda: bench_decode(path, ratio, convert=False)),
+                ("decode_jobs", lambda: [bench_decode_jobs(path, ratio, j) for j in jobs]),
+                ("memory", lambda: memory_peak(path, ratio, args.weights) if height >= 2160 else None),
+                ("end_to_end_null", lambda: bench_end_to_end(path, ratio, args.weights, args.repeats, null=True)),
+                ("end_to_end", lambda: bench_end_to_end(path, ratio, args.weights, args.repeats)),
+                ("targets", lambda: targets(run)),
             ]
-            e2e = run["end_to_end"]
-            rows.append((f"{name} nvpipe run to a null sink", f"{run['end_to_end_null']['fps']} fps"))
-            rows.append((f"{name} nvpipe run end to end",
-                         f"{e2e['fps']} fps ({', '.join(sorted(set(e2e['encoders'].values())))})"))
-            for target_name, row in run["targets"].items():
-                rows.append((f"{name} target {target_name}",
-                             f"{row['value']} (target {row['target']}): {'met' if row['met'] else 'NOT met'}"))
-            if "memory" in run:
-                rows.append((f"{name} memory peak", f"torch {run['memory']['torch_peak_mib']} MiB, "
-                                                     f"NVML {run['memory']['nvml_used_mib']} MiB"))
+            for key, measure in stages:
+                started = time.perf_counter()
+                try:
+                    value = measure()
+                except Exception as error:  # noqa: BLE001 - recorded; the other stages go on
+                    value = {"error": f"{type(error).__name__}: {error}"}
+                if value is not None:
+                    run[key] = value
+                print(f"gpu_bench: {name} {key} ({time.perf_counter() - started:.0f} s): "
+                      f"{json.dumps(value, default=str)[:400]}", flush=True)
+                save()
+            rows += summary_rows(name, run)
     print(_table(rows))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    gpu = str(report["facts"].get("gpu", "gpu")).replace(" ", "_")
-    target = out / f"gpu_bench_{gpu}_{datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
-    target.write_text(json.dumps(report, indent=2, default=str))
     print(f"results: {target}")
     return 0
+
+
+def summary_rows(name: str, run: dict) -> list[tuple[str, str]]:
+    """The table's rows for one clip; a stage that failed shows its error."""
+    def row(label: str, key: str, make) -> tuple[str, str]:
+        try:
+            return (f"{name} {label}", make())
+        except Exception:  # noqa: BLE001 - the stage failed or is absent
+            stage = run.get(key)
+            error = stage.get("error", "") if isinstance(stage, dict) else ""
+            return (f"{name} {label}", f"not measured {error}".strip())
+
+    net = run.get("network", {})
+    rows = [
+        row("network FP32 eager", "network", lambda: f"{net['fp32_eager_fps']} fps"),
+        row("network FP16 graphs", "network", lambda: ", ".join(f"T={t}: {v} fps" for t, v in net["fp16_graph_fps"].items())
+            + f" ({net['speedup_vs_fp32']}x FP32)"),
+        row("decode NVDEC+convert", "decode", lambda: f"{run['decode']['fps']} fps"),
+        row("decode NVDEC only", "decode_only_nvdec", lambda: f"{run['decode_only_nvdec']['fps']} fps"),
+        row("decode --jobs", "decode_jobs", lambda: ", ".join(f"{r['jobs']}: {r.get('aggregate_fps', r.get('error'))}"
+                                                for r in run["decode_jobs"])),
+        row("nvpipe run to a null sink", "end_to_end_null", lambda: f"{run['end_to_end_null']['fps']} fps steady "
+                                                 f"({run['end_to_end_null']['wall_fps']} wall)"),
+        row("nvpipe run end to end", "end_to_end", lambda: f"{run['end_to_end']['fps']} fps steady "
+                                             f"({run['end_to_end']['wall_fps']} wall, "
+                                             f"{', '.join(sorted(set(run['end_to_end']['encoders'].values())))})"),
+    ]
+    if "memory" in run:
+        rows.append(row("memory peak", "memory", lambda: f"torch {run['memory']['torch_peak_mib']} MiB, "
+                                               f"NVML {run['memory']['nvml_used_mib']} MiB"))
+    targets_met = run.get("targets", {})
+    if "error" in targets_met:
+        return rows + [(f"{name} targets", f"not measured {targets_met['error']}")]
+    for target_name, result in targets_met.items():
+        rows.append(row(f"target {target_name}", "targets", lambda result=result:
+                        f"{result['value']} (target {result['target']}): {'met' if result['met'] else 'NOT met'}"))
+    return rows
 
 
 if __name__ == "__main__":

@@ -43,15 +43,25 @@ class MattingStage:
             src_sm[None], *self._state, use_refiner=self.ratio != 1)
         return coeff_a[0], coeff_b[0]
 
-    def _graphed(self, src_sm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        from .cuda_graphs import GraphedMatting
+    def prepare(self, shape: tuple[int, ...]) -> None:
+        """Capture the graph for ``src_sm`` chunks of ``shape`` ([T, 3, h, w]) now: before
+        the pipeline's threads start, no other thread's CUDA work (NVDEC, a device-wide
+        sync) can invalidate the capture. A no-op off CUDA graphs."""
+        if self.use_cuda_graphs:
+            self._graph_for(tuple(shape))
 
-        shape = tuple(src_sm.shape)
+    def _graph_for(self, shape: tuple[int, ...]):
+        from .cuda_graphs import make_matting
+
         graph = self._graphs.get(shape)
-        if graph is None:
-            graph = GraphedMatting(self.network, shape, self.device, dtype=self.dtype,
-                                   downsample_ratio=self.ratio)
+        if graph is None:  # eager (with a warning) where capture fails
+            graph = make_matting(self.network, shape, self.device, self.dtype,
+                                 downsample_ratio=self.ratio, use_graphs=True)
             self._graphs[shape] = graph
+        return graph
+
+    def _graphed(self, src_sm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        graph = self._graph_for(tuple(src_sm.shape))
         if self._last_graph is not None and graph is not self._last_graph:
             # Another chunk length (the last, shorter chunk of a clip) continues from the
             # state the graph that ran last reached (each graph keeps its own state buffers).

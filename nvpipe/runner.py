@@ -9,6 +9,7 @@ written so far (or no file when none were).
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 import threading
@@ -189,6 +190,8 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
                               ring_size=DECODE_QUEUE_DEPTH + job.chunk + 2)
         matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
+        if device.type == "cuda":  # capture before the decode thread starts (convert.downsample's size)
+            matting.prepare((job.chunk, 3, math.floor(height * ratio), math.floor(width * ratio)))
         targets = []
         for path, sink in sinks.items():
             color = getattr(sink, "color", None)  # the ColorSpec an NV12-taking sink tags

@@ -66,3 +66,17 @@ def test_targets_from_measurements():
 def test_clip_given_twice_differently_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         gpu_bench.main([str(tmp_path / "a.mp4"), "--clip", str(tmp_path / "b.mp4")])
+
+
+def test_summary_rows_show_each_failed_stage_and_keep_the_rest():
+    run = {"network": {"fp32_eager_fps": 40.0, "fp16_graph_fps": {1: 150.0}, "speedup_vs_fp32": 3.75},
+           "decode": {"error": "RuntimeError: no NVDEC"}, "decode_jobs": [{"jobs": 2, "aggregate_fps": 210.0}],
+           "end_to_end_null": {"fps": 110.0, "wall_fps": 90.0, "chunk": 1},
+           "end_to_end": {"error": "OutputError: disk full"}, "targets": {"error": "KeyError: 'fps'"}}
+    rows = dict(gpu_bench.summary_rows("4k", run))
+    assert rows["4k network FP16 graphs"] == "T=1: 150.0 fps (3.75x FP32)"
+    assert rows["4k decode NVDEC+convert"] == "not measured RuntimeError: no NVDEC"
+    assert rows["4k decode NVDEC only"] == "not measured"
+    assert rows["4k nvpipe run end to end"] == "not measured OutputError: disk full"
+    assert rows["4k nvpipe run to a null sink"] == "110.0 fps steady (90.0 wall)"
+    assert rows["4k targets"] == "not measured KeyError: 'fps'"

@@ -54,3 +54,29 @@ def test_reset_starts_every_shape_from_zero(network, monkeypatch):
                          use_cuda_graphs=False)
     want = torch.cat([fresh(frames[i:i + 1])[1] for i in range(2)])
     torch.testing.assert_close(after_reset, want, rtol=1e-4, atol=1e-5)
+
+
+def test_failed_capture_falls_back_to_eager_and_prepare_builds_ahead(network, monkeypatch):
+    """A capture that fails (another thread's device-wide sync, an op capture refuses) costs
+    the graph, not the run: the stage warns and runs that shape eagerly. prepare() builds
+    the expected shape before the pipeline's threads start."""
+    def failing_capture(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(cuda_graphs, "GraphedMatting", failing_capture)
+    frames = torch.rand(3, 3, 24, 40)
+    stage = MattingStage(network, ratio=0.5, device="cpu", dtype=torch.float32,
+                         use_cuda_graphs=True)
+    with pytest.warns(RuntimeWarning, match="running the network eagerly"):
+        stage.prepare((2, 3, 24, 40))
+    assert list(stage._graphs) == [(2, 3, 24, 40)]
+    first = stage(frames[:2])[1]
+    with pytest.warns(RuntimeWarning):  # a new shape: another capture, failing again
+        got = torch.cat([first, stage(frames[2:3])[1]])
+    reference = MattingStage(network, ratio=0.5, device="cpu", dtype=torch.float32,
+                             use_cuda_graphs=False)
+    want = torch.cat([reference(frames[i:i + 1])[1] for i in range(3)])
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    off = MattingStage(network, ratio=0.5, device="cpu", dtype=torch.float32, use_cuda_graphs=False)
+    off.prepare((2, 3, 24, 40))
+    assert not off._graphs
