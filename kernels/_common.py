@@ -45,8 +45,8 @@ LUMA_WEIGHTS = {
 # Held around every Triton launch. The pipeline launches kernels from two threads (kernel 1
 # on the decode thread, the tail on the network thread), and a kernel's first launch
 # compiles it: Triton's JIT caches and the interpreter are not made for concurrent use
-# (triton-lang/triton#5933). A launch holds the GIL for its 20-40 us of Python anyway, so
-# the lock serialises nothing that was parallel.
+# (triton-lang/triton#5933). A launch is Python work under the GIL anyway, so the lock
+# serialises nothing that ran in parallel; the kernels themselves still overlap on the GPU.
 LAUNCH_LOCK = threading.RLock()
 
 

@@ -80,8 +80,8 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
     Args:
         spec: the output (path, kind, codec, crf/bitrate, preset). A folder path (existing,
             ending in a separator, or without extension) or a ``%05d.png`` pattern writes
-            PNGs; ``os.devnull`` discards the frames (:class:`NullSink`); ``.mp4``/``.mkv`` H.264 (or ``codec`` hevc/av1), ``.mov`` ProRes 4444,
-            ``.webm`` VP9; codec ``nvenc``/``h264_nvenc``/``hevc_nvenc`` goes to
+            PNGs; ``os.devnull`` discards the frames (:class:`NullSink`); ``.mp4``/``.mkv``
+            H.264 (or ``codec`` hevc/av1), ``.mov`` ProRes 4444, ``.webm`` VP9; codec ``nvenc``/``h264_nvenc``/``hevc_nvenc`` goes to
             ``nvpipe.sinks.nvenc`` (imported only then).
         info: the input's stream facts; frames are ``info.display_size``, timestamps in
             ``info.time_base``.

@@ -79,7 +79,8 @@ def nvenc_options(spec: OutputSpec, fps: Fraction, gpu_id: int = 0) -> dict:
     # fps as a decimal string: the library reads "29.97" as 2997/100 (rate control only;
     # the container's timing comes from the PTS).
     options = {"codec": codec, "preset": preset, "tuning_info": "high_quality",
-               "fps": f"{float(fps):.3f}".rstrip("0").rstrip("."), "gop": 2 * rate, "idrperiod": 2 * rate, "bf": 0, "gpu_id": gpu_id}
+               "fps": f"{float(fps):.3f}".rstrip("0").rstrip("."), "gop": 2 * rate,
+               "idrperiod": 2 * rate, "bf": 0, "gpu_id": gpu_id}
     if spec.bitrate is not None:
         if spec.bitrate <= 0:
             raise OutputError(f"bitrate must be positive, got {spec.bitrate}")
