@@ -23,6 +23,12 @@ class ColorSpec:
             raise ValueError(f"matrix must be one of {MATRICES}, got {self.matrix!r}")
 
 
+def untagged_color(height: int) -> ColorSpec:
+    """What players assume for untagged video, so what untagged input is read as and what
+    written 4:2:0 outputs use: BT.601 below 720 lines, else BT.709; limited range."""
+    return ColorSpec("bt601" if height < 720 else "bt709", False)
+
+
 @dataclass
 class StreamInfo:
     """What a source knows about its video before the first frame.
@@ -79,4 +85,4 @@ class DecodedFrame:
         return None if self.pts is None else float(self.pts * self.time_base)
 
 
-__all__ = ["ColorSpec", "StreamInfo", "DecodedFrame", "MATRICES"]
+__all__ = ["ColorSpec", "StreamInfo", "DecodedFrame", "MATRICES", "untagged_color"]

@@ -69,6 +69,18 @@ def triton_call(kernel, *args, **kwargs):
     return call_on(TRITON_DEVICE, kernel, *args, impl="triton", **kwargs)
 
 
+def load_bench_script(name: str):
+    """``bench/<name>.py`` as a module (bench/ is a folder of scripts, not a package)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"nvpipe_bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look the module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
 def _shared_path(relative: str) -> Path:
     path = SHARED / relative
     if not path.exists():

@@ -1,7 +1,6 @@
 """bench/kernels.py's non-GPU parts: byte accounting, argument parsing, its calls (run
 under the Triton interpreter at a tiny size), and the no-GPU exit."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -9,18 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TRITON_DEVICE
+from conftest import TRITON_DEVICE, load_bench_script
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "kernels.py"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("nvpipe_bench_kernels", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("kernels")
 
 
 @pytest.mark.parametrize("height,width,ratio", [(1080, 1920, 0.25), (45, 61, 0.25), (2160, 3840, 0.125)])

@@ -7,7 +7,6 @@ TRITON_INTERPRET. Also checked from its report: no register spills, and the tail
 coefficient taps load as vectors (the COEFF_VEC4 hint).
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,15 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_bench_script
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "kernel_compile.py"
-
-
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("nvpipe_bench_kernel_compile", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 def _nvidia_compiler_missing() -> str:
@@ -52,7 +45,7 @@ def report(tmp_path_factory):
 
 
 def test_every_pipeline_variant_compiles_for_sm90(report):
-    names = set(_bench_module()._variants())
+    names = set(load_bench_script("kernel_compile")._variants())
     assert not report["failures"]
     assert {row["variant"] for row in report["compiled"]} == names
     for row in report["compiled"]:

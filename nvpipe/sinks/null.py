@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 
-from ..frames import ColorSpec, StreamInfo
+from ..frames import StreamInfo, untagged_color
 from ..job import OutputSpec
+from ._base import SinkBase
 
 
 def is_null_output(path) -> bool:
@@ -20,7 +21,7 @@ def is_null_output(path) -> bool:
     return str(path) == os.devnull
 
 
-class NullSink:
+class NullSink(SinkBase):
     """Takes NV12 frames (CPU or CUDA) of ``info``'s size and keeps only their count."""
 
     pixel_format = "nv12"
@@ -29,7 +30,7 @@ class NullSink:
 
     def __init__(self, spec: OutputSpec, info: StreamInfo):
         self.spec = spec
-        self.color = ColorSpec("bt601" if info.height < 720 else "bt709", False)
+        self.color = untagged_color(info.height)
         self.frames = 0
 
     def write(self, array, pts) -> None:
@@ -39,12 +40,6 @@ class NullSink:
         pass
 
     def abort(self) -> None:
-        pass
-
-    def __enter__(self) -> "NullSink":
-        return self
-
-    def __exit__(self, *exc) -> None:
         pass
 
 

@@ -33,7 +33,7 @@ from typing import Optional
 import torch
 
 from ..errors import OutputError
-from ..frames import ColorSpec, StreamInfo
+from ..frames import StreamInfo, untagged_color
 from ..job import OutputSpec
 
 # Codec names an output may give (``open_sink`` routes the *nvenc ones here) -> NVENC codec.
@@ -318,7 +318,7 @@ class NvencSink:
             raise OutputError(f"no NVENC for {self.codec}: {reason}")
         self.device = torch.device("cuda", gpu_id)
         # What players assume for untagged video (the stream carries no colour tags).
-        self.color = ColorSpec("bt601" if self.height < 720 else "bt709", False)
+        self.color = untagged_color(self.height)
         self.encoder_name = f"nvenc {self.codec} ({self.options['preset']}, {self.options['rc']})"
         self.time_base = Fraction(info.time_base)
         self._frame_ticks = max(1, round(1 / (Fraction(info.fps) * self.time_base)))

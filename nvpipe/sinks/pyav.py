@@ -47,7 +47,7 @@ import av
 import numpy as np
 
 from ..errors import OutputError
-from ..frames import ColorSpec, StreamInfo
+from ..frames import ColorSpec, StreamInfo, untagged_color
 from ..job import OutputSpec
 from ._base import SinkBase
 
@@ -111,11 +111,6 @@ def resolve_codec(extension: str, spec: OutputSpec) -> str:
     if ENCODERS[codec] not in av.codecs_available:
         raise OutputError(f"the {ENCODERS[codec]} encoder is not in this FFmpeg build")
     return codec
-
-
-def output_color(height: int) -> ColorSpec:
-    """The matrix written composites use: BT.601 below 720 lines, else BT.709; limited."""
-    return ColorSpec("bt601" if height < 720 else "bt709", False)
 
 
 def partial_path(path: str) -> str:
@@ -190,7 +185,7 @@ class PyAVSink(SinkBase):
             full = False
         if self.codec == "h264" and self._encoder_format == "yuv420p":
             self._encoder_format = "nv12"  # x264 reads NV12 natively: no swscale pass
-        self.color = ColorSpec(output_color(self.height).matrix, full)
+        self.color = ColorSpec(untagged_color(self.height).matrix, full)
 
         self._partial = partial_path(self.path)
         try:
@@ -488,4 +483,4 @@ class _EncodeRoute:
             container.mux(out)
 
 
-__all__ = ["PyAVSink", "resolve_codec", "partial_path", "output_color", "CONTAINERS", "as_numpy"]
+__all__ = ["PyAVSink", "resolve_codec", "partial_path", "CONTAINERS", "as_numpy"]

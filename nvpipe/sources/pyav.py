@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..frames import ColorSpec, DecodedFrame, StreamInfo
+from ..frames import ColorSpec, DecodedFrame, StreamInfo, untagged_color
 
 # FFmpeg AVColorSpace values (libavutil/pixfmt.h) -> the matrices the kernels implement.
 _MATRIX_BY_COLORSPACE = {
@@ -51,17 +51,11 @@ _DIRECT_HIGH = {"yuv420p9le": 9, "yuv420p10le": 10, "yuv420p12le": 12, "yuv420p1
 _SEMIPLANAR = {"nv12": 8, "p010le": 10, "p012le": 12, "p016le": 16}  # already MSB aligned
 
 
-def default_color(height: int) -> ColorSpec:
-    """The matrix players assume for untagged video: BT.601 below 720 lines, else BT.709;
-    limited range."""
-    return ColorSpec("bt601" if height < 720 else "bt709", False)
-
-
 def color_of(frame: av.VideoFrame, codec_context, height: int) -> ColorSpec:
     """Matrix and range of a decoded frame, falling back to the stream's tags, then to
-    :func:`default_color`. ``yuvj*`` pixel formats mean full range."""
+    :func:`~nvpipe.frames.untagged_color`. ``yuvj*`` pixel formats mean full range."""
     space = frame.colorspace if frame.colorspace not in (None, 2) else codec_context.colorspace
-    matrix = _MATRIX_BY_COLORSPACE.get(int(space or 2), default_color(height).matrix)
+    matrix = _MATRIX_BY_COLORSPACE.get(int(space or 2), untagged_color(height).matrix)
     color_range = frame.color_range or codec_context.color_range
     if color_range in (_RANGE_LIMITED, _RANGE_FULL):
         full = color_range == _RANGE_FULL
@@ -294,4 +288,4 @@ def _reason(error: BaseException) -> str:
     return text.split(":")[0].strip() if text else type(error).__name__
 
 
-__all__ = ["PyAVSource", "frame_to_planar420", "color_of", "default_color"]
+__all__ = ["PyAVSource", "frame_to_planar420", "color_of"]
