@@ -19,7 +19,7 @@ def _load_nvml():
     try:
         import pynvml
     except ImportError:
-        return None, "pynvml is not installed (pip install nvidia-ml-py)"
+        return None, "NVML unavailable: pynvml is not installed (pip install nvidia-ml-py)"
     try:
         pynvml.nvmlInit()
     except Exception as error:  # noqa: BLE001 - NVMLError_LibraryNotFound without a driver
