@@ -10,6 +10,12 @@ threading environment before torch loads):
 
 import importlib
 
+from .threads import tune_for_pipeline
+
+# The Python entry points get the CLI's threading set-up: it must come before torch loads
+# (OpenMP reads it once), and ``import nvpipe`` is usually that moment.
+tune_for_pipeline()
+
 __version__ = "0.1.0"
 
 _EXPORTS = {

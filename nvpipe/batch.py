@@ -46,6 +46,7 @@ class BatchOptions:
     encoder: str = "auto"
     alpha: Optional[str] = None
     foreground: Optional[str] = None
+    keep_partial: bool = False
     verbose: bool = False
 
     @classmethod
@@ -84,7 +85,7 @@ class BatchOptions:
                    variant=self.variant, weights=self.weights,
                    background=background or "#00ff00", chunk=self.chunk,
                    overwrite=self.overwrite, dtype=self.dtype, resize=self.resize,
-                   encoder=self.encoder)
+                   encoder=self.encoder, keep_partial=self.keep_partial)
 
 
 def _is_glob(text: str) -> bool:
@@ -109,11 +110,20 @@ def is_batch(source: str) -> bool:
 
 
 def _name_for(template: str, stem: str, default_suffix: str, out_dir: str) -> str:
-    """An extra output's path: a template with {stem}, or an extension / suffix."""
+    """An extra output's path in a batch (``--alpha``/``--foreground``):
+
+    - a template with ``{stem}`` (``{stem}_pha.mp4``, ``mattes/{stem}.mov``): a bare name
+      goes into the clip's output folder, a path with a folder is taken as it is;
+    - an extension (``.mov``, ``mov``): ``<stem><default_suffix>.mov`` (``a_alpha.mov``);
+    - a name (``pha.mp4``): ``<stem>_pha.mp4`` in the output folder.
+    """
     if "{stem}" in template:
-        return os.path.join(out_dir, template.format(stem=stem))
-    extension = template if template.startswith(".") else "." + template.lstrip("*")
-    return os.path.join(out_dir, f"{stem}{default_suffix}{extension}")
+        name = template.format(stem=stem)
+        return name if os.path.dirname(template) else os.path.join(out_dir, name)
+    if "." not in template.lstrip(".") or template.startswith("."):
+        extension = "." + template.lstrip(".*")
+        return os.path.join(out_dir, f"{stem}{default_suffix}{extension}")
+    return os.path.join(out_dir, f"{stem}_{os.path.basename(template)}")
 
 
 def batch_outputs(input_path: str, out: str) -> tuple[str, str]:
@@ -128,22 +138,75 @@ def batch_outputs(input_path: str, out: str) -> tuple[str, str]:
 @dataclass
 class BatchSummary:
     converted: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
 
     def report(self) -> str:
-        lines = [f"nvpipe: batch: {len(self.converted)} converted, {len(self.skipped)} skipped "
-                 f"(output exists), {len(self.failed)} failed"]
+        lines = [f"nvpipe: batch: {len(self.converted)} converted, {len(self.skipped)} skipped, "
+                 f"{len(self.failed)} failed"]
+        lines += [f"nvpipe: skipped: {path}: {reason}" for path, reason in self.skipped]
         lines += [f"nvpipe: failed: {path}: {reason}" for path, reason in self.failed]
         return "\n".join(lines)
+
+
+def job_settings(job: Job) -> str:
+    """The fingerprint of what shapes a job's outputs (not where they go, nor the device)."""
+    from .manifest import settings_fingerprint
+
+    outputs = [(os.path.basename(os.path.normpath(spec.path)), spec.kind, spec.codec, spec.crf,
+                spec.bitrate, spec.preset) for spec in job.outputs]
+    return settings_fingerprint({
+        "ratio": job.ratio, "variant": job.variant, "weights": job.weights,
+        "background": job.background, "chunk": job.chunk, "dtype": job.dtype,
+        "resize": job.resize, "outputs": outputs})
+
+
+# Why a clip is redone or left alone, by the states of its outputs (nvpipe.manifest).
+_REASONS = {"incomplete": "the last run did not finish it (failed, interrupted or killed)",
+            "foreign": "exists and was not written by this batch (use --overwrite to replace it)",
+            "stale": "exists from another input or other settings (use --overwrite to redo it)",
+            "complete": "done"}
+
+
+def _recorded_outputs(job: Job) -> list[str]:
+    """The outputs a batch records: files and picture sequences (not the null output)."""
+    from .sinks import is_null_output
+
+    return [str(spec.path) for spec in job.outputs if not is_null_output(spec.path)]
+
+
+def plan_clip(job: Job) -> tuple[bool, str, Optional[str]]:
+    """``(convert, reason, redo_note)`` for one clip of a batch from its outputs' records:
+    convert unless every output is complete, or one is foreign/stale without overwrite."""
+    from .manifest import manifests_for
+
+    settings = job_settings(job)
+    states = {path: manifest.state(path, job.input, settings)
+              for path, manifest in manifests_for(_recorded_outputs(job)).items()}
+    if job.overwrite or not states:
+        return True, "", None
+    if all(state == "complete" for state in states.values()):
+        return False, _REASONS["complete"], None
+    for blocking in ("foreign", "stale"):
+        blocked = [p for p, state in states.items() if state == blocking]
+        if blocked:
+            return False, f"{os.path.basename(blocked[0])} {_REASONS[blocking]}", None
+    redo = [p for p, state in states.items() if state in ("incomplete", "complete")]
+    note = (f"redo {', '.join(os.path.basename(p) for p in redo)}: {_REASONS['incomplete']}"
+            if any(states[p] == "incomplete" for p in redo) else None)
+    return True, "", note
 
 
 def run_batch(source: str, out: str, options: BatchOptions,
               progress_factory: Optional[Callable[[str], Callable]] = None,
               log=sys.stderr) -> BatchSummary:
     """Convert every clip ``source`` names into ``out``; a failing clip is reported and the
-    rest go on; existing outputs are skipped unless ``options.overwrite`` (so an
-    interrupted batch resumes). The network is loaded once."""
+    rest go on. Resume: a clip is skipped only when nvpipe's own record says each of its
+    outputs is a complete conversion of that input with these settings (``nvpipe.manifest``);
+    incomplete ones are redone, saying why. The network is loaded once."""
+    from dataclasses import replace
+
+    from .manifest import manifests_for
     from .runner import _dtype_for, load_network, run
 
     inputs = batch_inputs(source)
@@ -155,24 +218,34 @@ def run_batch(source: str, out: str, options: BatchOptions,
         os.makedirs(out, exist_ok=True)
     summary = BatchSummary()
     network = None
-    for input_path in inputs:
+    for number, input_path in enumerate(inputs, 1):
         output, out_dir = batch_outputs(input_path, out)
         stem = Path(input_path).stem
         alpha = _name_for(options.alpha, stem, "_alpha", out_dir) if options.alpha else None
         foreground = (_name_for(options.foreground, stem, "_foreground", out_dir)
                       if options.foreground else None)
-        wanted = [path for path in (output, alpha, foreground) if path]
-        if not options.overwrite and all(os.path.exists(path) for path in wanted):
-            summary.skipped.append(input_path)
-            continue
         try:
             job = options.job(input_path, output, alpha=alpha, foreground=foreground)
+            convert, reason, note = plan_clip(job)
+            if not convert:
+                summary.skipped.append((input_path, reason))
+                continue
+            if note:
+                print(f"nvpipe: {os.path.basename(input_path)}: {note}", file=log)
+                job = replace(job, overwrite=True)  # the files there are nvpipe's partial ones
+            settings = job_settings(job)
+            manifests = manifests_for(_recorded_outputs(job))
+            for path, manifest in manifests.items():
+                manifest.mark_started([path], input_path, settings)
             if network is None:
                 network = load_network(job, _dtype_for(job))
-            progress = progress_factory(os.path.basename(input_path)) if progress_factory else None
-            run(job, progress=progress, network=network, verbose=options.verbose)
+            label = f"[{number}/{len(inputs)}] {os.path.basename(input_path)}"
+            progress = progress_factory(label) if progress_factory else None
+            result = run(job, progress=progress, network=network, verbose=options.verbose)
             if progress is not None and hasattr(progress, "finish"):
                 progress.finish()
+            for path, manifest in manifests.items():
+                manifest.mark_complete([path], input_path, settings, result.frames)
             summary.converted.append(input_path)
         except NvpipeError as error:
             summary.failed.append((input_path, str(error)))

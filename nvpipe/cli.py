@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Optional, Sequence
 
@@ -16,7 +18,8 @@ from .errors import NvpipeError  # noqa: E402
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,7 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
     run.add_argument("--dtype", choices=("float32", "float16"),
                      help="network precision (default: float32 on cpu, float16 on cuda)")
-    run.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace existing outputs (only ever by a complete output)")
+    run.add_argument("--keep-partial", action="store_true",
+                     help="when the run fails (a damaged input, say), keep the frames done as "
+                          "a playable file; never over an existing file. Ctrl-C always keeps them")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--verbose", action="store_true", help="stages, encoders and telemetry")
 
@@ -156,8 +163,17 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _terminate(signum, frame) -> None:
+    """SIGTERM is handled like Ctrl-C: the run stops and keeps the frames done."""
+    from .runner import Terminated
+
+    raise Terminated
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command in ("info", "doctor"):
             from .info import format_report
@@ -168,9 +184,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except NvpipeError as error:
         print(f"nvpipe: error: {error}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("nvpipe: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as interrupt:
+        from .runner import Interrupted, Terminated
+
+        terminated = isinstance(interrupt, Terminated) or getattr(interrupt, "terminated", False)
+        how = "terminated" if terminated else "interrupted"
+        if isinstance(interrupt, Interrupted):
+            done = interrupt.result
+            print(f"nvpipe: {how} after {done.frames} frames; {_kept(done)}", file=sys.stderr)
+        else:
+            print(f"nvpipe: {how}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - one line unless asked for the traceback
         if getattr(args, "verbose", False) or os.environ.get("NVPIPE_DEBUG"):
             raise
@@ -179,9 +203,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_FAILED
 
 
+def _check_paths(args: argparse.Namespace) -> None:
+    """Standard input and output are the live-sources work; until then, a clear refusal."""
+    if args.input == "-":
+        raise NvpipeError("reading standard input (-) is not supported yet: give a file")
+    if args.output == "-":
+        raise NvpipeError("writing to standard output (-) is not supported yet: give a file")
+
+
 def _run(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, is_batch, run_batch
-    from .runner import Interrupted, run
+    from .runner import run
 
     from .gpu import resolve_device
 
@@ -192,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose and requested == "auto":
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
+    _check_paths(args)
     options = BatchOptions.from_args(args)
     if is_batch(args.input):
         summary = run_batch(args.input, args.output, options,
@@ -203,15 +236,11 @@ def _run(args: argparse.Namespace) -> int:
     bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
     try:
         result = run(job, progress=bar, verbose=args.verbose)
-    except Interrupted as interrupt:
+    finally:
         if bar:
             bar.finish()
-        done = interrupt.result
-        kept = ", ".join(path for path in done.outputs if os.path.exists(path)) or "no output"
-        print(f"nvpipe: interrupted after {done.frames} frames; kept {kept}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if bar:
-        bar.finish()
+    for note in result.notes:
+        print(f"nvpipe: note: {note}", file=sys.stderr)
     if args.verbose:
         for path, encoder in result.encoders.items():
             print(f"nvpipe: {path}: encoder {encoder}", file=sys.stderr)
@@ -223,6 +252,12 @@ def _run(args: argparse.Namespace) -> int:
               f"({result.fps:.1f} fps on {job.device}, {encoders}) -> {', '.join(result.outputs)}",
               file=sys.stderr)
     return 0
+
+
+def _kept(result) -> str:
+    from .runner import describe_outcome
+
+    return describe_outcome(result.placed, keep_partial=True)
 
 
 if __name__ == "__main__":

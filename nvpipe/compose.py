@@ -54,6 +54,12 @@ class Composer:
         # (a 4K frame is 25 MB of pageable memory, a host-blocking copy).
         self._uploaded: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
+    def warm_up(self, coeff_a: torch.Tensor, coeff_b: torch.Tensor, src: torch.Tensor) -> None:
+        """Composes one frame for every target from coefficients laid out as the network's
+        (memory format included), so each output's kernel variant compiles (Triton, on
+        CUDA) before the first real frame. The results are dropped."""
+        self(coeff_a, coeff_b, src, 0)
+
     def _background_for(self, index: int, src: torch.Tensor):
         if self.background is None:
             return None

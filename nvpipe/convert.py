@@ -45,6 +45,19 @@ class Converter:
         self.rotation = info.rotation % 360
         self._ring = BufferRing(ring_size)
 
+    def warm_up(self) -> None:
+        """Converts one black frame of the input's size and format, so the kernels compile
+        (Triton, on CUDA) before the decode thread needs them."""
+        from .frames import DecodedFrame
+
+        high = self.info.bit_depth > 8
+        width, height = self.info.width, self.info.height
+        data = torch.zeros((height + (height + 1) // 2, 2 * ((width + 1) // 2)),
+                           dtype=torch.uint16 if high else torch.uint8, device=self.device)
+        self(DecodedFrame(data=data, pix_fmt="p016" if high else "nv12", width=width,
+                          height=height, color=self.info.color, pts=0,
+                          time_base=self.info.time_base, index=0))
+
     def _fused_downsample(self) -> bool:
         return self.rotation == 0 and self.resize is None and self.ratio != 1
 

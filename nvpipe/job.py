@@ -41,6 +41,8 @@ class Job:
     ``ratio`` None means automatic: ``min(512 / max(H, W), 1)``. ``background`` is a colour
     (``"#00ff00"``, ``"green"``, ``"0,255,0"``), an image or video path, or None where no
     output needs one. ``dtype`` None means float32 on the CPU and float16 on CUDA.
+    Where the outputs end up when the run completes, fails or is interrupted is the policy
+    of ``nvpipe.outputs``.
     """
 
     input: str
@@ -55,6 +57,7 @@ class Job:
     dtype: Optional[str] = None  # "float32" | "float16"
     resize: Optional[tuple[int, int]] = None  # (width, height) applied to the input
     encoder: str = "auto"  # auto: NVENC for H.264/HEVC on a GPU that has it; cpu; nvenc
+    keep_partial: bool = False  # a failed run keeps the frames done (never over a file)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

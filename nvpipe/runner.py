@@ -1,10 +1,12 @@
 """The runner: one job through Source -> Convert -> Matting -> Compose -> Sinks.
 
 Threads: a decode thread (source + conversion), the calling thread (network + compose)
-and one encode thread per output, joined by bounded queues. The first error anywhere
-stops every stage and is raised once from ``run``; Ctrl-C (KeyboardInterrupt) or
-``stop.set()`` ends the run with each output finalised as a playable file of the frames
-written so far (or no file when none were).
+and one encode thread per output, joined by bounded queues of typed items. How frames
+cross between them (streams, events, host copies) is the job's ``transfer``, chosen once
+(``nvpipe.transfer``). The first error anywhere stops every stage and is raised once from
+``run``. Where the outputs end up is ``nvpipe.outputs``' policy: all committed when the
+run completes, all discarded when it fails, the frames done kept (never over an existing
+file) when it is interrupted (Ctrl-C, SIGTERM, ``stop.set()``) or ``job.keep_partial``.
 """
 
 from __future__ import annotations
@@ -15,30 +17,32 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
-from .buffers import BufferRing
 from .compose import ComposeTarget, Composer
 from .convert import Converter
-from .errors import NvpipeError
+from .errors import InputError, NvpipeError
 from .frames import StreamInfo
 from .job import Job, OutputSpec, auto_ratio
 from .matting import MattingStage
+from .outputs import Outputs, Placed
 
 # Queue depths: 4 converted frames ahead of the network (1080p float32 src is 25 MB, so
 # about 100 MB in flight on the CPU), 8 composed frames ahead of each encoder.
 DECODE_QUEUE_DEPTH = 4
 ENCODE_QUEUE_DEPTH = 8
-_END = object()
+# A composed buffer comes round again this many frames later: by then its encoder has taken
+# the next frame off the queue, so it is done with this one.
+COMPOSE_RING = ENCODE_QUEUE_DEPTH + 3
 
 ProgressCallback = Callable[[int, Optional[int], float], None]
 
 
 @dataclass
 class RunResult:
-    """What a finished (or interrupted) run did."""
+    """What a finished (or interrupted) run did. ``placed``: each output's outcome."""
 
     frames: int
     seconds: float
@@ -46,14 +50,57 @@ class RunResult:
     encoders: dict[str, str] = field(default_factory=dict)
     interrupted: bool = False
     telemetry: dict = field(default_factory=dict)
+    placed: list[Placed] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-class _Stages:
-    """Shared stop flag and first-error slot of one run."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (the CLI's handler raises it in the main thread)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM: ``terminated``) during a run; ``result`` says what was kept."""
+
+    def __init__(self, result: RunResult, terminated: bool = False):
+        super().__init__()
+        self.result = result
+        self.terminated = terminated
+
+
+# -- the items between stages ----------------------------------------------------------------
+@dataclass
+class ConvertedFrame:
+    """Decode thread -> network: the converted frame, and when it is ready (CUDA event)."""
+
+    index: int
+    pts: Optional[int]
+    src: torch.Tensor      # [3, H, W], the job's dtype, on the job's device
+    src_sm: torch.Tensor   # [3, h, w], the network's input
+    ready: object = None
+
+
+@dataclass
+class EncodeItem:
+    """Network thread -> one encoder: a composed frame in its sink's pixel format."""
+
+    pts: Optional[int]
+    array: object          # numpy / CPU tensor, or a CUDA tensor for CUDA sinks
+    ready: object = None
+
+
+class _End:
+    """The end of a queue's items (the producer finished, or the run is stopping)."""
+
+
+END = _End()
+
+
+class Stages:
+    """The run's stop flag and first error, and queue operations that give up on a stop."""
 
     def __init__(self, stop: Optional[threading.Event]):
         self.stop = stop or threading.Event()
@@ -67,7 +114,6 @@ class _Stages:
         self.stop.set()
 
     def put(self, q: queue.Queue, item) -> bool:
-        """Blocking put that gives up when the run is stopping."""
         while not self.stop.is_set():
             try:
                 q.put(item, timeout=0.05)
@@ -77,15 +123,76 @@ class _Stages:
         return False
 
     def get(self, q: queue.Queue):
-        """Blocking get that returns _END when the run is stopping."""
         while True:
             try:
                 return q.get(timeout=0.05)
             except queue.Empty:
                 if self.stop.is_set():
-                    return _END
+                    return END
+
+    def finish_queue(self, q: queue.Queue) -> None:
+        """Puts END even when the run is stopping (the consumer may be waiting on it)."""
+        while True:
+            try:
+                q.put(END, timeout=0.05)
+                return
+            except queue.Full:
+                if self.stop.is_set():
+                    return
 
 
+# -- the stage threads ---------------------------------------------------------------------
+def decode_worker(source, converter: Converter, transfer, out: queue.Queue, stages: Stages) -> None:
+    """Source -> Converter -> ``out`` (``ConvertedFrame``s, then END)."""
+    transfer.stage_thread_started()
+    try:
+        with torch.inference_mode(), transfer.decode_stream():
+            for frame in source:
+                if stages.stop.is_set():
+                    return
+                src, src_sm = converter(frame)
+                if frame.release is not None:  # a borrowed NVDEC surface
+                    frame.release()
+                item = ConvertedFrame(frame.index, frame.pts, src, src_sm, transfer.converted())
+                if not stages.put(out, item):
+                    return
+    except BaseException as error:  # noqa: BLE001 - reported once by run()
+        stages.fail(error)
+    finally:
+        stages.finish_queue(out)
+
+
+def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages) -> None:
+    """``inbox`` (``EncodeItem``s) -> ``sink.write``, until END."""
+    transfer.stage_thread_started()
+    try:
+        while True:
+            item = stages.get(inbox)
+            if item is END:
+                return
+            transfer.wait(item.ready)
+            sink.write(item.array, item.pts)
+    except BaseException as error:  # noqa: BLE001
+        stages.fail(error)
+
+
+def chunks(decoded: queue.Queue, size: int, stages: Stages) -> Iterator[list[ConvertedFrame]]:
+    """Up to ``size`` converted frames at a time; the last chunk may be shorter. Stops
+    (without the partial chunk) when the run is stopping."""
+    chunk: list[ConvertedFrame] = []
+    while True:
+        item = stages.get(decoded)
+        if item is END:
+            if chunk and not stages.stop.is_set():
+                yield chunk
+            return
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+
+
+# -- the job's parts -------------------------------------------------------------------------
 def default_dtype(device: str) -> torch.dtype:
     """The network's precision unless asked: FP16 on CUDA (tensor cores), FP32 on the CPU."""
     return torch.float16 if device == "cuda" else torch.float32
@@ -103,33 +210,23 @@ def output_info(info: StreamInfo, resize: Optional[tuple[int, int]]) -> StreamIn
     return replace(info, width=width, height=height, rotation=0)
 
 
-NVENC_CONTAINERS = (".mp4", ".mkv", ".mov")
-
-
 def choose_encoder(spec: OutputSpec, job: Job) -> OutputSpec:
-    """On CUDA, H.264/HEVC outputs go to NVENC where the GPU has one (``job.encoder`` auto),
-    or always (nvenc); alpha formats, other codecs and ``encoder="cpu"`` stay with PyAV."""
-    if job.device != "cuda" or job.encoder == "cpu":
-        return spec
-    suffix = os.path.splitext(spec.path)[1].lower()
-    codec = (spec.codec or ("h264" if suffix in (".mp4", ".mkv") else "")).lower()
-    if codec not in ("h264", "hevc") or suffix not in NVENC_CONTAINERS \
-            or spec.kind in ("rgba", "rgba_premultiplied"):
-        if job.encoder == "nvenc":
-            raise NvpipeError(f"{spec.path}: NVENC encodes H.264/HEVC without alpha into "
-                              f".mp4/.mkv/.mov only")
-        return spec
-    if job.encoder == "auto":
-        from .gpu import has_nvenc
+    """``spec`` routed to NVENC or the CPU by ``nvpipe.sinks.encoders.choose_encoder``."""
+    from .sinks import choose_encoder as route
 
-        if not has_nvenc(codec=codec):  # H100, H200, A100: no NVENC
-            return spec
-    return replace(spec, codec=f"{codec}_nvenc")
+    def has_nvenc(codec: str) -> bool:
+        from .gpu import has_nvenc as probe
+
+        return probe(codec=codec)
+
+    return route(spec, device=job.device, policy=job.encoder, has_nvenc=has_nvenc)
 
 
 def load_network(job: Job, dtype: torch.dtype):
     import rvm
 
+    if job.weights is not None and os.path.isdir(job.weights):
+        raise NvpipeError(f"--weights {job.weights} is a folder: give a .pth or .onnx file")
     try:
         network = rvm.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
     except rvm.WeightsError as error:
@@ -139,17 +236,24 @@ def load_network(job: Job, dtype: torch.dtype):
     return network
 
 
+def _compose_targets(outputs: Outputs, kinds: dict[str, str]) -> list[ComposeTarget]:
+    return [ComposeTarget(path, kinds[path], sink.pixel_format, sink.color.matrix,
+                          sink.color.full_range) for path, sink in outputs.sinks.items()]
+
+
 def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         stop: Optional[threading.Event] = None, network: Optional[torch.nn.Module] = None,
         verbose: bool = False) -> RunResult:
-    """Run ``job`` to completion; see the module docstring for threads and errors.
+    """Run ``job`` to completion; see the module docstring for threads, errors and outputs.
 
     ``network`` overrides loading weights from ``job`` (an ``rvm.MattingNetwork`` already on
-    the job's device and dtype). Raises ``NvpipeError`` for anything the user can fix.
+    the job's device and dtype). Raises ``NvpipeError`` for anything the user can fix, its
+    message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
     """
     from .backgrounds import open_background
     from .sinks import open_sink
     from .sources import open_source
+    from .transfer import transfer_for
 
     if not job.outputs:
         raise NvpipeError("nothing to write: give at least one output")
@@ -161,161 +265,87 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         check_cuda_ready(need_decoder=False)
     dtype = _dtype_for(job)
     device = torch.device(job.device)
-
     started = time.perf_counter()
     source = open_source(job.input, device=job.device)
-    sinks: dict[str, object] = {}
-    stages = _Stages(stop)
+    try:
+        info = source.info
+        sink_info = output_info(info, job.resize)
+        specs = [choose_encoder(spec, job) for spec in job.outputs]
+        outputs = Outputs(specs, sink_info, overwrite=job.overwrite, open_sink=open_sink,
+                          audio_from=job.input if info.has_audio else None)
+    except BaseException:
+        source.close()
+        raise
+    stages = Stages(stop)
     frames_done = 0
     telemetry = None
     threads: list[threading.Thread] = []
     try:
-        info = source.info
-        sink_info = output_info(info, job.resize)
         width, height = sink_info.width, sink_info.height
         ratio = job.ratio if job.ratio is not None else auto_ratio(width, height)
-        audio_from = job.input if info.has_audio else None
-        for spec in job.outputs:
-            sinks[spec.path] = open_sink(choose_encoder(spec, job), sink_info,
-                                         overwrite=job.overwrite, audio_from=audio_from)
-        kinds = {spec.path: spec.kind for spec in job.outputs}
-        needs_background = any(kind == "composite" for kind in kinds.values())
+        kinds = {str(spec.path): spec.kind for spec in specs}
         background = None
-        if needs_background:
+        if "composite" in kinds.values():
             background = open_background(job.background or "#00ff00", width, height)
-
         if network is None:
             network = load_network(job, dtype)
+        transfer = transfer_for(device, outputs.sinks, COMPOSE_RING)
         # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
         converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
                               ring_size=DECODE_QUEUE_DEPTH + job.chunk + 2)
         matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
-        if device.type == "cuda":  # capture before the decode thread starts (convert.downsample's size)
-            matting.prepare((job.chunk, 3, math.floor(height * ratio), math.floor(width * ratio)))
-        targets = []
-        for path, sink in sinks.items():
-            color = getattr(sink, "color", None)  # the ColorSpec an NV12-taking sink tags
-            targets.append(ComposeTarget(path, kinds[path], sink.pixel_format,
-                                         color.matrix if color else "bt709",
-                                         color.full_range if color else False))
-        # A target's buffer comes round again ENCODE_QUEUE_DEPTH + 3 frames later: by then its
-        # encoder has taken the next frame off the queue, so it is done with this one.
-        composer = Composer(targets, background, ring_size=ENCODE_QUEUE_DEPTH + 3)
-        pinned = {path: BufferRing(ENCODE_QUEUE_DEPTH + 3, pin_memory=True) for path in sinks}
-        if verbose and job.device == "cuda":
+        composer = Composer(_compose_targets(outputs, kinds), background, ring_size=COMPOSE_RING)
+        if device.type == "cuda":
+            # Graph capture and the kernels' first compilation before any thread starts:
+            # no other thread's CUDA work can invalidate the capture, and no frame waits on
+            # a compiler (0.5-1.5 s a kernel, cold cache).
+            with torch.inference_mode(), transfer.network_stream():
+                small = (job.chunk, 3, math.floor(height * ratio), math.floor(width * ratio))
+                matting.prepare(small)
+                converter.warm_up()
+                coeff_a, coeff_b = matting(torch.zeros(small, dtype=dtype, device=device))
+                composer.warm_up(coeff_a[0], coeff_b[0],
+                                 torch.zeros((3, height, width), dtype=dtype, device=device))
+                matting.reset()  # the warm-up frame leaves no memory behind
+                torch.cuda.synchronize(device)
+        if verbose and device.type == "cuda":
             from .telemetry import Telemetry
 
             telemetry = Telemetry()
             telemetry.start()
 
         decoded: queue.Queue = queue.Queue(DECODE_QUEUE_DEPTH)
-        to_encode = {path: queue.Queue(ENCODE_QUEUE_DEPTH) for path in sinks}
-        host_copies = device.type == "cuda"
-
-        def decode_loop() -> None:
-            stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-            if stream is None:
-                _lower_priority()
-            try:
-                with torch.inference_mode(), (torch.cuda.stream(stream) if stream else _null()):
-                    for frame in source:
-                        if stages.stop.is_set():
-                            return
-                        src, src_sm = converter(frame)
-                        if frame.release is not None:
-                            frame.release()
-                        ready = None
-                        if stream is not None:
-                            ready = torch.cuda.Event()
-                            ready.record(stream)
-                        if not stages.put(decoded, (frame.index, frame.pts, src, src_sm, ready)):
-                            return
-            except BaseException as error:  # noqa: BLE001 - reported once by run()
-                stages.fail(error)
-            finally:
-                stages.put(decoded, _END)
-
-        def encode_loop(path: str) -> None:
-            sink, inbox = sinks[path], to_encode[path]
-            if device.type == "cpu":
-                _lower_priority()
-            try:
-                while True:
-                    item = stages.get(inbox)
-                    if item is _END:
-                        return
-                    pts, array, ready = item
-                    if ready is not None:
-                        ready.synchronize()
-                    sink.write(array.numpy() if isinstance(array, torch.Tensor)
-                               and array.device.type == "cpu" else array, pts)
-            except BaseException as error:  # noqa: BLE001
-                stages.fail(error)
-
-        def emit(index: int, pts, outputs: dict[str, torch.Tensor]) -> bool:
-            ready = None
-            if host_copies:
-                copies = {}
-                for path, array in outputs.items():
-                    if getattr(sinks[path], "accepts_cuda", False):
-                        copies[path] = array
-                    else:
-                        host = pinned[path].take(tuple(array.shape), array.dtype)
-                        host.copy_(array, non_blocking=True)
-                        copies[path] = host
-                outputs = copies
-                ready = torch.cuda.Event()
-                ready.record()
-            for path, array in outputs.items():
-                if not stages.put(to_encode[path], (pts, array, ready)):
-                    return False
-            return True
-
-        threads.append(threading.Thread(target=decode_loop, name="nvpipe-decode", daemon=True))
-        threads.extend(threading.Thread(target=encode_loop, args=(path,), name="nvpipe-encode",
-                                     daemon=True) for path in sinks)
+        inboxes = {path: queue.Queue(ENCODE_QUEUE_DEPTH) for path in outputs.sinks}
+        threads.append(threading.Thread(target=decode_worker, name="nvpipe-decode", daemon=True,
+                                        args=(source, converter, transfer, decoded, stages)))
+        threads += [threading.Thread(target=encode_worker, name="nvpipe-encode", daemon=True,
+                                     args=(sink, inboxes[path], transfer, stages))
+                    for path, sink in outputs.sinks.items()]
         for thread in threads:
             thread.start()
 
         total = info.frame_count
-        chunk: list = []
-
-        def flush() -> bool:
-            nonlocal frames_done
-            if not chunk:
-                return True
-            if device.type == "cuda":
-                current = torch.cuda.current_stream(device)
-                for item in chunk:
-                    current.wait_event(item[4])
-                    item[2].record_stream(current)
-                    item[3].record_stream(current)
-            small = torch.stack([item[3] for item in chunk])
-            coeff_a, coeff_b = matting(small)
-            for i, (index, pts, src, _, _) in enumerate(chunk):
-                outputs = composer(coeff_a[i], coeff_b[i], src, index)
-                if not emit(index, pts, outputs):
-                    return False
-                frames_done += 1
-                if progress is not None:
-                    progress(frames_done, total, time.perf_counter() - started)
-            chunk.clear()
-            return True
-
-        with torch.inference_mode():
-            while True:
-                item = stages.get(decoded)
-                if item is _END:
-                    if stages.error is None and not stages.stop.is_set():
-                        flush()
-                    break
-                chunk.append(item)
-                if len(chunk) == job.chunk and not flush():
-                    break
-        for path in sinks:
-            stages.put(to_encode[path], _END)
+        with torch.inference_mode(), transfer.network_stream():
+            for chunk in chunks(decoded, job.chunk, stages):
+                transfer.network_waits_for([f.ready for f in chunk],
+                                           [t for f in chunk for t in (f.src, f.src_sm)])
+                coeff_a, coeff_b = matting(torch.stack([f.src_sm for f in chunk]))
+                for i, frame in enumerate(chunk):
+                    composed, ready = transfer.to_sinks(
+                        composer(coeff_a[i], coeff_b[i], frame.src, frame.index))
+                    if not all(stages.put(inboxes[path], EncodeItem(frame.pts, array, ready))
+                               for path, array in composed.items()):
+                        break  # stopping: chunks() ends too
+                    frames_done += 1
+                    if progress is not None:
+                        progress(frames_done, total, time.perf_counter() - started)
+        for inbox in inboxes.values():
+            stages.finish_queue(inbox)
         for thread in threads:
             thread.join()
+        damage = source.damage
+        if stages.error is None and damage is not None:
+            stages.fail(InputError(f"{job.input} is damaged: {damage}"))
     except BaseException as error:
         stages.fail(error)
     finally:
@@ -323,54 +353,57 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         source.close()
         if telemetry is not None:
             telemetry.stop()
+    return _end_outputs(job, outputs, stages, frames_done, started, telemetry)
 
+
+def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
+                 started: float, telemetry) -> RunResult:
+    """Applies the output policy to how the run ended; returns or raises accordingly."""
     error = stages.error
     interrupted = isinstance(error, KeyboardInterrupt) or (error is None and stages.stop.is_set())
-    if error is not None and not isinstance(error, KeyboardInterrupt):
-        for sink in sinks.values():
-            _quietly(sink.discard if hasattr(sink, "discard") else sink.abort)
+    failed = error is not None and not isinstance(error, KeyboardInterrupt)
+    encoders = {path: sink.encoder_name for path, sink in outputs.sinks.items()}
+    notes = [f"{path}: PNG pictures carry no audio; the input's audio was not written"
+             for path, sink in outputs.sinks.items() if getattr(sink, "dropped_audio", False)]
+    if failed:
+        started_writing = any(sink.frames_written for sink in outputs.sinks.values())
+        placed = outputs.keep_partial() if job.keep_partial else outputs.discard()
+        if isinstance(error, NvpipeError):
+            if not started_writing:
+                raise error
+            raise type(error)(f"{error}; {describe_outcome(placed, job.keep_partial)}") from None
         raise error
-    for sink in sinks.values():
-        if interrupted:
-            _quietly(sink.abort)
-        else:
-            sink.close()
+    placed = outputs.keep_partial() if interrupted else outputs.commit()
     result = RunResult(frames=frames_done, seconds=time.perf_counter() - started,
-                       outputs=list(sinks), interrupted=interrupted,
-                       encoders={path: getattr(sink, "encoder_name", "?")
-                                 for path, sink in sinks.items()},
+                       outputs=[p.path for p in placed], interrupted=interrupted,
+                       encoders=encoders, placed=placed, notes=notes,
                        telemetry=telemetry.summary() if telemetry is not None else {})
     if isinstance(error, KeyboardInterrupt):
-        raise Interrupted(result) from None
+        raise Interrupted(result, terminated=isinstance(error, Terminated)) from None
     return result
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a run; ``result`` says what was written before it."""
+def describe_outcome(placed: list[Placed], keep_partial: bool) -> str:
+    """What became of a run's outputs, for a one-line message."""
+    from .outputs import KEPT_PARTIAL, LEFT_UNCHANGED, NOT_WRITTEN, WRITTEN
 
-    def __init__(self, result: RunResult):
-        super().__init__()
-        self.result = result
-
-
-# Niceness of the decode and encode threads on the CPU path. torch's OpenMP workers wait
-# for the slowest of them at every parallel region, so one worker preempted by the encoder
-# stalls the whole network; at nice 19 the stages fill the network's gaps instead (1080p,
-# ratio 0.25, 2 cores, interleaved runs: 5.9 fps at nice 0, 6.4 at 10, 6.8 at 19). The
-# bounded queues keep them from starving: the network waits when they fall behind.
-STAGE_NICE = 19
-
-
-def _lower_priority() -> None:
-    """Lowers this thread's priority (Linux: per-thread nice) on the CPU path."""
-    if hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), STAGE_NICE)
-        except OSError:
-            pass
+    kept = [p.describe() for p in placed if p.outcome in (WRITTEN, KEPT_PARTIAL)]
+    untouched = [p.path for p in placed if p.outcome == LEFT_UNCHANGED]
+    missing = [p.path for p in placed if p.outcome == NOT_WRITTEN]
+    parts = []
+    if kept:
+        parts.append("kept " + ", ".join(kept))
+    if missing and not kept:
+        parts.append("no output written" + ("" if keep_partial else
+                                            " (--keep-partial keeps the frames done)"))
+    elif missing:
+        parts.append("not written: " + ", ".join(missing))
+    if untouched:
+        parts.append("left unchanged: " + ", ".join(untouched))
+    return "; ".join(parts) or "nothing written"
 
 
-def _join_all(threads: list[threading.Thread], stages: _Stages) -> None:
+def _join_all(threads: list[threading.Thread], stages: Stages) -> None:
     """Join every stage thread; a second Ctrl-C while waiting only repeats the stop."""
     for thread in threads:
         while thread.is_alive():
@@ -380,16 +413,5 @@ def _join_all(threads: list[threading.Thread], stages: _Stages) -> None:
                 stages.fail(error)
 
 
-def _quietly(action: Callable[[], None]) -> None:
-    try:
-        action()
-    except Exception:  # noqa: BLE001 - cleanup after an earlier error that is being reported
-        pass
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+__all__ = ["run", "RunResult", "Interrupted", "Terminated", "ConvertedFrame", "EncodeItem", "load_network",
+           "choose_encoder", "output_info", "default_dtype"]

@@ -145,6 +145,21 @@ def small_clip(tmp_path_factory):
     return path
 
 
+def zero_packet(source: Path, target: Path, number: int = 20) -> Path:
+    """``source`` with the bytes of its video packet ``number`` zeroed (a P-frame of the
+    shared clips): that packet fails to decode every time, even with frame threads (a few
+    scrambled bytes are sometimes concealed instead)."""
+    import av
+
+    data = bytearray(source.read_bytes())
+    with av.open(str(source)) as container:
+        packets = [(p.pos, p.size) for p in container.demux(video=0) if p.size]
+    position, size = packets[number]
+    data[position:position + size] = bytes(size)
+    target.write_bytes(bytes(data))
+    return target
+
+
 @pytest.fixture
 def weights_env(onnx_weights, monkeypatch):
     """The official ONNX weights as the default weights (NVPIPE_WEIGHTS)."""

@@ -12,10 +12,30 @@ import torch
 from nvpipe.errors import OutputError
 from nvpipe.frames import StreamInfo
 from nvpipe.job import OutputSpec
-from nvpipe.sinks import open_sink
+from nvpipe import sinks
+from nvpipe.outputs import Outputs
 from nvpipe.sources import open_source
 
 FRAMES = 6
+
+
+class open_sink:
+    """One output opened through ``nvpipe.outputs`` as the runner drives it: ``close()``
+    commits (the run completed), ``abort()`` keeps the frames done (an interrupted run)."""
+
+    def __init__(self, spec, info, *, overwrite=False, audio_from=None):
+        self.outputs = Outputs([spec], info, overwrite=overwrite, open_sink=sinks.open_sink,
+                               audio_from=audio_from)
+        self.sink = self.outputs.sinks[str(spec.path)]
+
+    def __getattr__(self, name):
+        return getattr(self.sink, name)
+
+    def close(self):
+        return self.outputs.commit()
+
+    def abort(self):
+        return self.outputs.keep_partial()
 
 
 def _input_frames(path, count=FRAMES):

@@ -213,20 +213,29 @@ def test_truncated_header_at_the_end(tmp_path, footage):
     assert _digest(cut) == before
 
 
-def test_truncated_data_yields_what_decodes_then_fails(tmp_path, footage):
+def test_truncated_data_yields_what_decodes_then_says_what_was_lost(tmp_path, footage):
     # Index first, data after: half the file opens but holds half the declared frames.
     data = footage("person_fullbody_360x640.mp4").read_bytes()
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
     before = _digest(cut)
-    decoded = 0
-    with pytest.raises(InputError, match="truncated"):
-        with open_source(cut) as source:
-            assert source.info.frame_count == 50
-            for _ in source:
-                decoded += 1
-    assert 0 < decoded < 50
+    with open_source(cut) as source:
+        assert source.info.frame_count == 50 and source.damage is None
+        decoded = sum(1 for _ in source)
+        assert 0 < decoded < 50
+        assert source.damage.startswith(
+            f"{50 - decoded} of 50 frames could not be decoded (truncated: it holds 25 of the "
+            f"50 frames its header declares")
     assert _digest(cut) == before
+
+
+def test_a_damaged_packet_is_skipped_and_the_rest_decodes(tmp_path, footage):
+    from conftest import zero_packet
+
+    damaged = zero_packet(footage("person_fullbody_360x640.mp4"), tmp_path / "damaged.mp4")
+    with open_source(damaged) as source:
+        assert sum(1 for _ in source) == 49  # it stopped at the first bad packet before
+        assert source.damage == "1 of 50 frames could not be decoded (1 damaged packet skipped)"
 
 
 def _write_png(path, array):

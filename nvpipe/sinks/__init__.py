@@ -1,79 +1,27 @@
 """Sinks: where output frames go. ``open_sink`` picks one from the output's name and codec.
 
-A ``Sink`` has:
-
-- ``pixel_format``: what ``write`` takes, uint8 numpy arrays (CPU torch tensors accepted):
-  ``"rgb24"`` ``(H, W, 3)``, ``"rgba"`` ``(H, W, 4)``, ``"gray"`` ``(H, W)`` or ``"nv12"``
-  ``(H + H/2, W)`` (even sizes only), ``H, W`` the input's ``display_size``;
-- ``color``: the :class:`~nvpipe.frames.ColorSpec` an ``"nv12"`` array must be encoded
-  with (and the stream is tagged with); meaningless for the RGB formats;
-- ``write(array, pts)``: ``pts`` in the input's ``time_base`` (the output keeps it);
-- ``close()``: finishes a playable file (renamed from its temporary name);
-- ``abort()``: keeps a playable file of the frames written so far, or nothing if none.
-
-Every sink writes to a hidden temporary name beside the target
-(``.name.partial.ext``) and renames on ``close``/``abort``, so the target is never a
-broken file. ``open_sink`` refuses, before writing anything: an existing output without
-``overwrite``, a missing output folder, an output that is the input, a kind the format
-cannot hold, an unknown codec or extension.
+Every sink implements the contract of :class:`nvpipe.sinks.Sink` (``_base.py``): it writes
+into a staging path that ``nvpipe.outputs.Outputs`` gives it, ``finish()`` completes a
+playable file there and ``discard()`` removes it; where the file ends up (the target, or
+nowhere) is the run's output policy in ``nvpipe.outputs``, not the sink's.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Optional, Protocol, runtime_checkable
+from typing import Optional
 
 from ..errors import OutputError
-from ..frames import ColorSpec, StreamInfo
+from ..frames import StreamInfo
 from ..job import OutputSpec
-from .images import PngSequenceSink, is_sequence_output
+from ._base import Sink, SinkBase
+from .encoders import NVENC_FORMATS, choose_encoder, nvenc_codec, requests_nvenc
+from .images import PngSequenceSink, is_sequence_output, sequence_location
 from .null import NullSink, is_null_output
 from .pyav import CONTAINERS, PyAVSink, resolve_codec
 
-NVENC_CODECS = ("nvenc", "h264_nvenc", "hevc_nvenc", "av1_nvenc")
 
-
-@runtime_checkable
-class Sink(Protocol):
-    pixel_format: str
-    color: ColorSpec
-
-    def write(self, array, pts: int) -> None: ...
-
-    def close(self) -> None: ...
-
-    def abort(self) -> None: ...
-
-
-def same_file(a: str, b: str) -> bool:
-    """True when two paths name the same file or folder (existing or not)."""
-    try:
-        if os.path.exists(a) and os.path.exists(b):
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def check_output_file(path: str, info: StreamInfo, overwrite: bool) -> None:
-    """The checks every single-file output passes before anything is written.
-
-    Raises:
-        OutputError: ``path`` is the input, its folder is missing, it is a folder, or it
-            exists and ``overwrite`` is False.
-    """
-    if info is not None and info.path and same_file(path, info.path):
-        raise OutputError(f"output is the input file: {path}")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise OutputError(f"output folder does not exist: {folder}")
-    if os.path.isdir(path):
-        raise OutputError(f"output is a folder, not a file: {path}")
-    if os.path.lexists(path) and not overwrite:
-        raise OutputError(f"output exists: {path} (use --overwrite to replace it)")
-
-
-def open_sink(spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
+def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
               audio_from: Optional[str] = None) -> Sink:
     """Opens the writer for one output.
 
@@ -81,36 +29,37 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
         spec: the output (path, kind, codec, crf/bitrate, preset). A folder path (existing,
             ending in a separator, or without extension) or a ``%05d.png`` pattern writes
             PNGs; ``os.devnull`` discards the frames (:class:`NullSink`); ``.mp4``/``.mkv``
-            H.264 (or ``codec`` hevc/av1), ``.mov`` ProRes 4444, ``.webm`` VP9; codec ``nvenc``/``h264_nvenc``/``hevc_nvenc`` goes to
-            ``nvpipe.sinks.nvenc`` (imported only then).
-        info: the input's stream facts; frames are ``info.display_size``, timestamps in
+            H.264 (or ``codec`` hevc/av1), ``.mov`` ProRes 4444, ``.webm`` VP9; an NVENC
+            codec (``nvenc``, ``h264_nvenc``...) goes to ``nvpipe.sinks.nvenc``.
+        info: the output's stream facts; frames are ``info.display_size``, timestamps in
             ``info.time_base``.
-        overwrite: replace an existing output (else :class:`OutputError`).
+        staging: the file (a folder for PNG sequences) to write; None for the null output.
         audio_from: a file whose audio streams are copied in (containers that take them).
 
     Raises:
-        OutputError: see the module docstring.
+        OutputError: an unknown codec or extension, a kind or crf the format cannot take.
     """
     path = str(spec.path)
     if is_null_output(path):
         return NullSink(spec, info)
     if is_sequence_output(path):
-        return PngSequenceSink(spec, info, overwrite=overwrite)
-    check_output_file(path, info, overwrite)
-    codec = (spec.codec or "").lower()
-    if codec in NVENC_CODECS:
+        return PngSequenceSink(spec, info, staging=staging, audio_from=audio_from)
+    if requests_nvenc(spec):
+        nvenc_codec(spec)  # OutputError for what NVENC cannot write, before importing it
         try:
             from .nvenc import NvencSink
         except ImportError as error:
             raise OutputError(f"NVENC output is not available ({error})") from None
-        return NvencSink(spec, info, overwrite=overwrite, audio_from=audio_from)
+        return NvencSink(spec, info, staging=staging, audio_from=audio_from)
     extension = os.path.splitext(path)[1].lower()
     if extension not in CONTAINERS:
         raise OutputError(
             f"unsupported output type {extension or '(no extension)'!r}: {path} "
             f"(use .mp4, .mkv, .mov, .webm, a folder or a %05d.png pattern)")
     resolve_codec(extension, spec)  # raises OutputError for a codec or kind the format lacks
-    return PyAVSink(spec, info, overwrite=overwrite, audio_from=audio_from)
+    return PyAVSink(spec, info, staging=staging, audio_from=audio_from)
 
 
-__all__ = ["Sink", "open_sink", "check_output_file", "same_file", "PyAVSink", "PngSequenceSink", "NullSink"]
+__all__ = ["Sink", "SinkBase", "open_sink", "choose_encoder", "nvenc_codec", "NVENC_FORMATS",
+           "is_null_output", "is_sequence_output", "sequence_location", "PyAVSink",
+           "PngSequenceSink", "NullSink"]

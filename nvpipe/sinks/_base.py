@@ -1,15 +1,47 @@
-"""What every sink shares."""
+"""The contract every sink implements, and what sinks share."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from ..frames import ColorSpec
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """One output being encoded into its staging path (``nvpipe.outputs`` owns the target).
+
+    Attributes:
+        pixel_format: what ``write`` takes: ``"rgb24"`` ``(H, W, 3)``, ``"rgba"``
+            ``(H, W, 4)``, ``"gray"`` ``(H, W)`` or ``"nv12"`` ``(H + ceil(H/2), 2*ceil(W/2))``,
+            uint8, ``H, W`` the output's size.
+        color: the :class:`~nvpipe.frames.ColorSpec` an ``"nv12"`` array is converted with
+            (and the stream is tagged with); RGB formats ignore it.
+        accepts_cuda: ``write`` takes CUDA tensors (NVENC, the null output); otherwise
+            uint8 NumPy arrays or CPU tensors.
+        encoder_name: the encoder, for the run's summary.
+        frames_written: frames ``write`` has taken.
+    """
+
+    pixel_format: str
+    color: ColorSpec
+    accepts_cuda: bool
+    encoder_name: str
+    frames_written: int
+
+    def write(self, array, pts: int) -> None:
+        """Encodes one frame; ``pts`` in the input's ``time_base``."""
+
+    def finish(self) -> None:
+        """Completes a playable file at the staging path. Raises ``OutputError`` on failure
+        or when no frame was written."""
+
+    def discard(self) -> None:
+        """Removes whatever was written at the staging path. Never raises; idempotent."""
 
 
 class SinkBase:
-    """A sink used as a context manager finishes its file on success and aborts (a
-    playable file of the frames so far, or nothing) when the block raises."""
+    """Defaults of the contract: CPU arrays in, nothing written yet."""
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+    accepts_cuda = False
+    frames_written = 0

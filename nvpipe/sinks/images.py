@@ -2,9 +2,9 @@
 such as ``out/frame_%05d.png``. Numbering starts at 0 and counts written frames.
 
 Kinds: ``rgba``/``rgba_premultiplied`` -> RGBA PNGs; ``alpha`` -> 8-bit grey PNGs;
-``composite``/``foreground`` -> RGB PNGs. Each picture is written under a hidden
-temporary name and renamed, so every file present is complete: ``abort`` keeps the
-pictures written (or removes the folder it created when there are none).
+``composite``/``foreground`` -> RGB PNGs. The pictures are written into a staging folder
+that ``nvpipe.outputs`` moves into place. PNGs carry no audio: ``dropped_audio`` says when
+the input had some.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import av
 from ..errors import OutputError
 from ..frames import ColorSpec, StreamInfo
 from ..job import OutputSpec
-from ..sources.images import is_sequence_pattern, pattern_regex
+from ..sources.images import is_sequence_pattern
 from .pyav import as_numpy
 from ._base import SinkBase
 
@@ -27,67 +27,61 @@ DEFAULT_NAME = "%05d.png"
 
 def is_sequence_output(path: str) -> bool:
     """A folder (existing, ending in a separator, or a name without extension) or a
-    printf pattern with one integer field (``%05d``)."""
+    printf pattern with one integer field (``%05d``). An existing folder named like a video
+    file (``dir.mp4``) is not: writing PNGs into it is never what was meant."""
+    from .pyav import CONTAINERS
+
     path = str(path)
     if path == os.devnull:  # the null output (nvpipe.sinks.null), not a folder
         return False
     if is_sequence_pattern(path):
         return True
-    if os.path.isdir(path) or path.endswith(("/", os.sep)):
+    if path.endswith(("/", os.sep)):
         return True
+    if os.path.isdir(path):
+        return os.path.splitext(path)[1].lower() not in CONTAINERS
     return os.path.splitext(path)[1] == "" and not os.path.isfile(path)
 
 
+def sequence_location(path: str) -> tuple[str, str]:
+    """``(folder, name pattern)`` of a sequence output: ``out/`` -> ``(out, %05d.png)``,
+    ``out/f_%03d.png`` -> ``(out, f_%03d.png)``; the folder is absolute."""
+    path = str(path)
+    if is_sequence_pattern(path):
+        folder, pattern = os.path.split(os.path.abspath(path))
+        return folder, pattern
+    return os.path.abspath(path), DEFAULT_NAME
+
+
 class PngSequenceSink(SinkBase):
-    """Writes frames as PNG files.
+    """Writes frames as PNG files into the staging folder, named by the output's pattern.
 
     Attributes:
         pixel_format: ``"rgba"`` uint8 ``(H, W, 4)``, ``"gray"`` ``(H, W)`` or ``"rgb24"``
             ``(H, W, 3)``, ``H, W`` = ``info.display_size``.
         color: unused by RGB pictures (BT.709 full range, for symmetry with video sinks).
-        files: the paths written, in order.
+        files: the names written, in order.
     """
 
-    def __init__(self, spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False) -> None:
-        from . import same_file
+    encoder_name = "png (CPU)"
 
+    def __init__(self, spec: OutputSpec, info: StreamInfo, *, staging: str,
+                 audio_from: Optional[str] = None) -> None:
         path = str(spec.path)
-        self.encoder_name = "png (CPU)"
-        if is_sequence_pattern(path):
-            self.folder, self.name_pattern = os.path.split(os.path.abspath(path))
-        else:
-            self.folder, self.name_pattern = os.path.abspath(path), DEFAULT_NAME
+        self.folder, self.name_pattern = sequence_location(path)
         if not self.name_pattern.lower().endswith(".png"):
             raise OutputError(f"picture sequences are written as PNG: use a %05d.png pattern, not {path}")
         if spec.codec not in (None, "png"):
             raise OutputError(f"picture sequences are PNG; codec {spec.codec!r} does not apply to {path}")
-        if info is not None and info.path and (same_file(self.folder, info.path)
-                                               or same_file(path, info.path)):
-            raise OutputError(f"output is the input: {path}")
-        parent = os.path.dirname(self.folder)
-        if os.path.exists(self.folder) and not os.path.isdir(self.folder):
-            raise OutputError(f"output folder is a file: {self.folder}")
-        if not os.path.isdir(self.folder) and not os.path.isdir(parent):
-            raise OutputError(f"output folder does not exist: {parent}")
-        regex = pattern_regex(self.name_pattern)
-        existing = [n for n in os.listdir(self.folder) if regex.match(n)] \
-            if os.path.isdir(self.folder) else []
-        if existing and not overwrite:
-            raise OutputError(f"output exists: {path} holds {len(existing)} frames "
-                              f"(use --overwrite to replace them)")
-        for name in existing:
-            os.remove(os.path.join(self.folder, name))
-        self._created_folder = not os.path.isdir(self.folder)
-        if self._created_folder:
-            os.mkdir(self.folder)
-
         self.path = path
+        self.staging = staging
         self.width, self.height = info.display_size
         self.pixel_format = {"rgba": "rgba", "rgba_premultiplied": "rgba", "alpha": "gray"}.get(
             spec.kind, "rgb24")
         self.color = ColorSpec("bt709", True)
         self.frames_written = 0
         self.files: list[str] = []
+        self.dropped_audio = audio_from is not None
         self._finished = False
         self._encoder: Optional[av.CodecContext] = None
 
@@ -105,41 +99,35 @@ class PngSequenceSink(SinkBase):
         """Writes the next picture. ``array``: uint8 in ``pixel_format``; ``pts`` unused
         (pictures carry no time; they are numbered in write order)."""
         if self._finished:
-            raise RuntimeError("write after close/abort")
+            raise RuntimeError("write after finish/discard")
         array = as_numpy(array)
         channels = {"rgba": (4,), "rgb24": (3,), "gray": ()}[self.pixel_format]
         expected = (self.height, self.width) + channels
         if array.shape != expected:
             raise ValueError(f"{self.pixel_format} frame for {self.path} must be {expected}, got {array.shape}")
         name = self.name_pattern % self.frames_written
-        target = os.path.join(self.folder, name)
-        temporary = os.path.join(self.folder, f".{name}.partial")
         try:
-            with open(temporary, "wb") as file:
+            with open(os.path.join(self.staging, name), "wb") as file:
                 file.write(self._encode(array))
-            os.replace(temporary, target)
         except (OSError, av.FFmpegError) as error:
-            raise OutputError(f"writing {target} failed ({error})") from None
-        self.files.append(target)
+            raise OutputError(f"writing {os.path.join(self.folder, name)} failed "
+                              f"({getattr(error, 'strerror', None) or error})") from None
+        self.files.append(name)
         self.frames_written += 1
 
-    def close(self) -> None:
-        """Ends the sequence. Raises :class:`OutputError` when no picture was written (the
-        folder this sink created is removed)."""
+    def finish(self) -> None:
+        """Every picture is already complete; raises :class:`OutputError` when none was written."""
         if self._finished:
             return
         if self.frames_written == 0:
-            self.abort()
+            self.discard()
             raise OutputError(f"no frames were written to {self.path}")
         self._finished = True
 
-    def abort(self) -> None:
-        """Keeps the pictures written; with none, removes the folder this sink created."""
-        if self._finished:
-            return
+    def discard(self) -> None:
+        """Removes the staging folder and its pictures. Never raises; idempotent."""
         self._finished = True
-        if self.frames_written == 0 and self._created_folder:
-            shutil.rmtree(self.folder, ignore_errors=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
-__all__ = ["PngSequenceSink", "is_sequence_output"]
+__all__ = ["PngSequenceSink", "is_sequence_output", "sequence_location"]

@@ -28,18 +28,18 @@ class NullSink(SinkBase):
     accepts_cuda = True
     encoder_name = "none (null output: frames discarded)"
 
-    def __init__(self, spec: OutputSpec, info: StreamInfo):
+    def __init__(self, spec: OutputSpec, info: StreamInfo, *, staging=None, audio_from=None):
         self.spec = spec
         self.color = untagged_color(info.height)
-        self.frames = 0
+        self.frames_written = 0
 
     def write(self, array, pts) -> None:
-        self.frames += 1
+        self.frames_written += 1
 
-    def close(self) -> None:
+    def finish(self) -> None:
         pass
 
-    def abort(self) -> None:
+    def discard(self) -> None:
         pass
 
 

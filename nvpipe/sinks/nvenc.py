@@ -19,7 +19,7 @@ Muxing is PyAV's (``add_mux_stream``), packet by packet, so nothing accumulates 
 encoder runs without B-frames, so packets leave in input order and DTS equals PTS; each
 packet's PTS is the input frame's own (``inputTimeStamp`` carries the frame's index through
 the encoder). Audio is copied from the input, interleaved as the video advances. The file is
-written under a temporary name and renamed by ``close()``.
+written at the staging path that ``nvpipe.outputs`` gives and moves into place.
 """
 
 from __future__ import annotations
@@ -35,32 +35,16 @@ import torch
 from ..errors import OutputError
 from ..frames import StreamInfo, untagged_color
 from ..job import OutputSpec
+from ._base import SinkBase
+from .encoders import nvenc_codec
 
-# Codec names an output may give (``open_sink`` routes the *nvenc ones here) -> NVENC codec.
-NVENC_CODECS = {"nvenc": "h264", "h264_nvenc": "h264", "hevc_nvenc": "hevc",
-                "av1_nvenc": "av1", "h264": "h264", "avc": "h264", "hevc": "hevc",
-                "h265": "hevc", "av1": "av1"}
-_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+_CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # NVENC_FORMATS' muxers
 # x264-style preset names -> NVENC P1 (fastest) .. P7 (best quality).
 _PRESETS = {"ultrafast": "P1", "superfast": "P1", "veryfast": "P2", "faster": "P3",
             "fast": "P3", "medium": "P4", "slow": "P5", "slower": "P6", "veryslow": "P7",
             "placebo": "P7"}
 DEFAULT_QP = 23  # NVENC constant QP when neither crf nor bitrate is given (x264's CRF default)
 _NV_ENC_PIC_TYPE_I, _NV_ENC_PIC_TYPE_IDR = 2, 3
-
-
-def nvenc_codec(spec: OutputSpec) -> str:
-    """``"h264"``, ``"hevc"`` or ``"av1"`` for ``spec``; ``OutputError`` for what NVENC
-    cannot write (alpha, other codecs, other containers)."""
-    suffix = Path(spec.path).suffix.lower()
-    if suffix not in _CONTAINERS:
-        raise OutputError(f"NVENC output must be .mp4, .mov or .mkv, got {spec.path}")
-    if spec.kind in ("rgba", "rgba_premultiplied"):
-        raise OutputError(f"NVENC cannot encode alpha ({spec.kind}); use a .mov/.webm CPU codec")
-    codec = (spec.codec or "h264").lower()
-    if codec not in NVENC_CODECS:
-        raise OutputError(f"NVENC encodes h264, hevc or av1, not {spec.codec!r}")
-    return NVENC_CODECS[codec]
 
 
 def nvenc_options(spec: OutputSpec, fps: Fraction, gpu_id: int = 0) -> dict:
@@ -97,27 +81,21 @@ def nvenc_options(spec: OutputSpec, fps: Fraction, gpu_id: int = 0) -> dict:
     return options
 
 
-def _temporary_path(path: Path) -> Path:
-    """The hidden temporary name beside ``path`` (``dir/.name.partial.ext``, as the CPU sinks)."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
 class PacketMuxer:
     """Muxes an encoded video elementary stream (Annex B) and copies the input's audio.
 
     Args:
-        path: the final file (.mp4/.mov/.mkv); written as a temporary sibling first.
+        path: the output (.mp4/.mov/.mkv), named in messages.
+        staging: the file written (``nvpipe.outputs`` moves it onto ``path``).
         codec: ``"h264"``, ``"hevc"`` or ``"av1"``.
         width, height: the coded picture size.
         fps: the nominal frame rate (container metadata; timing comes from the PTS).
         time_base: the unit of the ``pts``/``dts`` given to ``mux``.
         audio_from: a file whose audio streams are copied (packets untouched), or None.
-        overwrite: replace an existing ``path``.
 
     ``mux(data, pts, dts, keyframe)`` writes one packet; parameter sets are taken from the
-    first keyframe (PyAV's extract_extradata). ``close()`` copies the remaining audio,
-    finishes and renames; ``abort()`` keeps what was written (deleted if no video packet);
-    ``discard()`` deletes everything.
+    first keyframe (PyAV's extract_extradata). ``finish()`` copies the remaining audio and
+    finishes the file; ``discard()`` deletes it.
     """
 
     # Audio is muxed up to this far ahead of the video (seconds), so the interleaving
@@ -125,18 +103,14 @@ class PacketMuxer:
     AUDIO_LEAD = 0.5
 
     def __init__(self, path: str, codec: str, width: int, height: int, fps: Fraction,
-                 time_base: Fraction, audio_from: Optional[str] = None, overwrite: bool = False):
+                 time_base: Fraction, *, staging: str, audio_from: Optional[str] = None):
         import av
 
         self.path = Path(path)
         if self.path.suffix.lower() not in _CONTAINERS:
             raise OutputError(f"cannot mux video into {self.path.name}: use .mp4, .mov or .mkv")
-        if self.path.exists() and not overwrite:
-            raise OutputError(f"output exists (pass overwrite to replace it): {self.path}")
-        if not self.path.parent.is_dir():
-            raise OutputError(f"output directory does not exist: {self.path.parent}")
         self.time_base = Fraction(time_base)
-        self.temporary = _temporary_path(self.path)
+        self.temporary = Path(staging)
         try:
             self._container = av.open(str(self.temporary), "w",
                                       format=_CONTAINERS[self.path.suffix.lower()])
@@ -225,31 +199,21 @@ class PacketMuxer:
             if self._audio_input is not None:
                 self._audio_input.close()
 
-    def close(self) -> None:
-        """Copy the rest of the audio, finish the file and move it to ``path``."""
+    def finish(self) -> None:
+        """Copy the rest of the audio and finish the file at ``staging``."""
         if self._finished:
             return
         if self.packets == 0:
             self.discard()
             raise OutputError(f"no frame was encoded for {self.path}")
-        self._close_container(copy_audio=True)
-        os.replace(self.temporary, self.path)
-
-    def abort(self) -> None:
-        """Keep a playable file of the packets so far (nothing if there are none)."""
-        if self._finished:
-            return
         try:
             self._close_container(copy_audio=True)
-        except Exception:  # noqa: BLE001 - a broken file is worse than none
-            self.packets = 0
-        if self.packets:
-            os.replace(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)
+        except Exception as error:  # noqa: BLE001 - the muxer or the disk
+            self.discard()
+            raise OutputError(f"finishing {self.path} failed ({error})") from None
 
     def discard(self) -> None:
-        """Delete the temporary file; ``path`` is left as it was."""
+        """Delete the staging file; ``path`` is left as it was."""
         try:
             self._close_container(copy_audio=False)
         except Exception:  # noqa: BLE001
@@ -277,7 +241,7 @@ class _Nv12Planes:
         return self._planes
 
 
-class NvencSink:
+class NvencSink(SinkBase):
     """Encodes CUDA NV12 frames with NVENC into an .mp4/.mov/.mkv file.
 
     Args:
@@ -285,7 +249,7 @@ class NvencSink:
             preset P1..P7); kinds with alpha are refused.
         info: the output's stream facts (display-oriented ``width``/``height``, ``fps``,
             ``time_base`` of the pts given to ``write``).
-        overwrite: replace an existing file.
+        staging: the file written (``nvpipe.outputs`` moves it onto the output's path).
         audio_from: copy this file's audio (normally the input), or None.
         gpu_id: the CUDA device holding the frames and the encoder.
 
@@ -299,7 +263,7 @@ class NvencSink:
     pixel_format = "nv12"
     accepts_cuda = True
 
-    def __init__(self, spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
+    def __init__(self, spec: OutputSpec, info: StreamInfo, *, staging: str,
                  audio_from: Optional[str] = None, gpu_id: int = 0):
         from ..gpu import import_pynvvideocodec, nvenc_status
 
@@ -323,11 +287,11 @@ class NvencSink:
         self.time_base = Fraction(info.time_base)
         self._frame_ticks = max(1, round(1 / (Fraction(info.fps) * self.time_base)))
         self._muxer = PacketMuxer(spec.path, self.codec, self.width, self.height, info.fps,
-                                  self.time_base, audio_from=audio_from, overwrite=overwrite)
+                                  self.time_base, staging=staging, audio_from=audio_from)
         self._encoder = None
         self._context = None
         self._stream: Optional[torch.cuda.Stream] = None
-        self._frames = 0
+        self.frames_written = 0
         self._last_pts: Optional[int] = None
         self._pts_by_index: dict[int, int] = {}
         self._in_flight: collections.deque = collections.deque()
@@ -388,7 +352,7 @@ class NvencSink:
             writer = torch.cuda.current_stream(self.device)
             frame = frame if frame.is_contiguous() else frame.contiguous()
             self._stream.wait_stream(writer)
-            index = self._frames
+            index = self.frames_written
             self._pts_by_index[index] = int(pts)
             try:
                 packets = self._encode(frame, index)
@@ -400,7 +364,7 @@ class NvencSink:
             frame.record_stream(self._stream)
             self._in_flight.append((frame, done))
             self._forget_finished_inputs()
-        self._frames += 1
+        self.frames_written += 1
         self._last_pts = int(pts)
         self._mux_packets(packets)
         return done
@@ -420,8 +384,8 @@ class NvencSink:
             self._context.release()
             self._context = None
 
-    def close(self) -> None:
-        """Flush the encoder, copy the audio, finish the file and move it into place."""
+    def finish(self) -> None:
+        """Flush the encoder, copy the audio and finish the file at the staging path."""
         if self._closed:
             return
         self._closed = True
@@ -430,18 +394,7 @@ class NvencSink:
         except BaseException:
             self._muxer.discard()
             raise
-        self._muxer.close()
-
-    def abort(self) -> None:
-        """Keep a playable file of the frames written so far (nothing if none)."""
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._flush()
-        except Exception:  # noqa: BLE001 - keep the packets already muxed
-            pass
-        self._muxer.abort()
+        self._muxer.finish()
 
     def discard(self) -> None:
         """Drop everything (an error elsewhere): no file is left behind."""

@@ -71,6 +71,9 @@ ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "li
 ALPHA_CODECS = ("prores", "vp9")
 ALPHA_KINDS = ("rgba", "rgba_premultiplied")
 EVEN_ONLY = ("h264", "hevc", "av1")  # 4:2:0 encoders that refuse odd sizes
+# The smallest picture each encoder opens for (measured with this FFmpeg build: libx265
+# refuses 8x8, takes 16x16; SVT-AV1 refuses 2x2, takes 4x4); x264, VP9, ProRes take 2x2 or less.
+MIN_SIZE = {"hevc": (16, 16), "av1": (4, 4)}
 
 # Defaults measured on 2 shared cores, 1080p nv12 input, libx264 one thread, crf 18:
 # ultrafast 11 ms/frame (3.6 MB for 48 frames), superfast 22 ms (1.9 MB), veryfast
@@ -113,13 +116,6 @@ def resolve_codec(extension: str, spec: OutputSpec) -> str:
     return codec
 
 
-def partial_path(path: str) -> str:
-    """The hidden temporary name beside ``path``: ``dir/.name.partial.ext``."""
-    folder, name = os.path.split(os.path.abspath(path))
-    stem, extension = os.path.splitext(name)
-    return os.path.join(folder, f".{stem}.partial{extension}")
-
-
 def _encoder_threads() -> int:
     # On <= 4 cores the encoder shares them with decode and the network: one thread measured
     # faster than FFmpeg's automatic count (40 vs 55 ms/frame, veryfast 1080p, 2 cores).
@@ -140,7 +136,8 @@ def as_numpy(array) -> np.ndarray:
 
 
 class PyAVSink(SinkBase):
-    """One video file written by FFmpeg through PyAV. See the module docstring.
+    """One video file written by FFmpeg through PyAV into ``staging`` (see the module
+    docstring and the contract in ``nvpipe.sinks._base``).
 
     Attributes:
         pixel_format: ``"nv12"`` (composites in 4:2:0 codecs at even sizes: uint8
@@ -150,9 +147,10 @@ class PyAVSink(SinkBase):
         frames_written: frames passed to ``write``.
     """
 
-    def __init__(self, spec: OutputSpec, info: StreamInfo, *, overwrite: bool = False,
+    def __init__(self, spec: OutputSpec, info: StreamInfo, *, staging: str,
                  audio_from: Optional[str] = None) -> None:
         self.path = os.path.abspath(str(spec.path))
+        self.staging = staging
         self.spec = spec
         extension = os.path.splitext(self.path)[1].lower()
         self.codec = resolve_codec(extension, spec)
@@ -167,6 +165,10 @@ class PyAVSink(SinkBase):
         self._coded_w = self.width + (self.width % 2 if pad else 0)
         self._coded_h = self.height + (self.height % 2 if pad else 0)
         self._even = self.width % 2 == 0 and self.height % 2 == 0
+        least = MIN_SIZE.get(self.codec, (1, 1))
+        if self.width < least[0] or self.height < least[1]:
+            raise OutputError(f"{self.codec} cannot encode {self.width}x{self.height} pictures "
+                              f"(it needs at least {least[0]}x{least[1]}): {self.path}")
 
         kind = spec.kind
         if kind in ALPHA_KINDS:
@@ -187,7 +189,7 @@ class PyAVSink(SinkBase):
             self._encoder_format = "nv12"  # x264 reads NV12 natively: no swscale pass
         self.color = ColorSpec(untagged_color(self.height).matrix, full)
 
-        self._partial = partial_path(self.path)
+        self._partial = staging
         try:
             # Matroska/WebM would otherwise shift every stream so that copied AAC priming
             # packets (pts < 0) start at 0, moving the video off the input's timestamps.
@@ -210,6 +212,7 @@ class PyAVSink(SinkBase):
     def _add_video_stream(self):
         spec, codec = self.spec, self.codec
         options: dict[str, str] = {}
+        check_quality(spec, codec)
         if codec in DEFAULT_QUALITY:
             default_preset, default_crf = DEFAULT_QUALITY[codec]
             preset = spec.preset or default_preset
@@ -281,8 +284,7 @@ class PyAVSink(SinkBase):
         fmt = self.pixel_format
         if fmt == "nv12":
             self._check_shape(array, (h * 3 // 2, w))
-            frame = av.VideoFrame.from_numpy_buffer(array, format="nv12")
-            return self._to_encoder(frame, self.color.full_range)
+            return self._to_encoder(nv12_frame(array), self.color.full_range)
         if fmt == "gray":
             self._check_shape(array, (h, w))
             if self._encoder_format in ("nv12", "yuv420p") and self.codec in EVEN_ONLY + ("vp9",) \
@@ -314,7 +316,7 @@ class PyAVSink(SinkBase):
             luma[:, self.width :] = luma[:, self.width - 1 : self.width]
         if ch > self.height:
             luma[self.height :] = luma[self.height - 1 : self.height]
-        return av.VideoFrame.from_numpy_buffer(nv12, format="nv12")
+        return nv12_frame(nv12)
 
     def _to_encoder(self, frame: av.VideoFrame, full_range: bool) -> av.VideoFrame:
         if self._encoder_format == "nv12":
@@ -327,55 +329,69 @@ class PyAVSink(SinkBase):
     def _end_time(self) -> float:
         return float(self._last_pts * self.time_base + 1 / self.fps)
 
-    def _finish(self) -> None:
-        self._finished = True
-        for packet in self._stream.encode(None):
-            self._container.mux(packet)
-        if self._audio is not None:
-            self._audio.finish(self._end_time())
-        self._container.close()
-        os.replace(self._partial, self.path)
-
-    def close(self) -> None:
-        """Flushes the encoder, writes the index, renames the file into place.
+    def finish(self) -> None:
+        """Flushes the encoder and the audio and writes the index: a playable file at
+        ``staging``.
 
         Raises:
-            OutputError: nothing was written (the partial file is removed), or the encoder
-                or disk failed.
+            OutputError: nothing was written, or the encoder or the disk failed (the
+                staging file is removed then).
         """
         if self._finished:
             return
         if self.frames_written == 0:
-            self.abort()
+            self.discard()
             raise OutputError(f"no frames were written to {self.path}")
         try:
-            self._finish()
+            self._finished = True
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+            if self._audio is not None:
+                self._audio.finish(self._end_time())
+            self._container.close()
         except (av.FFmpegError, OSError) as error:
-            self._discard()
-            raise OutputError(f"finishing {self.path} failed ({error})") from None
+            self.discard()
+            raise OutputError(f"finishing {self.path} failed ({_reason(error)})") from None
 
-    def abort(self) -> None:
-        """Keeps a playable file of the frames written so far, or removes it when none
-        (or when even finishing fails). Never raises; calling twice does nothing."""
-        if self._finished:
-            return
-        if self.frames_written == 0:
-            self._discard()
-            return
-        try:
-            self._finish()
-        except Exception:  # an encoder or disk failure: no broken file is left behind
-            self._discard()
-
-    def _discard(self) -> None:
+    def discard(self) -> None:
+        """Closes quietly and removes the staging file. Never raises; idempotent."""
         self._finished = True
         try:
             if self._audio is not None:
                 self._audio.close()
             self._container.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - the file goes anyway
             pass
         _remove(self._partial)
+
+
+def nv12_frame(array: np.ndarray) -> av.VideoFrame:
+    """An NV12 ``VideoFrame`` of uint8 ``(3H/2, W)`` (``H``, ``W`` even). Zero-copy where
+    PyAV 18's ``from_numpy_buffer`` is right: it builds frames 2 rows short when ``H % 4 ==
+    2`` (270 -> 268, 2 -> 0), which a copy through ``from_ndarray`` does not."""
+    if (array.shape[0] * 2 // 3) % 4 == 0:
+        return av.VideoFrame.from_numpy_buffer(array, format="nv12")
+    return av.VideoFrame.from_ndarray(array, format="nv12")
+
+
+# The quality scales of the encoders that take --crf (x264/x265: 0-51; SVT-AV1, VP9: 0-63).
+CRF_RANGES = {"h264": (0, 51), "hevc": (0, 51), "av1": (0, 63), "vp9": (0, 63)}
+
+
+def check_quality(spec: OutputSpec, codec: str) -> None:
+    """Raises :class:`OutputError` for a ``crf`` the codec does not take."""
+    if spec.crf is None:
+        return
+    if codec not in CRF_RANGES:
+        raise OutputError(f"{codec} takes no --crf (ProRes quality is its 4444 profile): "
+                          f"{spec.path}")
+    low, high = CRF_RANGES[codec]
+    if not low <= spec.crf <= high:
+        raise OutputError(f"--crf {spec.crf} is out of range for {codec} ({low}-{high})")
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
 def _numeric_preset(preset, names: dict, low: int, high: int) -> int:
@@ -483,4 +499,4 @@ class _EncodeRoute:
             container.mux(out)
 
 
-__all__ = ["PyAVSink", "resolve_codec", "partial_path", "CONTAINERS", "as_numpy"]
+__all__ = ["PyAVSink", "resolve_codec", "check_quality", "nv12_frame", "CONTAINERS", "as_numpy"]

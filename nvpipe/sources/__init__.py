@@ -1,8 +1,9 @@
 """Sources: where frames come from. ``open_source`` picks one from the path and device.
 
 A ``Source`` has ``.info`` (:class:`nvpipe.frames.StreamInfo`), yields
-:class:`nvpipe.frames.DecodedFrame` in presentation order when iterated (once), has
-``.close()`` and is a context manager.
+:class:`nvpipe.frames.DecodedFrame` in presentation order when iterated (once), then has
+``.damage`` (None, or what could not be decoded: the run fails on it), has ``.close()``
+and is a context manager.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from fractions import Fraction
-from typing import Protocol, Union, runtime_checkable, Iterator
+from typing import Iterator, Optional, Protocol, Union, runtime_checkable
 
 from ..errors import DeviceError, InputError
 from ..frames import DecodedFrame, StreamInfo
@@ -20,6 +21,7 @@ from .images import ImageSequenceSource, is_image_path, is_sequence_pattern
 @runtime_checkable
 class Source(Protocol):
     info: StreamInfo
+    damage: Optional[str]
 
     def __iter__(self) -> Iterator[DecodedFrame]: ...
 

@@ -89,6 +89,8 @@ class ImageSequenceSource:
     :class:`InputError`.
     """
 
+    damage: Optional[str] = None  # pictures that fail to read raise instead
+
     def __init__(self, path: str, *, fps: Union[float, Fraction, None] = None) -> None:
         self.path = str(path)
         self.files = list_sequence(self.path)

@@ -14,10 +14,11 @@ Odd sizes: FFmpeg's chroma planes hold ``ceil(W/2) x ceil(H/2)`` samples; the la
 column (``W`` odd) is repeated into the padding column ``P - 1`` so the frame is
 deterministic, and consumers ignore it.
 
-Truncated input rule: frames that decode are yielded; then ``InputError`` is raised when
-the decoder failed, or when the container declared more frames than it holds packets
-(a file cut short).  A file cut exactly at a packet boundary in a container that declares
-no frame count (Matroska, WebM) cannot be told from a complete one.
+Damaged input rule: every frame that decodes is yielded (a packet that fails to decode is
+skipped, as FFmpeg's command line does); afterwards ``damage`` says how many frames were
+lost, and why (packets that failed, a container that declares more frames than it holds,
+a demuxer that stopped), or is None. A file cut exactly at a packet boundary in a
+container that declares no frame count (Matroska, WebM) cannot be told from a complete one.
 """
 
 from __future__ import annotations
@@ -160,9 +161,12 @@ class PyAVSource:
         threads: decoder threads, 0 for FFmpeg's automatic count (frame + slice threads).
 
     Iterating yields :class:`DecodedFrame` in presentation order (``data`` as in
-    :func:`frame_to_planar420`, ``pts`` the stream's own, ``time_base`` the stream's), once.
-    Raises :class:`InputError` on a missing, non-video, undecodable or truncated file.
+    :func:`frame_to_planar420`, ``pts`` the stream's own, ``time_base`` the stream's), once;
+    then ``damage`` is None, or says what could not be decoded (see the module docstring).
+    Raises :class:`InputError` on a missing, non-video or undecodable file.
     """
+
+    damage: Optional[str] = None
 
     def __init__(self, path: str, *, threads: int = 0) -> None:
         self.path = str(path)
@@ -225,22 +229,44 @@ class PyAVSource:
         self._started = False
 
     def _decode(self) -> Iterator[av.VideoFrame]:
-        packets = decoded = 0
-        try:
-            for packet in self._container.demux(self._stream):
-                if packet.size:
-                    packets += 1
-                for frame in packet.decode():
-                    decoded += 1
-                    yield frame
-        except av.FFmpegError as error:
-            raise InputError(
-                f"damaged or truncated video: {self.path}: decoding failed after "
-                f"{decoded} frames ({_reason(error)})") from None
-        if self._declared_frames and packets < self._declared_frames:
-            raise InputError(
-                f"truncated video: {self.path} holds {packets} of the "
-                f"{self._declared_frames} frames its header declares")
+        """Every frame that decodes, as FFmpeg's command line does: a packet that fails to
+        decode is skipped and counted; a demuxer error (a cut or unreadable file) ends the
+        stream. What was lost is in ``damage`` once the frames are exhausted."""
+        packets = decoded = failed = 0
+        demuxer = self._container.demux(self._stream)
+        cut_short = None
+        while True:
+            try:
+                packet = next(demuxer)
+            except StopIteration:
+                break
+            except av.FFmpegError as error:
+                cut_short = _reason(error)
+                break
+            if packet.size:
+                packets += 1
+            try:
+                frames = packet.decode()
+            except av.FFmpegError:
+                failed += 1
+                continue
+            for frame in frames:
+                decoded += 1
+                yield frame
+        declared = self._declared_frames
+        lost = max(failed, declared - decoded) if declared else failed
+        if lost or cut_short:
+            of = f" of {declared}" if declared else ""
+            how = []
+            if declared and packets < declared:
+                how.append(f"truncated: it holds {packets} of the {declared} frames its "
+                           f"header declares")
+            if failed:
+                how.append(f"{failed} damaged packet{'s' * (failed > 1)} skipped")
+            if cut_short:
+                how.append(f"reading stopped: {cut_short}")
+            self.damage = (f"{lost}{of} frames could not be decoded ({'; '.join(how)})"
+                           if lost else f"reading stopped early ({cut_short})")
 
     def __iter__(self) -> Iterator[DecodedFrame]:
         if self._started:
