@@ -11,6 +11,7 @@ file) when it is interrupted (Ctrl-C, SIGTERM, ``stop.set()``) or ``job.keep_par
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import queue
@@ -162,8 +163,9 @@ def decode_worker(source, converter: Converter, transfer, out: queue.Queue, stag
         stages.finish_queue(out)
 
 
-def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages) -> None:
-    """``inbox`` (``EncodeItem``s) -> ``sink.write``, until END."""
+def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages, busy: dict, path: str) -> None:
+    """``inbox`` (``EncodeItem``s) -> ``sink.write``, until END; ``busy[path]`` adds up the
+    seconds spent writing (how close the encoder is to being the run's ceiling)."""
     transfer.stage_thread_started()
     try:
         while True:
@@ -171,7 +173,9 @@ def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages) -> None:
             if item is END:
                 return
             transfer.wait(item.ready)
+            started = time.perf_counter()
             sink.write(item.array, item.pts)
+            busy[path] += time.perf_counter() - started
     except BaseException as error:  # noqa: BLE001
         stages.fail(error)
 
@@ -271,12 +275,15 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         info = source.info
         sink_info = output_info(info, job.resize)
         specs = [choose_encoder(spec, job) for spec in job.outputs]
-        outputs = Outputs(specs, sink_info, overwrite=job.overwrite, open_sink=open_sink,
+        outputs = Outputs(specs, sink_info, overwrite=job.overwrite,
+                          open_sink=functools.partial(open_sink,
+                                                      shares_cores_with_network=device.type == "cpu"),
                           audio_from=job.input if info.has_audio else None)
     except BaseException:
         source.close()
         raise
     stages = Stages(stop)
+    encoder_busy = {path: 0.0 for path in outputs.sinks}
     frames_done = 0
     telemetry = None
     threads: list[threading.Thread] = []
@@ -319,7 +326,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         threads.append(threading.Thread(target=decode_worker, name="nvpipe-decode", daemon=True,
                                         args=(source, converter, transfer, decoded, stages)))
         threads += [threading.Thread(target=encode_worker, name="nvpipe-encode", daemon=True,
-                                     args=(sink, inboxes[path], transfer, stages))
+                                     args=(sink, inboxes[path], transfer, stages, encoder_busy, path))
                     for path, sink in outputs.sinks.items()]
         for thread in threads:
             thread.start()
@@ -353,11 +360,11 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         source.close()
         if telemetry is not None:
             telemetry.stop()
-    return _end_outputs(job, outputs, stages, frames_done, started, telemetry)
+    return _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy)
 
 
 def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
-                 started: float, telemetry) -> RunResult:
+                 started: float, telemetry, encoder_busy: dict) -> RunResult:
     """Applies the output policy to how the run ended; returns or raises accordingly."""
     error = stages.error
     interrupted = isinstance(error, KeyboardInterrupt) or (error is None and stages.stop.is_set())
@@ -374,13 +381,36 @@ def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
             raise type(error)(f"{error}; {describe_outcome(placed, job.keep_partial)}") from None
         raise error
     placed = outputs.keep_partial() if interrupted else outputs.commit()
-    result = RunResult(frames=frames_done, seconds=time.perf_counter() - started,
+    seconds = time.perf_counter() - started
+    bound = encoder_bound(encoder_busy, encoders, seconds, job.device)
+    if bound:
+        notes.append(bound)
+    result = RunResult(frames=frames_done, seconds=seconds,
                        outputs=[p.path for p in placed], interrupted=interrupted,
                        encoders=encoders, placed=placed, notes=notes,
                        telemetry=telemetry.summary() if telemetry is not None else {})
     if isinstance(error, KeyboardInterrupt):
         raise Interrupted(result, terminated=isinstance(error, Terminated)) from None
     return result
+
+
+# An encoder writing this share of the run's time or more is what holds the run back.
+ENCODER_BOUND_SHARE = 0.9
+
+
+def encoder_bound(busy: dict[str, float], encoders: dict[str, str], seconds: float,
+                  device: str) -> Optional[str]:
+    """A note when a CPU encoder was the run's ceiling on the GPU path (on the CPU path the
+    network shares the cores, so an encoder's busy time there says little)."""
+    if device != "cuda" or seconds <= 0:
+        return None
+    on_cpu = {path: spent for path, spent in busy.items() if "(CPU)" in encoders[path]}
+    path, spent = max(on_cpu.items(), key=lambda item: item[1], default=(None, 0.0))
+    if path is None or spent < ENCODER_BOUND_SHARE * seconds:
+        return None
+    return (f"encoder-bound: {encoders[path]} writing {os.path.basename(path)} was busy "
+            f"{spent / seconds:.0%} of the run; a faster --preset (superfast, ultrafast) or "
+            f"a GPU with NVENC goes faster")
 
 
 def describe_outcome(placed: list[Placed], keep_partial: bool) -> str:

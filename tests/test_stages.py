@@ -4,6 +4,7 @@ runner's error handling."""
 import numpy as np
 import pytest
 import torch
+from conftest import CLIP_FRAMES
 
 from nvpipe import kernels
 from nvpipe.buffers import BufferRing
@@ -98,22 +99,43 @@ def test_matting_stage_carries_state_like_the_network():
 
 def test_runner_reports_an_encoder_failure_once_and_leaves_no_output(small_clip, weights_env,
                                                                       tmp_path, monkeypatch):
+    """Two outputs; the alpha's encoder fails at its third frame after really encoding two
+    (and the composite all it got): both are discarded, nothing is left, not even hidden."""
+    import av
     from nvpipe import Job, NvpipeError, OutputSpec, run
     from nvpipe.sinks.pyav import PyAVSink
 
     calls = []
+    real_write = PyAVSink.write
 
     def failing_write(self, array, pts):
-        calls.append(pts)
-        if len(calls) == 3:
-            raise NvpipeError("disk full (simulated)")
+        if self.spec.kind == "alpha":
+            calls.append(pts)
+            if len(calls) == 3:
+                raise NvpipeError("disk full (simulated)")
+        real_write(self, array, pts)
 
     monkeypatch.setattr(PyAVSink, "write", failing_write)
-    out = tmp_path / "out.mp4"
-    with pytest.raises(NvpipeError, match="disk full"):
-        run(Job(input=str(small_clip), outputs=[OutputSpec(str(out))], ratio=0.5))
-    assert list(tmp_path.iterdir()) == []
+    out, alpha = tmp_path / "out.mp4", tmp_path / "alpha.mp4"
+    previous = tmp_path / "previous.mp4"
+    previous.write_bytes(small_clip.read_bytes())
+    with pytest.raises(NvpipeError, match="disk full") as failure:
+        run(Job(input=str(small_clip), outputs=[OutputSpec(str(out)),
+                                                OutputSpec(str(alpha), kind="alpha")],
+                ratio=0.5))
+    assert "no output written" in str(failure.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["previous.mp4"]
     assert len(calls) == 3  # the encoder stopped at the failure
+    # With --overwrite over an existing file the same failure leaves that file as it was.
+    calls.clear()
+    with pytest.raises(NvpipeError, match="left unchanged"):
+        run(Job(input=str(small_clip), outputs=[OutputSpec(str(previous)),
+                                                OutputSpec(str(alpha), kind="alpha")],
+                ratio=0.5, overwrite=True))
+    assert previous.read_bytes() == small_clip.read_bytes()
+    with av.open(str(previous)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == CLIP_FRAMES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["previous.mp4"]
 
 
 def test_runner_output_matches_stages_run_by_hand(small_clip, weights_env, tmp_path):
@@ -164,3 +186,18 @@ def test_encoder_choice_on_cuda(has_nvenc, monkeypatch):
     assert choose_encoder(OutputSpec("out.mp4"), forced).codec == "h264_nvenc"
     with pytest.raises(NvpipeError):
         choose_encoder(OutputSpec("out.webm"), forced)
+
+
+def test_encoder_bound_note_and_encoder_threads():
+    from nvpipe.runner import encoder_bound
+    from nvpipe.sinks.pyav import encoder_threads
+
+    encoders = {"/o/a.mp4": "libx264 (CPU)", "/o/b.mp4": "nvenc h264 (P4, constqp)"}
+    note = encoder_bound({"/o/a.mp4": 9.5, "/o/b.mp4": 9.9}, encoders, 10.0, "cuda")
+    assert note is not None and note.startswith("encoder-bound: libx264 (CPU) writing a.mp4")
+    assert "95%" in note
+    assert encoder_bound({"/o/a.mp4": 8.0}, encoders, 10.0, "cuda") is None  # 80% < 90%
+    assert encoder_bound({"/o/b.mp4": 9.9}, encoders, 10.0, "cuda") is None  # NVENC
+    assert encoder_bound({"/o/a.mp4": 9.9}, encoders, 10.0, "cpu") is None   # cores shared
+    assert encoder_threads(True, cores=2) == 1 and encoder_threads(True, cores=16) == 0
+    assert encoder_threads(False, cores=2) == 0  # the GPU path: every core

@@ -22,7 +22,7 @@ from .pyav import CONTAINERS, PyAVSink, resolve_codec
 
 
 def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
-              audio_from: Optional[str] = None) -> Sink:
+              audio_from: Optional[str] = None, shares_cores_with_network: bool = True) -> Sink:
     """Opens the writer for one output.
 
     Args:
@@ -35,6 +35,8 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
             ``info.time_base``.
         staging: the file (a folder for PNG sequences) to write; None for the null output.
         audio_from: a file whose audio streams are copied in (containers that take them).
+        shares_cores_with_network: the network runs on the CPU too (CPU encoders then take
+            fewer threads; see ``pyav.encoder_threads``).
 
     Raises:
         OutputError: an unknown codec or extension, a kind or crf the format cannot take.
@@ -57,7 +59,8 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
             f"unsupported output type {extension or '(no extension)'!r}: {path} "
             f"(use .mp4, .mkv, .mov, .webm, a folder or a %05d.png pattern)")
     resolve_codec(extension, spec)  # raises OutputError for a codec or kind the format lacks
-    return PyAVSink(spec, info, staging=staging, audio_from=audio_from)
+    return PyAVSink(spec, info, staging=staging, audio_from=audio_from,
+                    shares_cores_with_network=shares_cores_with_network)
 
 
 __all__ = ["Sink", "SinkBase", "open_sink", "choose_encoder", "nvenc_codec", "NVENC_FORMATS",

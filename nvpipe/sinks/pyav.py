@@ -116,10 +116,15 @@ def resolve_codec(extension: str, spec: OutputSpec) -> str:
     return codec
 
 
-def _encoder_threads() -> int:
-    # On <= 4 cores the encoder shares them with decode and the network: one thread measured
-    # faster than FFmpeg's automatic count (40 vs 55 ms/frame, veryfast 1080p, 2 cores).
-    return 1 if (os.cpu_count() or 1) <= 4 else 0
+def encoder_threads(shares_cores_with_network: bool, cores: Optional[int] = None) -> int:
+    """Encoder threads (0: FFmpeg's automatic count, about 1.5 per core for x264).
+
+    When the network runs on the CPU too and there are <= 4 cores, one thread measured
+    faster than the automatic count (40 vs 55 ms/frame, veryfast 1080p, 2 cores). On the GPU
+    path the encoder is the CPU's only heavy work and often the ceiling: every core.
+    """
+    cores = cores or os.cpu_count() or 1
+    return 1 if shares_cores_with_network and cores <= 4 else 0
 
 
 def as_numpy(array) -> np.ndarray:
@@ -148,8 +153,9 @@ class PyAVSink(SinkBase):
     """
 
     def __init__(self, spec: OutputSpec, info: StreamInfo, *, staging: str,
-                 audio_from: Optional[str] = None) -> None:
+                 audio_from: Optional[str] = None, shares_cores_with_network: bool = True) -> None:
         self.path = os.path.abspath(str(spec.path))
+        self.shares_cores_with_network = shares_cores_with_network
         self.staging = staging
         self.spec = spec
         extension = os.path.splitext(self.path)[1].lower()
@@ -246,7 +252,7 @@ class PyAVSink(SinkBase):
             context.bit_rate = int(spec.bitrate)
         elif codec == "vp9":
             context.bit_rate = 0  # constant quality: crf alone
-        context.thread_count = _encoder_threads()
+        context.thread_count = encoder_threads(self.shares_cores_with_network)
         space, primaries, trc = _TAGS[self.color.matrix]
         context.colorspace, context.color_primaries, context.color_trc = space, primaries, trc
         context.color_range = _RANGE_FULL if self.color.full_range else _RANGE_LIMITED
