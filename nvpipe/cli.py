@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="what this machine can do (GPU, decoders, weights)")
     commands.add_parser("doctor", help="same as info")
+
+    # --- issue 12 (drop-in for RVM users): --version, export, weights; see nvpipe/commands.py
+    from .commands import add_commands
+
+    add_commands(parser, commands)
+    # --- end of issue 12 block
     return parser
 
 
@@ -164,6 +170,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             print(format_report())
             return 0
+        from .commands import COMMANDS, run_command  # issue 12: export, weights
+
+        if args.command in COMMANDS:
+            return run_command(args)
         return _run(args)
     except NvpipeError as error:
         print(f"nvpipe: error: {error}", file=sys.stderr)
