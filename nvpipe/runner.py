@@ -291,7 +291,8 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
                     item[2].record_stream(current)
                     item[3].record_stream(current)
             small = torch.stack([item[3] for item in chunk])
-            coeff_a, coeff_b = matting(small)
+            coeff_a, coeff_b = matting(small, torch.stack([item[2] for item in chunk])
+                                       if matting.needs_source else None)  # issue 12
             for i, (index, pts, src, _, _) in enumerate(chunk):
                 outputs = composer(coeff_a[i], coeff_b[i], src, index)
                 if not emit(index, pts, outputs):
