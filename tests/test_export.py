@@ -246,3 +246,25 @@ def test_export_opset_12_like_the_official_file(tmp_path, onnx_weights):
     frames = [np.random.default_rng(2).random((1, 3, 64, 64), dtype=np.float32)] * 2
     for ours, official in zip(_run(_session(path), frames, 0.5), _run(_session(onnx_weights), frames, 0.5)):
         assert max(float(np.abs(a - b).max()) for a, b in zip(ours, official)) <= TOLERANCE
+
+
+def test_resnet50_export_matches_eager(tmp_path):
+    """ResNet50 (no official ONNX to compare with): our ONNX in ORT against eager PyTorch,
+    random weights in the official .pth layout, 3 recurrent frames."""
+    torch.manual_seed(0)
+    unfolded = rvm.MattingNetwork("resnet50")
+    weights = tmp_path / "rvm_resnet50_random.pth"
+    torch.save(unfolded.state_dict(), weights)
+    path = tmp_path / "resnet50.onnx"
+    assert main(["export", str(path), "--variant", "resnet50", "--weights", str(weights)]) == 0
+    assert [d.dim_value for d in onnx.load(str(path)).graph.output[5].type.tensor_type.shape.dim][1] == 128
+    eager = rvm.load(weights, variant="resnet50")
+    generator = np.random.default_rng(4)
+    frames = [generator.random((1, 3, 96, 128), dtype=np.float32) for _ in range(3)]
+    states = [None] * 4
+    for src, ours in zip(frames, _run(_session(path), frames, 0.5)):
+        with torch.no_grad():
+            expected = eager(torch.from_numpy(src), *states, downsample_ratio=0.5)
+        states = expected[2:]
+        for a, b in zip(ours, expected):
+            assert float(np.abs(a - b.numpy()).max()) <= TOLERANCE

@@ -232,3 +232,33 @@ def test_forward_adapter_coefficients_reproduce_forward(onnx_weights):
             tail_fgr, tail_pha = rvm.refine(coeff_a, coeff_b, src)
             torch.testing.assert_close(tail_fgr, fgr, rtol=0, atol=1e-5)
             torch.testing.assert_close(tail_pha, pha, rtol=0, atol=1e-5)
+
+
+def test_any_module_holding_rvms_state_dict(pth_weights):
+    """RVM's own ``model.MattingNetwork`` is another class with the same state_dict: stood in
+    for here by a plain module that holds the layers under the same names."""
+    import rvm
+    from nvpipe import NvpipeError
+    from nvpipe.adapters import as_network
+
+    official = rvm.MattingNetwork("mobilenetv3")
+    official.load_state_dict(torch.load(pth_weights, weights_only=True))
+
+    class RvmStyle(torch.nn.Module):  # not an rvm.MattingNetwork
+        def __init__(self):
+            super().__init__()
+            for name, child in official.named_children():
+                self.add_module(name, child)
+
+    network = as_network(RvmStyle().eval(), "cpu", torch.float32)
+    assert isinstance(network, rvm.MattingNetwork) and network.folded
+    src = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = official.eval()(src, downsample_ratio=0.5)
+        for a, b in zip(network(src, downsample_ratio=0.5), expected):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # BatchNorm folded
+    with pytest.raises(NvpipeError, match="not RVM's") as error:
+        as_network(torch.nn.Linear(2, 2), "cpu", torch.float32)
+    assert "\n" not in str(error.value)
+    with pytest.raises(NvpipeError, match="got int"):
+        as_network(3, "cpu", torch.float32)
