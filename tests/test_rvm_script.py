@@ -262,3 +262,20 @@ def test_any_module_holding_rvms_state_dict(pth_weights):
     assert "\n" not in str(error.value)
     with pytest.raises(NvpipeError, match="got int"):
         as_network(3, "cpu", torch.float32)
+
+
+def test_session_runs_a_forward_only_module(onnx_weights):
+    """MattingSession hands the full-size frame to a needs_source network too."""
+    import rvm
+    from nvpipe import MattingSession
+    from nvpipe.adapters import ForwardMatting
+
+    frozen = ForwardMatting(torch.jit.freeze(torch.jit.script(rvm.load(onnx_weights))))
+    sessions = [MattingSession(ratio=0.5, network=frozen),
+                MattingSession(ratio=0.5, network=rvm.load(onnx_weights))]
+    generator = np.random.default_rng(5)
+    for _ in range(3):
+        frame = generator.integers(0, 256, (72, 128, 3), dtype=np.uint8)
+        ours, reference = (session.process(frame) for session in sessions)
+        torch.testing.assert_close(ours.alpha, reference.alpha, rtol=0, atol=1e-5)
+        torch.testing.assert_close(ours.foreground, reference.foreground, rtol=0, atol=1e-5)
