@@ -17,22 +17,12 @@ RVM_GREEN = "#78ff9b"
 
 
 def _as_network(model, device: str, dtype: torch.dtype):
-    """None, a variant name, an ``rvm.MattingNetwork`` or any module holding the official
-    state_dict -> a BN-folded ``rvm.MattingNetwork`` on ``device`` in ``dtype``."""
-    import rvm
+    """None, a variant name, an ``rvm.MattingNetwork``, any module holding RVM's state_dict,
+    or a TorchScript module (frozen ones too) -> a network for the matting stage on
+    ``device`` in ``dtype`` (``nvpipe.adapters.as_network``)."""
+    from .adapters import as_network
 
-    if model is None or isinstance(model, str):
-        return rvm.load(None, variant=model or "mobilenetv3", device=device, dtype=dtype)
-    if isinstance(model, rvm.MattingNetwork):
-        return model.to(device=device, dtype=dtype).eval()
-    if isinstance(model, torch.nn.Module):
-        state = model.state_dict()
-        variant = "resnet50" if any(key.startswith("backbone.layer1") for key in state) \
-            else "mobilenetv3"
-        network = rvm.MattingNetwork(variant)
-        network.load_state_dict(state, strict=True)
-        return rvm.fuse(network).to(device=device, dtype=dtype).eval()
-    raise NvpipeError(f"model must be an RVM network, a variant name or None, got {type(model)}")
+    return as_network(model, device, dtype)
 
 
 def convert_video(model=None, input_source: str = None, input_resize: Optional[tuple] = None,
@@ -63,13 +53,13 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     if not any((output_composition, output_alpha, output_foreground)):
         raise NvpipeError("give at least one of output_composition, output_alpha, "
                           "output_foreground")
-    if device is None:
-        device = next(model.parameters()).device if isinstance(model, torch.nn.Module) else "cpu"
-    device = torch.device(device).type
+    from .adapters import device_and_dtype
+
+    device, dtype = device_and_dtype(model, device, dtype)  # the model's, as RVM's converter
+    device = torch.device(device if device is not None else "cpu").type
     if dtype is None:
         # Without a model to take it from: the job's default.
-        dtype = (next(model.parameters()).dtype if isinstance(model, torch.nn.Module)
-                 else default_dtype(device))
+        dtype = default_dtype(device)
     dtype_names = {torch.float32: "float32", torch.float16: "float16"}
     if dtype not in dtype_names:
         raise NvpipeError(f"dtype must be torch.float32 or torch.float16, got {dtype}")

@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("info", help="what this machine can do (GPU, decoders, weights)")
     commands.add_parser("doctor", help="same as info")
+    from .commands import add_commands  # --version, export, weights
+
+    add_commands(parser, commands)
     return parser
 
 
@@ -180,6 +183,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             print(format_report())
             return 0
+        from .commands import COMMANDS, run_command
+
+        if args.command in COMMANDS:
+            return run_command(args)
         return _run(args)
     except NvpipeError as error:
         print(f"nvpipe: error: {error}", file=sys.stderr)

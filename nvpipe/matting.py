@@ -15,6 +15,11 @@ class MattingStage:
     On CUDA the network runs in FP16 under a CUDA graph per input shape
     (``nvpipe.cuda_graphs``); on the CPU it runs eagerly in the job's dtype.
     ``reset()`` forgets the state (a scene cut, or the next clip of a batch).
+
+    A network with ``needs_source = True`` (``nvpipe.adapters.ForwardMatting``: a frozen
+    TorchScript module with only RVM's forward) also takes the full-size frames,
+    ``__call__(src_sm, src)`` with ``src`` ``[T, 3, H, W]``, runs eagerly, and returns
+    full-size coefficients.
     """
 
     def __init__(self, network: torch.nn.Module, *, ratio: float, device: torch.device | str,
@@ -23,8 +28,9 @@ class MattingStage:
         self.ratio = float(ratio)
         self.device = torch.device(device)
         self.dtype = dtype
+        self.needs_source = bool(getattr(network, "needs_source", False))
         if use_cuda_graphs is None:
-            use_cuda_graphs = self.device.type == "cuda"
+            use_cuda_graphs = self.device.type == "cuda" and not self.needs_source
         self.use_cuda_graphs = use_cuda_graphs
         self._graphs: dict[tuple[int, ...], object] = {}
         self._last_graph = None  # the graph that ran last: it holds the current state
@@ -36,7 +42,14 @@ class MattingStage:
             graph.reset()
 
     @torch.inference_mode()
-    def __call__(self, src_sm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, src_sm: torch.Tensor,
+                 src: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.needs_source:
+            if src is None:
+                raise ValueError("this network runs on the full-size frames: pass src")
+            coeff_a, coeff_b, *self._state = self.network.coefficients(
+                src_sm[None], *self._state, downsample_ratio=self.ratio, src=src[None])
+            return coeff_a[0], coeff_b[0]
         if self.use_cuda_graphs:
             return self._graphed(src_sm)
         coeff_a, coeff_b, *self._state = self.network.coefficients(

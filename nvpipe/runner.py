@@ -310,9 +310,10 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
                 small = (job.chunk, 3, math.floor(height * ratio), math.floor(width * ratio))
                 matting.prepare(small)
                 converter.warm_up()
-                coeff_a, coeff_b = matting(torch.zeros(small, dtype=dtype, device=device))
-                composer.warm_up(coeff_a[0], coeff_b[0],
-                                 torch.zeros((3, height, width), dtype=dtype, device=device))
+                black = torch.zeros((job.chunk, 3, height, width), dtype=dtype, device=device)
+                coeff_a, coeff_b = matting(torch.zeros(small, dtype=dtype, device=device),
+                                           black if matting.needs_source else None)
+                composer.warm_up(coeff_a[0], coeff_b[0], black[0])
                 matting.reset()  # the warm-up frame leaves no memory behind
                 torch.cuda.synchronize(device)
         if verbose and device.type == "cuda":
@@ -336,7 +337,9 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
             for chunk in chunks(decoded, job.chunk, stages):
                 transfer.network_waits_for([f.ready for f in chunk],
                                            [t for f in chunk for t in (f.src, f.src_sm)])
-                coeff_a, coeff_b = matting(torch.stack([f.src_sm for f in chunk]))
+                # A forward-only TorchScript network (nvpipe.adapters) needs the full frames.
+                full = torch.stack([f.src for f in chunk]) if matting.needs_source else None
+                coeff_a, coeff_b = matting(torch.stack([f.src_sm for f in chunk]), full)
                 for i, frame in enumerate(chunk):
                     composed, ready = transfer.to_sinks(
                         composer(coeff_a[i], coeff_b[i], frame.src, frame.index))

@@ -88,7 +88,7 @@ class MattingSession:
                                        dtype=self.dtype)
             self._size = (height, width)
         small = downsample(src, self._stage.ratio)
-        coeff_a, coeff_b = self._stage(small[None])
+        coeff_a, coeff_b = self._stage(small[None], src[None] if self._stage.needs_source else None)
         fgr_pha = kernels.matting_tail(coeff_a[0], coeff_b[0], src, output="rgba",
                                        out_dtype=self.dtype)
         return Matte(alpha=fgr_pha[3:], foreground=fgr_pha[:3], source=src)

@@ -1,8 +1,9 @@
 """Robust Video Matting (Lin et al., WACV 2022), written from the published architecture.
 
 Public API:
-- ``MattingNetwork(variant, folded=False)``: ``forward(src, r1..r4, downsample_ratio)``,
-  ``coefficients(src_sm, r1..r4, use_refiner=True)``.
+- ``MattingNetwork(variant, folded=False)``: ``forward(src, r1..r4, downsample_ratio,
+  segmentation_pass=False)`` (RVM's), ``coefficients(src_sm, r1..r4, use_refiner=True)``;
+  scriptable (``torch.jit.script``) and freezable (``torch.jit.freeze``).
 - ``refine(coeff_a, coeff_b, src)``: the full-resolution tail; ``downsample(src, ratio)``.
 - ``load(source=None, variant, device, dtype)``: eval-mode, BatchNorm-folded network from a
   ``.pth`` or ONNX file (or the default weights); ``load_network``, ``fuse``.

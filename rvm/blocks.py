@@ -8,7 +8,7 @@ state_dict keys of the remaining layers) stay those of the official model.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -64,7 +64,7 @@ class ConvGRU(nn.Module):
 
     def forward(
         self, x: torch.Tensor, h: Optional[torch.Tensor], steps: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Run the GRU over time.
 
         Args:
@@ -78,23 +78,30 @@ class ConvGRU(nn.Module):
             ``h_last`` ``[B, c, h, w]`` the state after the last frame.
         """
         batch = x.shape[0] // steps
-        state_shape = (batch, self.channels, x.shape[2], x.shape[3])
+        state_shape = [batch, self.channels, x.shape[2], x.shape[3]]
         if h is None:
-            h = x.new_zeros(state_shape)
+            state = x.new_zeros(state_shape)
         else:
-            try:
-                h = h.to(x.dtype).expand(state_shape)
-            except RuntimeError:
-                raise ValueError(
-                    f"recurrent state of shape {tuple(h.shape)} does not fit {state_shape}"
-                    " (the input size changed? pass None to start over)"
-                ) from None
+            if not torch.jit.is_scripting():  # a readable error in eager mode
+                _check_state(h, state_shape)
+            state = h.to(x.dtype).expand(state_shape)
         if steps == 1:
-            h = self.step(x, h)
-            return h, h
-        frames = x.unflatten(0, (batch, steps))
-        outputs = []
+            state = self.step(x, state)
+            return state, state
+        frames = x.unflatten(0, [batch, steps])
+        outputs: List[torch.Tensor] = []
         for t in range(steps):
-            h = self.step(frames[:, t], h)
-            outputs.append(h)
-        return torch.stack(outputs, dim=1).flatten(0, 1), h
+            state = self.step(frames[:, t], state)
+            outputs.append(state)
+        return torch.stack(outputs, dim=1).flatten(0, 1), state
+
+
+def _check_state(h: torch.Tensor, state_shape: List[int]) -> None:
+    """ValueError unless ``h`` broadcasts to ``state_shape`` (eager mode only)."""
+    fits = h.ndim <= len(state_shape) and all(
+        a in (1, b) for a, b in zip(reversed(tuple(h.shape)), reversed(state_shape)))
+    if not fits:
+        raise ValueError(
+            f"recurrent state of shape {tuple(h.shape)} does not fit {tuple(state_shape)}"
+            " (the input size changed? pass None to start over)"
+        )

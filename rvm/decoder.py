@@ -6,7 +6,7 @@ over T. Recurrent states are ``[B, C, h, w]``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -39,7 +39,7 @@ class BottleneckBlock(nn.Module):
         self.channels = channels
         self.gru = ConvGRU(channels // 2)
 
-    def forward(self, x, r, steps):
+    def forward(self, x: torch.Tensor, r: Optional[torch.Tensor], steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
         a, b = x.split(self.channels // 2, dim=1)
         b, r = self.gru(b, r, steps)
         return torch.cat([a, b], dim=1), r
@@ -62,7 +62,8 @@ class UpsamplingBlock(nn.Module):
         )
         self.gru = ConvGRU(out_ch // 2)
 
-    def forward(self, x, f, s, r, steps):
+    def forward(self, x: torch.Tensor, f: torch.Tensor, s: torch.Tensor, r: Optional[torch.Tensor],
+                steps: int) -> Tuple[torch.Tensor, torch.Tensor]:
         x = self.conv(torch.cat([_upsample_to(x, s), f, s], dim=1))
         a, b = x.split(self.out_channels // 2, dim=1)
         b, r = self.gru(b, r, steps)
@@ -80,7 +81,7 @@ class OutputBlock(nn.Module):
             *conv_bn(out_ch, out_ch, 3, activation=relu(), folded=folded),
         )
 
-    def forward(self, x, s):
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return self.conv(torch.cat([_upsample_to(x, s), s], dim=1))
 
 
@@ -112,7 +113,7 @@ class RecurrentDecoder(nn.Module):
         r3: Optional[torch.Tensor],
         r4: Optional[torch.Tensor],
         steps: int,
-    ):
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         s1 = self.avgpool(s0)
         s2 = self.avgpool(s1)
         s3 = self.avgpool(s2)

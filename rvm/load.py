@@ -77,6 +77,8 @@ def load_pth(path: PathLike, variant: str = "mobilenetv3") -> MattingNetwork:
         ]
         raise WeightsError(f"{path} does not fit the {variant} network: " + ", ".join(parts))
     network.load_state_dict(state, strict=True)
+    # A zeroed head (e.g. a state_dict derived from an ONNX export) is no segmentation head.
+    network.has_segmentation_head = bool(state["project_seg.conv.weight"].any())
     return network
 
 
@@ -234,6 +236,7 @@ def load_onnx(path: PathLike, variant: str = "mobilenetv3") -> MattingNetwork:
             raise WeightsError(f"{path}: some {variant} layers got no ONNX weights")
         network.project_seg.conv.weight.zero_()
         network.project_seg.conv.bias.zero_()
+        network.has_segmentation_head = False
     return network
 
 

@@ -5,6 +5,8 @@ Layout and keys follow torchvision's ``features.N`` numbering (see rvm-architect
 
 from __future__ import annotations
 
+from typing import List, Tuple
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -114,15 +116,16 @@ class MobileNetV3LargeEncoder(nn.Module):
         layers += [InvertedResidual(*config, folded=folded) for config in INVERTED_RESIDUALS]
         layers.append(nn.Sequential(*conv_bn(160, 960, 1, activation=nn.Hardswish(inplace=True), **bn)))
         self.features = nn.Sequential(*layers)
+        self.tap_indices: List[int] = list(TAP_INDICES)  # an attribute: TorchScript reads no globals
         # Not in the state_dict (the official checkpoint has no such tensors).
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
-    def forward(self, src: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (src - self.mean) / self.std
-        taps = []
+        taps: List[torch.Tensor] = []
         for index, layer in enumerate(self.features):
             x = layer(x)
-            if index in TAP_INDICES:
+            if index in self.tap_indices:
                 taps.append(x)
-        return tuple(taps)
+        return taps[0], taps[1], taps[2], taps[3]

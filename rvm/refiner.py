@@ -7,6 +7,8 @@ elementwise work on full-size frames (the part a fused kernel replaces).
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -42,7 +44,7 @@ def _with_mean(x: torch.Tensor) -> torch.Tensor:
 
 def refine(
     coeff_a: torch.Tensor, coeff_b: torch.Tensor, src: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Apply the guided-filter coefficients at full resolution: the network's output tail.
 
     ``out = up(A) * cat[src, mean_c(src)] + up(b)`` with
@@ -60,10 +62,9 @@ def refine(
         ``coeff_a``'s dtype; both are views into one ``[N, 8, H, W]`` buffer (not contiguous).
     """
     if coeff_a.shape != coeff_b.shape or coeff_a.ndim != src.ndim or coeff_a.shape[-3] != 4:
-        raise ValueError(
-            f"refine expects coefficients [B(,T),4,h,w] matching src's rank: "
-            f"{tuple(coeff_a.shape) = }, {tuple(coeff_b.shape) = }, {tuple(src.shape) = }"
-        )
+        if not torch.jit.is_scripting():  # eager: the shapes in the message
+            _refine_shape_error(coeff_a, coeff_b, src)
+        raise ValueError("refine expects coefficients [B(,T),4,h,w] matching src's rank")
     lead = src.shape[:-3]
     if src.ndim == 5:
         coeff_a, coeff_b, src = coeff_a.flatten(0, 1), coeff_b.flatten(0, 1), src.flatten(0, 1)
@@ -82,6 +83,14 @@ def refine(
     return fgr, pha
 
 
+def _refine_shape_error(coeff_a: torch.Tensor, coeff_b: torch.Tensor, src: torch.Tensor) -> None:
+    # Outside TorchScript (its frontend rejects f-string conversions even in dead code).
+    raise ValueError(
+        f"refine expects coefficients [B(,T),4,h,w] matching src's rank: "
+        f"{tuple(coeff_a.shape) = }, {tuple(coeff_b.shape) = }, {tuple(src.shape) = }"
+    )
+
+
 class DeepGuidedFilterRefiner(nn.Module):
     """Low-resolution half of the Deep Guided Filter (keys ``box_filter``, ``conv.0..6``)."""
 
@@ -98,7 +107,7 @@ class DeepGuidedFilterRefiner(nn.Module):
 
     def coefficients(
         self, src_sm: torch.Tensor, fgr_residual: torch.Tensor, pha: torch.Tensor, hid: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(A, b)``, each ``[N, 4, h, w]``, from ``src_sm [N, 3, h, w]``, ``fgr_residual
         [N, 3, h, w]``, ``pha [N, 1, h, w]`` and the decoder's ``hid [N, 16, h, w]``."""
         base_x = _with_mean(src_sm)

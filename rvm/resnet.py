@@ -6,6 +6,8 @@ there is no ``fc``. No input normalisation in this encoder.
 
 from __future__ import annotations
 
+from typing import Tuple
+
 import torch
 from torch import nn
 
@@ -76,7 +78,7 @@ class ResNet50Encoder(nn.Module):
             layer += [Bottleneck(in_ch, width, 1, dilation, folded) for _ in range(blocks - 1)]
             self.add_module(f"layer{index + 1}", nn.Sequential(*layer))
 
-    def forward(self, src: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         f1 = self.relu(self.bn1(self.conv1(src)))
         f2 = self.layer1(self.maxpool(f1))
         f3 = self.layer2(f2)

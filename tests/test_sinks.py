@@ -354,3 +354,19 @@ def test_bitrate_and_preset_are_applied(tmp_path):
     assert sizes["low.mp4"] * 4 < sizes["high.mp4"]
     with pytest.raises(OutputError, match="preset"):
         open_sink(OutputSpec(str(tmp_path / "x.mp4"), preset="warp"), info)
+
+
+@pytest.mark.parametrize("extension", [".mp4", ".mov"])
+def test_hevc_in_mp4_and_mov_is_tagged_hvc1(tmp_path, extension):
+    """QuickTime and Safari play HEVC tagged hvc1, not FFmpeg's default hev1."""
+    info = _tiny_info(tmp_path)
+    target = tmp_path / f"hevc{extension}"
+    sink = open_sink(OutputSpec(str(target), codec="hevc"), info)
+    for pts in range(3):
+        sink.write(np.full((72, 64), 100 + pts, np.uint8), pts * 3)
+    sink.close()
+    with av.open(str(target)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.codec_tag == "hvc1"
+        assert sum(1 for _ in container.decode(stream)) == 3
+    assert b"hvc1" in target.read_bytes() and b"hev1" not in target.read_bytes()

@@ -243,6 +243,8 @@ class PyAVSink(SinkBase):
             stream = self._container.add_stream(ENCODERS[codec], rate=self.fps, options=options)
         except (av.FFmpegError, ValueError) as error:
             raise OutputError(f"cannot set up {ENCODERS[codec]} for {self.path} ({error})") from None
+        if codec == "hevc" and self.path.lower().endswith((".mp4", ".mov")):
+            stream.codec_tag = "hvc1"  # FFmpeg's default hev1 does not play in QuickTime/Safari
         context = stream.codec_context
         stream.width, stream.height = self._coded_w, self._coded_h
         stream.pix_fmt = self._encoder_format
