@@ -273,6 +273,12 @@ def bench_pairs(path: str, ratio: float, device: str, weights: str, pairs: int) 
                 figures["process_seconds"] = round(wall, 3)
                 figures["fps"] = _fps(figures["frames"], wall)
                 runs[kind].append(figures)
+    return summarise_pairs(runs)
+
+
+def summarise_pairs(runs: dict[str, list]) -> dict:
+    """Medians of each side's fps, their ratio, and the ratio within each pair (the two runs
+    of a pair are seconds apart: on a shared machine their ratio is steadier than either)."""
     result: dict = {}
     for kind, values in runs.items():
         good = [v["fps"] for v in values if "fps" in v]
@@ -280,6 +286,11 @@ def bench_pairs(path: str, ratio: float, device: str, weights: str, pairs: int) 
     if result["nvpipe"]["fps"] and result["pyav_onnxruntime_loop"]["fps"]:
         result["nvpipe_over_loop"] = round(result["nvpipe"]["fps"]
                                            / result["pyav_onnxruntime_loop"]["fps"], 2)
+        pairs = [round(ours["fps"] / theirs["fps"], 2)
+                 for ours, theirs in zip(runs["nvpipe"], runs["pyav_onnxruntime_loop"])
+                 if "fps" in ours and "fps" in theirs]
+        result["pair_ratios"] = pairs
+        result["median_pair_ratio"] = statistics.median(pairs) if pairs else None
     return result
 
 
@@ -350,7 +361,8 @@ def plot(report: dict, target: str) -> str:
              else f"CPU only: {facts['cpu']}, {facts['cores']} cores")
     axes.set_title(f"nvpipe throughput by stage and size ({report['device']}; {where})\n"
                    f"{report['clip']}, {report['frames']} frames a size; end to end: median of "
-                   f"{report['pairs']} whole-process pair(s)", fontsize=10)
+                   f"{report['pairs']} whole-process pair(s)"
+                   + (f"\n{report['note'].split(':')[0]}" if report.get("note") else ""), fontsize=10)
     axes.grid(axis="y", which="both", alpha=0.3)
     axes.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
     figure.tight_layout()
