@@ -28,6 +28,8 @@ OUT=${OUT:-/tmp/nvpipe-gpu-out}
 PYTHON=${PYTHON:-python3}
 SESSION_SECONDS=${SESSION_SECONDS:-450}
 SKIP=${SKIP:-}
+CARRY=${CARRY:-.gpu}  # what gpu_prepare.sh built (tests point it elsewhere)
+case "$CARRY" in /*) ;; *) CARRY="$PWD/$CARRY" ;; esac
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
 SUMMARY="$OUT/steps.tsv"
@@ -62,9 +64,9 @@ step() {  # step NAME SECONDS COMMAND...: stdout+stderr to $OUT/NAME.log, one li
 }
 
 setup() {
-    [ -d .gpu/wheels ] || { echo "setup: no .gpu/ (run bash bench/gpu_prepare.sh here and carry .gpu)"; return 2; }
-    "$PYTHON" -c "import av" 2>/dev/null || "$PYTHON" -m pip install -q --no-deps --no-index .gpu/wheels/*.whl || return 1
-    [ -d .gpu/site ] || tar -C .gpu -xJf .gpu/site.tar.xz || return 1
+    [ -d "$CARRY/wheels" ] || { echo "setup: no $CARRY/ (run bash bench/gpu_prepare.sh here and carry .gpu)"; return 2; }
+    "$PYTHON" -c "import av" 2>/dev/null || "$PYTHON" -m pip install -q --no-deps --no-index "$CARRY"/wheels/*.whl || return 1
+    [ -d "$CARRY/site" ] || tar -C "$CARRY" -xJf "$CARRY/site.tar.xz" || return 1
     "$PYTHON" -c "import nvpipe" 2>/dev/null || "$PYTHON" -m pip install -q --no-deps --no-build-isolation -e . || return 1
     echo "setup: ok"
 }
@@ -94,13 +96,13 @@ print(json.dumps(facts))
 PY
 }
 
-export PYTHONPATH="$PWD/.gpu/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-export NVPIPE_SHARED=${NVPIPE_SHARED:-$PWD/.gpu/shared}
+export PYTHONPATH="$CARRY/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export NVPIPE_SHARED=${NVPIPE_SHARED:-$CARRY/shared}
 [ -d "$NVPIPE_SHARED" ] || NVPIPE_SHARED="$PWD/../shared"
 export NVPIPE_WEIGHTS=${NVPIPE_WEIGHTS:-$NVPIPE_SHARED/weights/rvm_mobilenetv3_bnidentity.pth}
 export CLIPS=${CLIPS:-/tmp/nvpipe-clips}
 export OUT
-CTXLEAK=.gpu/tools/ctxleak.py
+CTXLEAK=$CARRY/tools/ctxleak.py
 [ -f "$CTXLEAK" ] || CTXLEAK=../shared/tools/gpu/ctxleak.py
 checks() { "$PYTHON" bench/gpu_checks.py "$@" --out "$OUT"; }
 cuda_tests() {  # cuda_tests NAME FILE...: the file's tests; on a GPU its needs_cuda ones run too
@@ -116,7 +118,7 @@ ctxleak() {  # as shipped, then with --repair; the exit status is the first run'
     return $rc
 }
 export -f setup facts checks cuda_tests ctxleak
-export PYTHON CTXLEAK
+export PYTHON CTXLEAK CARRY
 
 # Budgets add up to more than 450 s: a quick step leaves its unused time to the later ones.
 step setup          45 setup

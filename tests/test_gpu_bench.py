@@ -140,7 +140,7 @@ def _session(tmp_path, python_body: str, seconds: int):
     fake.chmod(0o755)
     out = tmp_path / "out"
     env = dict(os.environ, OUT=str(out), PYTHON=str(fake), SESSION_SECONDS=str(seconds),
-               NVPIPE_SHARED=str(tmp_path / "no-shared"))
+               NVPIPE_SHARED=str(tmp_path / "no-shared"), CARRY=str(tmp_path / "no-carry"))
     done = subprocess.run(["bash", str(SESSION)], env=env, capture_output=True, text=True,
                           timeout=seconds + 30)
     assert done.returncode == 0, done.stderr
@@ -154,7 +154,7 @@ def test_session_runs_every_step_and_records_each_failure(tmp_path):
     assert list(rows) == SESSION_STEPS
     for name in SESSION_STEPS:
         assert (out / f"{name}.log").exists(), name
-    assert rows["setup"][1] != "0" and "no .gpu/" in rows["setup"][3]
+    assert rows["setup"][1] != "0" and "no-carry/ (run bash bench/gpu_prepare.sh" in rows["setup"][3]
     for name in ("context", "network", "decode", "end_to_end", "fidelity"):
         assert rows[name][1] == "2" and rows[name][3] == "no CUDA GPU here", name
     assert (out / "session.log").read_text().count("===") >= 2 * len(SESSION_STEPS)
