@@ -4,7 +4,7 @@
 # network, and do not see ../shared; the device tool carries at most 64 MiB with the tree.
 #
 #   bash bench/gpu_prepare.sh        # here, once (needs PyPI)
-#   device run: command "bash bench/gpu_session.sh checks", carry [".gpu"]   # then "bench"
+#   device run: command "bash bench/gpu_session.sh", carry [".gpu"], timeout_s 480   # one call
 #
 # .gpu/wheels   PyAV (abi3 wheel, installs on the GPU machines' Python 3.12)
 # .gpu/site.tar.xz  PyNvVideoCodec 2.2.4 without its samples, FFmpeg source tarball and
@@ -12,27 +12,29 @@
 #               unpacks it to .gpu/site and puts that on PYTHONPATH
 # .gpu/shared   the weights and clips the GPU tests and benchmarks read (NVPIPE_SHARED); not
 #               the ONNX file (15 MB): the ONNX parity tests skip there, they run in CI
+# .gpu/tools    ../shared/tools/gpu/ctxleak.py, the stray-context reproduction (3 KB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${NVPIPE_SHARED:-../shared}
 PYNVVIDEOCODEC_VERSION=2.2.4
+PYTHON=${PYTHON:-python3}  # one with PyAV installed (its version is the wheel carried)
 LIMIT_MIB=60  # the tool's 64 MiB, less the repository itself
 
 [ -d "$SHARED/weights" ] || { echo "gpu_prepare: $SHARED/weights not found (set NVPIPE_SHARED)" >&2; exit 1; }
 rm -rf .gpu
-mkdir -p .gpu/wheels .gpu/shared/weights .gpu/shared/footage/color
+mkdir -p .gpu/wheels .gpu/shared/weights .gpu/shared/footage/color .gpu/tools
 download() {
-    python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --platform manylinux_2_28_x86_64 -d "$1" "$2"
 }
 
-av_version=$(python3 -c 'import av; print(av.__version__)')
+av_version=$("$PYTHON" -c 'import av; print(av.__version__)')
 download .gpu/wheels "av==$av_version"
 
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 download "$scratch" "pynvvideocodec==$PYNVVIDEOCODEC_VERSION"
-python3 - "$scratch" "$scratch/site" <<'EOF'
+"$PYTHON" - "$scratch" "$scratch/site" <<'EOF'
 import sys, zipfile
 from pathlib import Path
 
@@ -55,6 +57,7 @@ EOF
 tar -C "$scratch" -cJf .gpu/site.tar.xz site
 
 cp "$SHARED/weights/rvm_mobilenetv3_bnidentity.pth" .gpu/shared/weights/
+cp "$SHARED/tools/gpu/ctxleak.py" .gpu/tools/
 cp "$SHARED/footage/four_people_1080p.mp4" "$SHARED/footage/person_fullbody_360x640.mp4" .gpu/shared/footage/
 for clip in h264_10bits.mp4 h265_10bits.mp4 h265_video.mp4 av1_video.mkv bt601_limited_range.mp4 \
             bt709_full_range.mp4 nasa_13013.mp4 nasa_13013_rotated.mp4; do

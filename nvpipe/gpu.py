@@ -3,17 +3,30 @@
 - ``check_cuda_ready()`` raises ``DeviceError`` with one line naming every missing piece
   (a CUDA build of torch, a driver and GPU, PyNvVideoCodec, Triton) before a CUDA job starts.
 - ``describe()`` is the GPU part of ``nvpipe info``: names, versions, NVDEC/NVENC, with reasons.
-- ``has_nvenc()`` says whether the GPU has a hardware encoder (H100, H200 and A100 have none).
+- ``has_nvenc()`` says whether the GPU has a hardware encoder (H100, H200 and A100 have none):
+  NVML first, then a list of NVENC-less GPU names, and only then PyNvVideoCodec's encoder.
+- ``keep_cuda_context(what)`` wraps every PyNvVideoCodec call that may touch CUDA contexts:
+  the calling thread's current context after the call is the one before it.
 
 Everything here imports and runs on a machine without CUDA: the probes catch and report.
+
+Why the guard: PyNvVideoCodec 2.2.4's encoder-caps helper (behind ``GetEncoderCaps`` and
+``CreateEncoder``) calls ``cuCtxCreate`` and, when NVENC refuses the device (H100/H200/A100),
+throws without popping it (``docs/gpu-first-contact.md`` in ../shared, section 1). The
+thread's later torch work would then run in that stray context, not in torch's primary one
+where NVDEC's frames live.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
-from typing import Optional
+import re
+import threading
+import warnings
+from typing import Iterator, Optional
 
 import torch
 
@@ -30,6 +43,114 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+# ----------------------------------------------------------------------------- CUDA contexts
+
+class CudaDriver:
+    """The few CUDA driver calls (libcuda through ctypes) that keep a thread's context.
+
+    ``lib`` is ``ctypes.CDLL("libcuda.so.1")`` or a stand-in with the same functions (tests).
+    Every call returns 0 on success (``CUresult``); handles are ints, 0 meaning none.
+    """
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    def current(self) -> int:
+        """``cuCtxGetCurrent``: the calling thread's current context, 0 for none."""
+        context = ctypes.c_void_p()
+        if self.lib.cuCtxGetCurrent(ctypes.byref(context)) != 0:
+            return 0
+        return int(context.value or 0)
+
+    def _primary_contexts(self) -> set[int]:
+        """Active primary contexts (torch's): never destroyed, whoever left them current."""
+        count, found = ctypes.c_int(), set()
+        if self.lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return found
+        for ordinal in range(count.value):
+            device, flags, active = ctypes.c_int(), ctypes.c_uint(), ctypes.c_int()
+            if self.lib.cuDeviceGet(ctypes.byref(device), ctypes.c_int(ordinal)) != 0:
+                continue
+            if self.lib.cuDevicePrimaryCtxGetState(device, ctypes.byref(flags),
+                                                   ctypes.byref(active)) != 0 or not active.value:
+                continue
+            context = ctypes.c_void_p()
+            if self.lib.cuDevicePrimaryCtxRetain(ctypes.byref(context), device) == 0:
+                found.add(int(context.value or 0))
+                self.lib.cuDevicePrimaryCtxRelease(device)
+        return found
+
+    def restore(self, target: int) -> int:
+        """Make ``target`` current again; returns how many contexts were popped to get there.
+
+        Contexts above ``target`` on the thread's stack are popped, and destroyed unless they
+        are a device's primary context; if the stack runs out before ``target`` (a call that
+        popped it), ``target`` is set current.
+        """
+        popped, primaries = 0, None
+        while True:
+            now = self.current()
+            if now == target:
+                return popped
+            if now == 0:
+                if target:
+                    self.lib.cuCtxSetCurrent(ctypes.c_void_p(target))
+                return popped
+            context = ctypes.c_void_p()
+            if self.lib.cuCtxPopCurrent_v2(ctypes.byref(context)) != 0:
+                self.lib.cuCtxSetCurrent(ctypes.c_void_p(target or None))
+                return popped
+            popped += 1
+            if primaries is None:
+                primaries = self._primary_contexts()
+            if int(context.value or 0) not in primaries:
+                self.lib.cuCtxDestroy_v2(context)
+            if popped > 64:  # a stack that does not shrink: stop rather than loop
+                self.lib.cuCtxSetCurrent(ctypes.c_void_p(target or None))
+                return popped
+
+
+_driver_lock = threading.Lock()
+_driver: Optional[CudaDriver] = None
+_driver_loaded = False
+
+
+def cuda_driver() -> Optional[CudaDriver]:
+    """The CUDA driver (loaded once), or None where ``libcuda.so.1`` cannot be loaded."""
+    global _driver, _driver_loaded
+    with _driver_lock:
+        if not _driver_loaded:
+            _driver_loaded = True
+            try:
+                _driver = CudaDriver(ctypes.CDLL("libcuda.so.1"))
+            except OSError:
+                _driver = None
+        return _driver
+
+
+# How many stray contexts keep_cuda_context removed, per call name (reported by the benchmark).
+stray_contexts: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def keep_cuda_context(what: str) -> Iterator[None]:
+    """Run the ``with`` body (a PyNvVideoCodec call) and leave the calling thread's current
+    CUDA context as it was before it: what the call left current is popped (and destroyed
+    unless it is a primary context). ``what`` names the call in the one-line warning given
+    when something had to be repaired. A no-op where libcuda cannot be loaded."""
+    driver = cuda_driver()
+    before = driver.current() if driver is not None else 0
+    try:
+        yield
+    finally:
+        if driver is not None and driver.current() != before:
+            popped = driver.restore(before)
+            stray_contexts[what] = stray_contexts.get(what, 0) + max(popped, 1)
+            warnings.warn(f"{what} changed this thread's current CUDA context; restored the "
+                          f"previous one ({popped} stray context(s) popped)", RuntimeWarning,
+                          stacklevel=3)
+
+
 def import_pynvvideocodec():
     """Import PyNvVideoCodec or raise ``DeviceError`` saying why.
 
@@ -37,7 +158,8 @@ def import_pynvvideocodec():
     ``libnvidia-encode.so.1``), not ImportError, so all three kinds are caught.
     """
     try:
-        import PyNvVideoCodec  # noqa: N813 - the library's own name
+        with keep_cuda_context("import PyNvVideoCodec"):
+            import PyNvVideoCodec  # noqa: N813 - the library's own name
     except ImportError as error:
         raise DeviceError(f"PyNvVideoCodec is not installed ({_first_line(error)}); "
                           "pip install pynvvideocodec") from None
@@ -165,13 +287,22 @@ def _enum_member(enum_type, *names):
 def decoder_caps(codec: str, bit_depth: int = 8, gpu_id: int = 0) -> dict:
     """NVDEC capabilities for a 4:2:0 stream: ``{'num_decoder_engines', 'width_max', ...}``.
 
-    Raises ``DeviceError`` when PyNvVideoCodec is unusable; other failures propagate.
+    Asked once per process for each ``(codec, bit_depth, gpu_id)``: ``GetDecoderCaps``
+    creates and destroys a whole CUDA context (0.1-0.3 s) and would inflate NVML memory
+    readings taken during a run. Returns a copy. Raises ``DeviceError`` when PyNvVideoCodec
+    is unusable; other failures propagate (and are asked again next time).
     """
+    return dict(_decoder_caps(codec, bit_depth, gpu_id))
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder_caps(codec: str, bit_depth: int, gpu_id: int) -> dict:
     nvc = import_pynvvideocodec()
     codec_id = _enum_member(nvc.cudaVideoCodec, _CUVID_CODEC_NAMES[codec])
     chroma = _enum_member(nvc.cudaVideoChromaFormat, "420", "_420", "YUV420")
-    return dict(nvc.GetDecoderCaps(gpuid=gpu_id, codec=codec_id, chromaformat=chroma,
-                                   bitdepth=bit_depth))
+    with keep_cuda_context("GetDecoderCaps"):
+        return dict(nvc.GetDecoderCaps(gpuid=gpu_id, codec=codec_id, chromaformat=chroma,
+                                       bitdepth=bit_depth))
 
 
 def caps_supported(caps: dict) -> bool:
@@ -189,27 +320,78 @@ def caps_supported(caps: dict) -> bool:
 def encoder_caps(codec: str = "h264", gpu_id: int = 0) -> dict:
     """NVENC capabilities (``GetEncoderCaps``) for ``codec``; raises where there is no NVENC."""
     nvc = import_pynvvideocodec()
-    try:
-        caps = nvc.GetEncoderCaps(gpuid=gpu_id, codec=codec)
-    except TypeError:  # older bindings take the codec only
-        caps = nvc.GetEncoderCaps(codec=codec)
+    with keep_cuda_context("GetEncoderCaps"):
+        try:
+            caps = nvc.GetEncoderCaps(gpuid=gpu_id, codec=codec)
+        except TypeError:  # older bindings take the codec only
+            caps = nvc.GetEncoderCaps(codec=codec)
     return dict(caps)
+
+
+# Data-centre GPUs with NVDEC but no NVENC (NVIDIA's Video Encode and Decode GPU Support
+# Matrix); matched as whole words in the CUDA device name, so "RTX A3000" is not "A30".
+NVENC_LESS_GPUS = ("A100", "A800", "A30", "H100", "H200", "H800", "GH200")
+_NVENC_LESS = re.compile(r"\b(" + "|".join(NVENC_LESS_GPUS) + r")\b")
+
+# NVML's encoder query types (nvmlEncoderType_t).
+_NVML_ENCODER_QUERY = {"h264": 0, "hevc": 1, "av1": 2}
+
+
+def nvenc_from_nvml(gpu_id: int = 0, codec: str = "h264") -> Optional[tuple[bool, str]]:
+    """``(available, reason)`` from ``nvmlDeviceGetEncoderCapacity``, or None where NVML
+    cannot tell (no pynvml, no driver, another error). "Not Supported" means no NVENC."""
+    from .telemetry import _load_nvml, _quiet_shutdown
+
+    nvml, _ = _load_nvml()
+    if nvml is None:
+        return None
+    try:
+        handle = None
+        uuid = getattr(torch.cuda.get_device_properties(gpu_id), "uuid", None)
+        if uuid is not None:  # NVML's order may differ from CUDA's (CUDA_VISIBLE_DEVICES)
+            try:
+                handle = nvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+            except Exception:  # noqa: BLE001 - fall back to the index
+                handle = None
+        if handle is None:
+            handle = nvml.nvmlDeviceGetHandleByIndex(gpu_id)
+        try:
+            capacity = nvml.nvmlDeviceGetEncoderCapacity(handle, _NVML_ENCODER_QUERY[codec])
+        except Exception as error:  # noqa: BLE001
+            not_supported = getattr(nvml, "NVMLError_NotSupported", None)
+            if (not_supported is not None and isinstance(error, not_supported)) \
+                    or "not supported" in str(error).lower():
+                return False, f"no NVENC for {codec} (NVML encoder capacity: Not Supported)"
+            return None
+        return True, f"NVENC {codec} present (NVML encoder capacity {capacity}%)"
+    except Exception:  # noqa: BLE001 - NVML could not answer: ask elsewhere
+        return None
+    finally:
+        _quiet_shutdown(nvml)
 
 
 @functools.lru_cache(maxsize=None)
 def nvenc_status(gpu_id: int = 0, codec: str = "h264") -> tuple[bool, str]:
     """``(available, reason)`` for a hardware encoder of ``codec`` on ``gpu_id``.
 
-    Asks ``GetEncoderCaps`` first; where that is inconclusive, creates and drops a 256x256
-    encoder. H100/H200/A100 have NVDEC but no NVENC: both fail there and this says so.
+    In order, stopping at the first that can tell: NVML's encoder capacity; the device name
+    against ``NVENC_LESS_GPUS``; PyNvVideoCodec (``GetEncoderCaps``, then creating and
+    dropping a 256x256 encoder), each call under ``keep_cuda_context``. H100/H200/A100 have
+    NVDEC but no NVENC: the first two say so without touching PyNvVideoCodec's encoder.
     """
     if not torch.cuda.is_available():
         return False, "no CUDA GPU"
+    from_nvml = nvenc_from_nvml(gpu_id, codec)
+    if from_nvml is not None:
+        return from_nvml
+    name = torch.cuda.get_device_name(gpu_id)
+    listed = _NVENC_LESS.search(name)
+    if listed:
+        return False, f"{name} has no NVENC ({listed.group(1)}-class GPUs have none)"
     try:
         nvc = import_pynvvideocodec()
     except DeviceError as error:
         return False, str(error)
-    name = torch.cuda.get_device_name(gpu_id)
     try:
         caps = encoder_caps(codec, gpu_id)
     except Exception as error:  # noqa: BLE001 - no NVENC device reads as an exception here
@@ -222,8 +404,9 @@ def nvenc_status(gpu_id: int = 0, codec: str = "h264") -> tuple[bool, str]:
             return False, f"{name} has no NVENC engine"
         caps_error = "GetEncoderCaps gave no engine count"
     try:
-        encoder = nvc.CreateEncoder(256, 256, "NV12", 1, codec=codec, gpu_id=gpu_id)
-        del encoder
+        with keep_cuda_context("CreateEncoder"):
+            encoder = nvc.CreateEncoder(256, 256, "NV12", 1, codec=codec, gpu_id=gpu_id)
+            del encoder
     except Exception as error:  # noqa: BLE001
         return False, f"{name}: no NVENC for {codec} ({caps_error}; {_first_line(error)})"
     return True, f"NVENC {codec} encoder created on {name}"
@@ -302,5 +485,6 @@ def describe(gpu_id: int = 0) -> dict:
     return facts
 
 
-__all__ = ["PrimaryContext", "caps_supported", "check_cuda_ready", "describe", "has_nvenc", "nvenc_status", "decoder_caps",
-           "encoder_caps", "import_pynvvideocodec"]
+__all__ = ["CudaDriver", "NVENC_LESS_GPUS", "PrimaryContext", "caps_supported", "check_cuda_ready",
+           "cuda_driver", "decoder_caps", "describe", "encoder_caps", "has_nvenc",
+           "import_pynvvideocodec", "keep_cuda_context", "nvenc_from_nvml", "nvenc_status"]

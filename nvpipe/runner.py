@@ -296,11 +296,11 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
             background = open_background(job.background or "#00ff00", width, height)
         if network is None:
             network = load_network(job, dtype)
-        transfer = transfer_for(device, outputs.sinks, COMPOSE_RING)
         # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
         converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
                               ring_size=DECODE_QUEUE_DEPTH + job.chunk + 2)
         matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
+        transfer = transfer_for(device, outputs.sinks, COMPOSE_RING, matting.stream)
         composer = Composer(_compose_targets(outputs, kinds), background, ring_size=COMPOSE_RING)
         if device.type == "cuda":
             # Graph capture and the kernels' first compilation before any thread starts:

@@ -67,14 +67,16 @@ class CudaTransfer:
     """The GPU pipeline's streams and events (see the module docstring).
 
     ``on_device``: the outputs whose sinks take CUDA tensors (NVENC, null); the others get
-    a pinned host copy from a ring of ``ring_size`` buffers per output.
+    a pinned host copy from a ring of ``ring_size`` buffers per output. ``network_stream``:
+    the matting stage's own stream (``MattingStage.stream``), where compose runs too.
     """
 
-    def __init__(self, device: torch.device, on_device: set[str], ring_size: int):
+    def __init__(self, device: torch.device, on_device: set[str], ring_size: int,
+                 network_stream: torch.cuda.Stream):
         self.device = device
         self.on_device = on_device
         self._decode = torch.cuda.Stream(device)
-        self._network = torch.cuda.Stream(device)
+        self._network = network_stream
         self._copy = torch.cuda.Stream(device)
         self._pinned: dict[str, BufferRing] = {}
         self._ring_size = ring_size
@@ -127,11 +129,13 @@ class CudaTransfer:
             ready.synchronize()
 
 
-def transfer_for(device: torch.device, sinks: dict, ring_size: int):
-    """The transfer of a job on ``device`` whose outputs are ``sinks`` (path -> Sink)."""
+def transfer_for(device: torch.device, sinks: dict, ring_size: int,
+                 network_stream: Optional[torch.cuda.Stream] = None):
+    """The transfer of a job on ``device`` whose outputs are ``sinks`` (path -> Sink), its
+    network on ``network_stream`` (CUDA)."""
     if device.type == "cuda":
         return CudaTransfer(device, {path for path, sink in sinks.items() if sink.accepts_cuda},
-                            ring_size)
+                            ring_size, network_stream)
     return HostTransfer()
 
 

@@ -1,4 +1,5 @@
-"""nvpipe.cuda_graphs: state shapes, the eager twin on the CPU, the CUDA graph on a GPU."""
+"""The matting implementations: state shapes and ``EagerMatting`` on the CPU
+(nvpipe.matting), ``GraphedMatting`` (nvpipe.cuda_graphs) on a GPU."""
 
 import copy
 import inspect
@@ -7,8 +8,9 @@ import pytest
 import torch
 
 from conftest import needs_cuda
-from nvpipe.cuda_graphs import (EagerMatting, GraphedMatting, coefficient_kwargs, halving_chain,
-                                make_matting, recurrent_state_shapes)
+from nvpipe.cuda_graphs import GraphedMatting
+from nvpipe.matting import (STATE_CHANNELS, EagerMatting, MattingStage, coefficient_kwargs,
+                            halving_chain, recurrent_state_shapes)
 
 rvm = pytest.importorskip("rvm")
 
@@ -138,11 +140,36 @@ def test_eager_shape_errors(cpu_network):
     assert flexible(torch.rand(1, 3, 30, 34))[0].shape == (1, 4, 30, 34)
 
 
-def test_make_matting_on_cpu_is_eager(cpu_network):
-    assert isinstance(make_matting(cpu_network, (1, 3, 16, 16), "cpu", torch.float32, 0.5),
-                      EagerMatting)
+def test_the_stage_on_cpu_is_eager_and_graphs_need_cuda(cpu_network):
+    stage = MattingStage(cpu_network, ratio=0.5, device="cpu", dtype=torch.float32)
+    assert not stage.use_cuda_graphs and stage.stream is None
+    stage(torch.rand(1, 3, 16, 16))
+    assert isinstance(stage._eager, EagerMatting) and not stage._graphs
     with pytest.raises(ValueError, match="CUDA device"):
         GraphedMatting(cpu_network, (1, 3, 16, 16), "cpu")
+
+
+def test_state_channels_are_the_networks():
+    """One declaration (rvm.STATE_CHANNELS), read by the stage's state shapes."""
+    assert STATE_CHANNELS is rvm.STATE_CHANNELS
+
+
+def test_coefficient_memory_format_is_the_stages(cpu_network):
+    """NCHW on the CPU (the C tail reads planes); channels_last when asked (CUDA's default:
+    the Triton tail's vector loads), whatever the network's own layout."""
+    frames = torch.rand(2, 3, 24, 40)
+    planar = EagerMatting(copy.deepcopy(cpu_network), None, "cpu", torch.float32, 0.5)
+    packed = EagerMatting(copy.deepcopy(cpu_network), None, "cpu", torch.float32, 0.5,
+                          coefficient_format=torch.channels_last)
+    a_planar, b_planar = planar(frames)
+    a_packed, b_packed = packed(frames)
+    assert a_planar.is_contiguous() and b_planar.is_contiguous()
+    assert a_packed.is_contiguous(memory_format=torch.channels_last) and a_packed.stride(1) == 1
+    assert b_packed.stride(1) == 1
+    torch.testing.assert_close(a_packed, a_planar, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(b_packed, b_planar, rtol=1e-5, atol=1e-6)
+    one = packed(frames[:1])[0]
+    assert one.shape == (1, 4, 24, 40) and one.stride(1) == 1
 
 
 # --------------------------------------------------------------------------- GPU only

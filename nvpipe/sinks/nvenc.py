@@ -299,7 +299,7 @@ class NvencSink(SinkBase):
 
     def _create_encoder(self) -> None:
         # Created on the first write, i.e. on the encode thread, with the device current.
-        from ..gpu import PrimaryContext
+        from ..gpu import PrimaryContext, keep_cuda_context
 
         self._stream = torch.cuda.Stream(self.device)
         self._context = PrimaryContext(self.device.index)
@@ -307,7 +307,8 @@ class NvencSink(SinkBase):
         options = dict(self.options, cudastream=self._stream.cuda_stream,
                        cudacontext=self._context.handle)
         try:
-            self._encoder = self._nvc.CreateEncoder(self.width, self.height, "NV12", 0, **options)
+            with keep_cuda_context("CreateEncoder"):  # a failed create leaves a context current
+                self._encoder = self._nvc.CreateEncoder(self.width, self.height, "NV12", 0, **options)
         except Exception as error:  # noqa: BLE001
             raise OutputError(f"NVENC could not start for {self.spec.path}: {error}") from None
 

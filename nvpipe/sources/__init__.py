@@ -34,13 +34,15 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     Args:
         path: the input.
         device: ``"cpu"`` (PyAV; pictures always decode here) or ``"cuda"`` (NVDEC through
-            ``nvpipe.sources.nvdec``, imported only then).
+            ``nvpipe.sources.nvdec``, imported only then). Where NVDEC cannot run (no
+            PyNvVideoCodec, the driver's video libraries missing, a stream NVDEC does not
+            take) the file decodes on the CPU with PyAV, after a one-line warning: the GPU
+            pipeline then converts the frames after a host-to-device copy.
         fps: frame rate assigned to picture sequences (default 30); ignored for videos,
             whose own timestamps are kept.
 
     Raises:
         InputError: missing, unreadable, non-video or truncated input.
-        DeviceError: ``device="cuda"`` and the NVDEC source is not available.
     """
     path = str(path)
     if device not in ("cpu", "cuda"):
@@ -51,19 +53,33 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     if not os.path.exists(path):
         raise InputError(f"input not found: {path}")
     if device == "cuda":
-        try:
-            from .nvdec import NvdecSource, NvdecUnsupported
-        except ImportError as error:
-            raise DeviceError(f"NVDEC decoding is not available ({error})") from None
-        try:
-            return NvdecSource(path)
-        except NvdecUnsupported as error:
-            # A stream NVDEC cannot take (4:2:2, a codec this GPU lacks) decodes on the CPU;
-            # the conversion then runs on the GPU after a host-to-device copy.
-            warnings.warn(f"{path}: {error}; decoding on the CPU", stacklevel=2)
+        nvdec = _open_nvdec(path)
+        if nvdec is not None:
+            return nvdec
     from .pyav import PyAVSource
 
     return PyAVSource(path)
+
+
+def _open_nvdec(path: str):
+    """An ``NvdecSource`` for ``path``, or None (after a one-line warning) where NVDEC
+    cannot decode it here; ``InputError`` for a file that no decoder can read."""
+    try:
+        from .nvdec import NvdecSource, NvdecUnsupported
+    except ImportError as error:
+        warnings.warn(f"{path}: NVDEC decoding is not available ({error}); decoding on the CPU",
+                      stacklevel=3)
+        return None
+    try:
+        return NvdecSource(path)
+    except NvdecUnsupported as error:
+        # A stream NVDEC cannot take (4:2:2, a codec this GPU lacks).
+        warnings.warn(f"{path}: {error}; decoding on the CPU", stacklevel=3)
+    except DeviceError as error:
+        # No PyNvVideoCodec, or the driver's video libraries are missing (a container
+        # without NVIDIA_DRIVER_CAPABILITIES=video): --device auto/cuda promise CPU decoding.
+        warnings.warn(f"{path}: NVDEC cannot run ({error}); decoding on the CPU", stacklevel=3)
+    return None
 
 
 __all__ = ["Source", "open_source", "ImageSequenceSource"]

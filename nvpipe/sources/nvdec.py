@@ -27,7 +27,8 @@ import torch
 
 from ..errors import InputError
 from ..frames import DecodedFrame, StreamInfo
-from ..gpu import PrimaryContext, caps_supported, decoder_caps, import_pynvvideocodec
+from ..gpu import (PrimaryContext, caps_supported, decoder_caps, import_pynvvideocodec,
+                   keep_cuda_context)
 
 # Codecs NVDEC decodes that the pipeline accepts (StreamInfo.codec is PyAV's decoder name).
 _NVDEC_CODECS = {"h264": "h264", "hevc": "hevc", "av1": "av1", "libdav1d": "av1",
@@ -169,10 +170,11 @@ class NvdecSource:
             raise NvdecUnsupported(f"NVDEC path decodes 4:2:0 only; {self.path} is {chroma}")
         self._check_caps()
         try:
-            self._decoder = nvc.CreateDecoder(
-                gpuid=self.gpu_id, codec=self._demuxer.GetNvCodecId(),
-                cudacontext=self._context.handle, cudastream=self.stream.cuda_stream,
-                usedevicememory=1)
+            with keep_cuda_context("CreateDecoder"):
+                self._decoder = nvc.CreateDecoder(
+                    gpuid=self.gpu_id, codec=self._demuxer.GetNvCodecId(),
+                    cudacontext=self._context.handle, cudastream=self.stream.cuda_stream,
+                    usedevicememory=1)
         except Exception as error:  # noqa: BLE001
             raise NvdecUnsupported(f"NVDEC cannot decode {self.path} ({self.info.codec}, "
                                    f"{self.info.bit_depth}-bit): {error}") from None

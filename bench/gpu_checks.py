@@ -1,0 +1,486 @@
+"""The steps of the one device call (bench/gpu_session.sh), each writing ``$OUT/<step>.json``.
+
+    python bench/gpu_checks.py STEP [--out DIR] [--shared DIR] [--clips DIR]
+
+Steps, most decisive first (gpu_session.sh runs them in this order, each under a timeout):
+  context   the CUDA context check: nvpipe's probes (NVML, names, PyNvVideoCodec under
+            ``keep_cuda_context``) with ``cuCtxGetCurrent`` before and after, torch after
+  nvdec     NVDEC's DLPack layout for NV12 and P016; frame counts and timestamps vs PyAV
+  clips     the shared 1080p clip looped and scaled to 1080p and 4K (libx264, real content)
+  network   at 4K/0.125 and 1080p/0.25 on real frames: FP32 eager (full model), FP16 eager
+            TorchScript-frozen (RVM's published method), FP16 CUDA graphs at T=1,2,4
+  decode    NVDEC alone and with the converter, 1 and 7 sessions, both sizes
+  end_to_end  nvpipe.run to the null sink and CPU-encoded, with NVML NVDEC/GPU utilisation
+            and busy CPU cores, both sizes; GPU memory at 4K
+  x264      the CPU encoder's ceilings per preset at 1080p and 4K, with the thread count
+  fidelity  FP16 (graphs) vs FP32 alpha per frame on the real 1080p clip
+
+A step writes its JSON as it goes (a timeout keeps what was measured) and prints one line
+per result. Without a GPU a GPU step writes ``{"error": "<one-line reason>"}`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from nvpipe.threads import tune_for_pipeline  # noqa: E402
+
+tune_for_pipeline()
+
+import torch  # noqa: E402
+
+SIZES = {"4k": (3840, 2160, 0.125), "1080p": (1920, 1080, 0.25)}  # the issue's pairs
+CLIP_FRAMES = int(os.environ.get("CLIP_FRAMES", "240"))  # 8 s at 30 fps: long enough for steady state
+
+
+class Results:
+    """One step's JSON file, rewritten after every ``put``."""
+
+    def __init__(self, out: Path, step: str):
+        self.path = out / f"{step}.json"
+        self.data: dict = {"step": step, "started": time.strftime("%H:%M:%S")}
+        self.save()
+
+    def put(self, key: str, value) -> None:
+        self.data[key] = value
+        self.save()
+        print(f"{self.path.stem} {key}: {json.dumps(value, default=str)[:400]}", flush=True)
+
+    def measure(self, key: str, body: Callable[[], object]) -> object:
+        """``put(key, body())``, or the error's first line; never raises."""
+        started = time.perf_counter()
+        try:
+            value = body()
+        except Exception as error:  # noqa: BLE001 - recorded; the step goes on
+            value = {"error": one_line(error)}
+        if isinstance(value, dict):
+            value.setdefault("seconds", round(time.perf_counter() - started, 1))
+        self.put(key, value)
+        return value
+
+    def save(self) -> None:
+        self.path.write_text(json.dumps(self.data, indent=2, default=str))
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
+def gpu_problem() -> Optional[str]:
+    """Why the GPU steps cannot run here, in one line, or None."""
+    if torch.version.cuda is None:
+        return f"no CUDA GPU: torch {torch.__version__} is a CPU-only build"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU (torch.cuda.is_available() is False)"
+    return None
+
+
+def libcuda_current() -> int:
+    from nvpipe.gpu import cuda_driver
+
+    driver = cuda_driver()
+    return driver.current() if driver is not None else -1
+
+
+def busy_cores(body: Callable[[], object]) -> tuple[object, float, float]:
+    """``(body(), wall seconds, CPU cores busy on average)`` for this process's threads."""
+    before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    value = body()
+    after, wall = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter() - started
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return value, wall, round(cpu / wall, 2) if wall > 0 else 0.0
+
+
+def clip_path(clips: Path, size: str) -> Path:
+    return clips / f"four_people_{size}.mp4"
+
+
+def real_frames(path: Path, count: int, device: str = "cuda") -> list[torch.Tensor]:
+    """``count`` frames of ``path`` as float32 ``[3, H, W]`` in [0, 1] on ``device``."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            rgb = torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+            frames.append(rgb.to(device).float().div_(255))
+            if len(frames) == count:
+                break
+    return frames
+
+
+# ----------------------------------------------------------------------------- steps
+
+def step_context(results: Results, args) -> None:
+    """The stray context: what nvpipe's probes do to this thread's current context."""
+    from nvpipe import gpu
+
+    x = torch.arange(1 << 20, device="cuda", dtype=torch.float32)
+    torch.cuda.synchronize()
+    before = libcuda_current()
+    results.put("ctx before", hex(before))
+    results.measure("nvml encoder", lambda: {"h264": gpu.nvenc_from_nvml(0, "h264"),
+                                             "hevc": gpu.nvenc_from_nvml(0, "hevc")})
+    results.measure("nvenc_status h264", lambda: {"status": gpu.nvenc_status(0, "h264"),
+                                                  "ctx after": hex(libcuda_current())})
+    # The raw probes, each under the guard (what ctxleak.py shows unguarded).
+    nvc = gpu.import_pynvvideocodec()
+    for name, call in (("GetEncoderCaps", lambda: nvc.GetEncoderCaps(gpuid=0, codec="h264")),
+                       ("CreateEncoder", lambda: nvc.CreateEncoder(256, 256, "NV12", 1,
+                                                                   codec="h264", gpu_id=0)),
+                       ("decoder_caps", lambda: gpu.decoder_caps("h264", 8))):
+        def guarded(call=call, name=name):
+            outcome = "ok"
+            try:
+                with gpu.keep_cuda_context(name):
+                    call()
+            except Exception as error:  # noqa: BLE001
+                outcome = one_line(error)
+            return {"outcome": outcome, "ctx after": hex(libcuda_current()),
+                    "unchanged": libcuda_current() == before}
+        results.measure(name, guarded)
+    results.put("stray contexts repaired", dict(gpu.stray_contexts))
+
+    def torch_after():
+        y = (x * 2).sum().item()
+        stream = torch.cuda.Stream()
+        with torch.cuda.stream(stream):
+            z = (x + 1).sum()
+        torch.cuda.synchronize()
+        return {"ok": True, "values": [y, float(z)]}
+
+    results.measure("torch after", torch_after)
+    results.measure("describe", lambda: gpu.describe())
+    results.put("ctx unchanged at end", libcuda_current() == before)
+
+
+def step_nvdec(results: Results, args) -> None:
+    """NVDEC's frame layout and timing against PyAV's, on 8- and 10-bit clips."""
+    from nvpipe.sources.nvdec import NvdecSource
+    from nvpipe.sources.pyav import PyAVSource
+
+    shared = Path(args.shared)
+    clips = {"nv12 h264 1080p": shared / "footage/four_people_1080p.mp4",
+             "p016 hevc 10-bit": shared / "footage/color/h265_10bits.mp4",
+             "p016 h264 10-bit": shared / "footage/color/h264_10bits.mp4",
+             "nv12 av1": shared / "footage/color/av1_video.mkv",
+             "nv12 rotated": shared / "footage/color/nasa_13013_rotated.mp4"}
+    for name, path in clips.items():
+        def compare(path=path):
+            raw = {}
+            with NvdecSource(str(path)) as gpu_source, PyAVSource(str(path)) as cpu_source:
+                gpu_pts, cpu_pts, first = [], [], None
+                for frame in gpu_source:
+                    if first is None:
+                        first = {"pix_fmt": frame.pix_fmt, "shape": list(frame.data.shape),
+                                 "dtype": str(frame.data.dtype),
+                                 "strides": list(frame.data.stride())}
+                    gpu_pts.append(frame.pts)
+                    frame.release()
+                cpu_pts = [frame.pts for frame in cpu_source]
+                raw = {"frames nvdec": len(gpu_pts), "frames pyav": len(cpu_pts),
+                       "pts equal": gpu_pts == cpu_pts, "first frame": first,
+                       "size": f"{gpu_source.info.width}x{gpu_source.info.height}"}
+                if gpu_pts != cpu_pts:
+                    mismatch = next((i for i, (a, b) in enumerate(zip(gpu_pts, cpu_pts)) if a != b),
+                                    min(len(gpu_pts), len(cpu_pts)))
+                    raw["first mismatch"] = {"index": mismatch, "nvdec": gpu_pts[mismatch:mismatch + 3],
+                                             "pyav": cpu_pts[mismatch:mismatch + 3]}
+            return raw
+
+        results.measure(name, compare)
+
+
+def step_clips(results: Results, args) -> None:
+    """The real 1080p clip, looped to CLIP_FRAMES and scaled to each size (libx264)."""
+    import throughput
+
+    clips = Path(args.clips)
+    clips.mkdir(parents=True, exist_ok=True)
+    source = str(Path(args.shared) / "footage/four_people_1080p.mp4")
+    for size in ("1080p", "4k"):  # the cheaper first: a timeout still leaves one
+        width, height, _ = SIZES[size]
+
+        def make(size=size, width=width, height=height):
+            path = clip_path(clips, size)
+            partial = path.with_suffix(".partial.mp4")  # renamed when complete
+            started = time.perf_counter()
+            throughput.make_clip(source, str(partial), width, height, CLIP_FRAMES)
+            partial.rename(path)
+            return {"path": str(path), "frames": CLIP_FRAMES, "mib": round(path.stat().st_size / 2**20, 1),
+                    "seconds": round(time.perf_counter() - started, 1)}
+        results.measure(size, make)
+
+
+def _timed(step: Callable[[], object], iterations: int, warmup: int = 3) -> float:
+    from gpu_bench import _timed as timed
+
+    return timed(step, iterations, warmup)
+
+
+def step_network(results: Results, args) -> None:
+    """Network fps on real frames: FP32 eager, FP16 TorchScript-frozen eager, FP16 graphs."""
+    import rvm
+    from nvpipe import kernels
+    from nvpipe.convert import downsample
+    from nvpipe.matting import MattingStage, recurrent_state_shapes
+
+    weights = args.weights
+    for size, (width, height, ratio) in SIZES.items():
+        path = clip_path(Path(args.clips), size)
+        if not path.exists():
+            results.put(size, {"error": f"no clip {path} (the clips step did not finish)"})
+            continue
+        frames = real_frames(path, 8)
+        row: dict = {"width": width, "height": height, "ratio": ratio}
+        iterations = 60
+
+        def fp32_eager():
+            network = rvm.load(weights, device="cuda", dtype=torch.float32)
+            state, index = [None] * 4, [0]
+
+            @torch.inference_mode()
+            def step():
+                nonlocal state
+                src = frames[index[0] % len(frames)][None]
+                index[0] += 1
+                _, _, *state = network(src, *state, downsample_ratio=ratio)
+
+            return round(1 / _timed(step, iterations // 2), 1)
+
+        row["fp32_eager_fps"] = _safe(fp32_eager)
+        results.put(size, row)
+
+        def fp16_frozen():
+            """RVM's table: torch.jit.freeze of the FP16 model, eager (no graphs)."""
+            network = rvm.load(weights, device="cuda", dtype=torch.float16)
+            src = frames[0][None].half()
+            h, w = downsample(src, ratio).shape[-2:]
+            states = [torch.zeros(s, device="cuda", dtype=torch.float16)
+                      for s in recurrent_state_shapes(h, w)]
+
+            class Forward(torch.nn.Module):
+                def __init__(self, inner):
+                    super().__init__()
+                    self.inner = inner
+
+                def forward(self, src, r1, r2, r3, r4):
+                    return self.inner(src, r1, r2, r3, r4, downsample_ratio=ratio)
+
+            with torch.no_grad():  # tracing records no inference tensors
+                frozen = torch.jit.freeze(torch.jit.trace(Forward(network).eval(), (src, *states),
+                                                          check_trace=False))
+            half = [f[None].half() for f in frames]
+            index = [0]
+
+            @torch.no_grad()
+            def step():
+                nonlocal states
+                _, _, *states = frozen(half[index[0] % len(half)], *states)
+                index[0] += 1
+
+            return round(1 / _timed(step, iterations), 1)
+
+        row["fp16_torchscript_frozen_fps"] = _safe(fp16_frozen)
+        results.put(size, row)
+
+        graphs, network_only = {}, {}
+        network16 = rvm.load(weights, device="cuda", dtype=torch.float16)
+        for chunk in (1, 2, 4):
+            def graphed(chunk=chunk):
+                stage = MattingStage(network16, ratio=ratio, device="cuda", dtype=torch.float16)
+                srcs = torch.stack([frames[i % len(frames)] for i in range(chunk)]).half()
+                small = downsample(srcs, ratio)
+                stage.prepare(tuple(small.shape))
+                out = torch.empty(chunk, 3, height, width, device="cuda", dtype=torch.uint8)
+
+                @torch.inference_mode()
+                def with_tail():
+                    with torch.cuda.stream(stage.stream):
+                        coeff_a, coeff_b = stage(small)
+                        kernels.matting_tail(coeff_a, coeff_b, srcs, output="composite",
+                                             background=(0.0, 1.0, 0.0), out=out)
+
+                @torch.inference_mode()
+                def alone():
+                    with torch.cuda.stream(stage.stream):
+                        stage(small)
+
+                n = max(10, iterations // chunk)
+                return (round(chunk / _timed(with_tail, n), 1), round(chunk / _timed(alone, n), 1),
+                        "graph" if type(stage._graphs[tuple(small.shape)]).__name__ == "GraphedMatting"
+                        else "eager fallback")
+
+            value = _safe(graphed)
+            if isinstance(value, tuple):
+                graphs[chunk], network_only[chunk] = value[0], value[1]
+                row["fp16_mode"] = value[2]
+            else:
+                graphs[chunk] = value
+            row["fp16_graph_with_tail_fps"], row["fp16_graph_network_only_fps"] = graphs, network_only
+            results.put(size, row)
+        del network16
+        torch.cuda.empty_cache()
+
+
+def _safe(body: Callable[[], object]):
+    try:
+        return body()
+    except Exception as error:  # noqa: BLE001
+        return {"error": one_line(error)}
+
+
+def step_decode(results: Results, args) -> None:
+    from gpu_bench import bench_decode, bench_decode_jobs
+
+    for size, (_, _, ratio) in SIZES.items():
+        path = str(clip_path(Path(args.clips), size))
+        results.measure(f"{size} nvdec only", lambda: bench_decode(path, ratio, convert=False))
+        results.measure(f"{size} nvdec + convert", lambda: bench_decode(path, ratio))
+        results.measure(f"{size} 7 sessions + convert", lambda: bench_decode_jobs(path, ratio, 7))
+
+
+def step_end_to_end(results: Results, args) -> None:
+    from gpu_bench import bench_end_to_end, memory_peak
+
+    for size, (_, _, ratio) in SIZES.items():
+        path = str(clip_path(Path(args.clips), size))
+        for label, null in (("null sink", True), ("cpu-encoded", False)):
+            def run(null=null):
+                value, wall, cores = busy_cores(
+                    lambda: bench_end_to_end(path, ratio, args.weights, repeats=1, null=null))
+                value["busy_cpu_cores"] = cores
+                value["cpu_count"] = os.cpu_count()
+                return value
+            results.measure(f"{size} {label}", run)
+        if size == "4k":
+            results.measure("4k memory", lambda: memory_peak(path, ratio, args.weights))
+
+
+def step_x264(results: Results, args) -> None:
+    """libx264's fps per preset on real content, threads as nvpipe sets them and automatic."""
+    import av
+    from nvpipe.sinks.pyav import DEFAULT_QUALITY, _encoder_threads
+
+    _, crf = DEFAULT_QUALITY["h264"]
+    results.put("cpu", {"cores": os.cpu_count(), "nvpipe threads": _encoder_threads() or "auto (0)"})
+    frames_per = int(os.environ.get("X264_FRAMES", "90"))
+    for size, (width, height, _) in SIZES.items():
+        path = clip_path(Path(args.clips), size)
+        if not path.exists():
+            results.put(size, {"error": f"no clip {path}"})
+            continue
+        with av.open(str(path)) as container:
+            frames = []
+            for frame in container.decode(video=0):
+                frames.append(frame.reformat(format="yuv420p"))
+                if len(frames) == frames_per:
+                    break
+        row = {}
+        for preset in ("ultrafast", "superfast", "veryfast", "faster"):
+            def encode(preset=preset):
+                import io
+
+                buffer = io.BytesIO()
+                with av.open(buffer, "w", format="mp4") as out:
+                    stream = out.add_stream("libx264", rate=30,
+                                            options={"preset": preset, "crf": str(crf)})
+                    stream.codec_context.thread_count = 0  # FFmpeg's automatic count
+                    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+                    started = time.perf_counter()
+                    for index, frame in enumerate(frames):
+                        frame.pts = index
+                        out.mux(stream.encode(frame))
+                    out.mux(stream.encode())
+                    seconds = time.perf_counter() - started
+                return round(len(frames) / seconds, 1)
+            (fps, wall, cores) = busy_cores(lambda: _safe(encode))
+            row[preset] = {"fps": fps, "busy_cores": cores, "threads": "auto"}
+            results.put(size, row)
+
+
+def step_fidelity(results: Results, args) -> None:
+    """FP16 (the GPU default, under graphs) vs FP32 alpha on every frame of the 1080p clip."""
+    import rvm
+    from nvpipe import kernels
+    from nvpipe.convert import downsample
+    from nvpipe.matting import MattingStage
+
+    path = Path(args.shared) / "footage/four_people_1080p.mp4"
+    ratio = 0.25
+    frames = real_frames(path, int(os.environ.get("FIDELITY_FRAMES", "300")))
+    stages = {dtype: MattingStage(rvm.load(args.weights, device="cuda", dtype=dtype), ratio=ratio,
+                                  device="cuda", dtype=dtype)
+              for dtype in (torch.float32, torch.float16)}
+    mad, worst = [], []
+    with torch.inference_mode():
+        for index, src in enumerate(frames):
+            alphas = {}
+            for dtype, stage in stages.items():
+                typed = src.to(dtype)
+                coeff_a, coeff_b = stage(downsample(typed, ratio)[None])
+                alphas[dtype] = kernels.matting_tail(coeff_a[0], coeff_b[0], typed, output="alpha",
+                                                     out_dtype=torch.float32)
+            difference = (alphas[torch.float16] - alphas[torch.float32]).abs()
+            mad.append(round(difference.mean().item(), 6))
+            worst.append(round(difference.max().item(), 4))
+            if index % 50 == 49:
+                results.put("per frame", {"alpha_mad": mad, "alpha_max": worst})
+    third = max(1, len(mad) // 3)
+    results.put("per frame", {"alpha_mad": mad, "alpha_max": worst})
+    results.put("summary", {"frames": len(mad), "mad_max": max(mad), "mad_median": statistics.median(mad),
+                            "mad_first_third": statistics.mean(mad[:third]),
+                            "mad_last_third": statistics.mean(mad[-third:]),
+                            "target": "MAD < 1e-3 on every frame, no growth",
+                            "met": max(mad) < 1e-3})
+
+
+STEPS = {"context": step_context, "nvdec": step_nvdec, "clips": step_clips,
+         "network": step_network, "decode": step_decode, "end_to_end": step_end_to_end,
+         "x264": step_x264, "fidelity": step_fidelity}
+CPU_STEPS = ("clips", "x264")  # the rest need the GPU
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=tuple(STEPS))
+    parser.add_argument("--out", default=os.environ.get("OUT", "/tmp/nvpipe-gpu-out"))
+    parser.add_argument("--shared", default=os.environ.get("NVPIPE_SHARED", str(REPO.parent / "shared")))
+    parser.add_argument("--clips", default=os.environ.get("CLIPS", "/tmp/nvpipe-clips"))
+    parser.add_argument("--weights", default=os.environ.get("NVPIPE_WEIGHTS"))
+    args = parser.parse_args(argv)
+    if args.weights is None:
+        args.weights = str(Path(args.shared) / "weights/rvm_mobilenetv3_bnidentity.pth")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = Results(out, args.step)
+    problem = None if args.step in CPU_STEPS else gpu_problem()
+    if problem is not None:
+        results.put("error", problem)
+        print(f"gpu_checks {args.step}: {problem}", file=sys.stderr)
+        return 2
+    try:
+        STEPS[args.step](results, args)
+    except Exception as error:  # noqa: BLE001 - one line in the results, status 1
+        results.put("error", one_line(error))
+        print(f"gpu_checks {args.step}: {one_line(error)}", file=sys.stderr)
+        return 1
+    results.put("finished", time.strftime("%H:%M:%S"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
