@@ -373,10 +373,10 @@ def step_end_to_end(results: Results, args) -> None:
 def step_x264(results: Results, args) -> None:
     """libx264's fps per preset on real content, threads as nvpipe sets them and automatic."""
     import av
-    from nvpipe.sinks.pyav import DEFAULT_QUALITY, _encoder_threads
+    from nvpipe.sinks.pyav import DEFAULT_QUALITY, encoder_threads
 
     _, crf = DEFAULT_QUALITY["h264"]
-    results.put("cpu", {"cores": os.cpu_count(), "nvpipe threads": _encoder_threads() or "auto (0)"})
+    results.put("cpu", {"cores": os.cpu_count(), "nvpipe threads (GPU path)": encoder_threads(False) or "auto (0)"})
     frames_per = int(os.environ.get("X264_FRAMES", "90"))
     for size, (width, height, _) in SIZES.items():
         path = clip_path(Path(args.clips), size)

@@ -114,7 +114,7 @@ def bench_stages(path: str, ratio: float, device: torch.device, frames: int,
     from nvpipe.convert import Converter
     from nvpipe.matting import MattingStage
     from nvpipe.runner import default_dtype
-    from nvpipe.sinks.pyav import DEFAULT_QUALITY, _encoder_threads
+    from nvpipe.sinks.pyav import DEFAULT_QUALITY, encoder_threads
 
     dtype = default_dtype(device.type)
     result: dict = {}
@@ -179,7 +179,7 @@ def bench_stages(path: str, ratio: float, device: torch.device, frames: int,
         result["tail"] = _fps(len(converted), time.perf_counter() - started)
 
     preset, crf = DEFAULT_QUALITY["h264"]
-    threads = _encoder_threads()
+    threads = encoder_threads(shares_cores_with_network=device.type == "cpu")
     result["encoder"] = {"codec": "libx264", "preset": preset, "crf": crf, "threads": threads}
     yuv = [av.VideoFrame.from_ndarray(plane, format="nv12").reformat(format="yuv420p")
            for plane in nv12]
@@ -243,11 +243,11 @@ def one_process(kind: str, path: str, out: str, ratio: float, device: str, weigh
                          weights=weights, overwrite=True))
         frames, encoders = result.frames, result.encoders
     else:
-        from nvpipe.sinks.pyav import DEFAULT_QUALITY, _encoder_threads
+        from nvpipe.sinks.pyav import DEFAULT_QUALITY, encoder_threads
 
         preset, crf = DEFAULT_QUALITY["h264"]
         encoders = {"codec": "libx264", "options": {"preset": preset, "crf": str(crf)},
-                    "threads": _encoder_threads()}
+                    "threads": encoder_threads(shares_cores_with_network=True)}
         frames = baseline_loop(path, out, weights, ratio, encoders)
     return {"frames": frames, "seconds_in_process": round(time.perf_counter() - started, 3),
             "encoders": encoders}

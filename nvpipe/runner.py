@@ -245,6 +245,82 @@ def _compose_targets(outputs: Outputs, kinds: dict[str, str]) -> list[ComposeTar
                           sink.color.full_range) for path, sink in outputs.sinks.items()]
 
 
+@dataclass
+class Pipeline:
+    """The stages of one job between its source and its sinks, and how frames cross."""
+
+    converter: Converter
+    matting: MattingStage
+    composer: Composer
+    transfer: object  # nvpipe.transfer.HostTransfer | CudaTransfer
+
+    def matte(self, chunk: list[ConvertedFrame]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on a chunk, after its conversions are ready."""
+        self.transfer.network_waits_for([f.ready for f in chunk],
+                                        [t for f in chunk for t in (f.src, f.src_sm)])
+        # A forward-only TorchScript network (nvpipe.adapters) needs the full frames.
+        full = torch.stack([f.src for f in chunk]) if self.matting.needs_source else None
+        return self.matting(torch.stack([f.src_sm for f in chunk]), full)
+
+    def compose(self, coeff_a, coeff_b, frame: ConvertedFrame) -> tuple[dict, object]:
+        """Every output's frame, delivered where its sink reads it, and when it is ready."""
+        return self.transfer.to_sinks(self.composer(coeff_a, coeff_b, frame.src, frame.index))
+
+    def warm_up(self, job: Job, size: tuple[int, int], ratio: float, device: torch.device,
+                dtype: torch.dtype) -> None:
+        """CUDA: graph capture and every kernel's first compilation before any thread
+        starts, so no other thread's CUDA work can invalidate the capture and no frame
+        waits on a compiler (0.5-1.5 s a kernel, cold cache). The state is reset after."""
+        height, width = size
+        with torch.inference_mode(), self.transfer.network_stream():
+            small = (job.chunk, 3, math.floor(height * ratio), math.floor(width * ratio))
+            self.matting.prepare(small)
+            self.converter.warm_up()
+            black = torch.zeros((job.chunk, 3, height, width), dtype=dtype, device=device)
+            coeff_a, coeff_b = self.matting(torch.zeros(small, dtype=dtype, device=device),
+                                            black if self.matting.needs_source else None)
+            self.composer.warm_up(coeff_a[0], coeff_b[0], black[0])
+            self.matting.reset()
+            torch.cuda.synchronize(device)
+
+
+def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: Outputs,
+                    network, device: torch.device, dtype: torch.dtype) -> Pipeline:
+    from .backgrounds import open_background
+    from .transfer import transfer_for
+
+    width, height = sink_info.width, sink_info.height
+    ratio = job.ratio if job.ratio is not None else auto_ratio(width, height)
+    kinds = {str(spec.path): spec.kind for spec in job.outputs}
+    background = None
+    if "composite" in kinds.values():
+        background = open_background(job.background or "#00ff00", width, height)
+    if network is None:
+        network = load_network(job, dtype)
+    # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
+    converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
+                          ring_size=DECODE_QUEUE_DEPTH + job.chunk + 2)
+    matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
+    pipeline = Pipeline(converter, matting,
+                        Composer(_compose_targets(outputs, kinds), background,
+                                 ring_size=COMPOSE_RING),
+                        transfer_for(device, outputs.sinks, COMPOSE_RING, matting.stream))
+    if device.type == "cuda":
+        pipeline.warm_up(job, (height, width), ratio, device, dtype)
+    return pipeline
+
+
+def _open_outputs(job: Job, source, device: torch.device) -> tuple[StreamInfo, Outputs]:
+    from .sinks import open_sink
+
+    info = source.info
+    sink_info = output_info(info, job.resize)
+    specs = [choose_encoder(spec, job) for spec in job.outputs]
+    opener = functools.partial(open_sink, shares_cores_with_network=device.type == "cpu")
+    return sink_info, Outputs(specs, sink_info, overwrite=job.overwrite, open_sink=opener,
+                              audio_from=job.input if info.has_audio else None)
+
+
 def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         stop: Optional[threading.Event] = None, network: Optional[torch.nn.Module] = None,
         verbose: bool = False) -> RunResult:
@@ -254,10 +330,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     the job's device and dtype). Raises ``NvpipeError`` for anything the user can fix, its
     message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
     """
-    from .backgrounds import open_background
-    from .sinks import open_sink
     from .sources import open_source
-    from .transfer import transfer_for
 
     if not job.outputs:
         raise NvpipeError("nothing to write: give at least one output")
@@ -272,13 +345,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     started = time.perf_counter()
     source = open_source(job.input, device=job.device)
     try:
-        info = source.info
-        sink_info = output_info(info, job.resize)
-        specs = [choose_encoder(spec, job) for spec in job.outputs]
-        outputs = Outputs(specs, sink_info, overwrite=job.overwrite,
-                          open_sink=functools.partial(open_sink,
-                                                      shares_cores_with_network=device.type == "cpu"),
-                          audio_from=job.input if info.has_audio else None)
+        sink_info, outputs = _open_outputs(job, source, device)
     except BaseException:
         source.close()
         raise
@@ -288,74 +355,44 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     telemetry = None
     threads: list[threading.Thread] = []
     try:
-        width, height = sink_info.width, sink_info.height
-        ratio = job.ratio if job.ratio is not None else auto_ratio(width, height)
-        kinds = {str(spec.path): spec.kind for spec in specs}
-        background = None
-        if "composite" in kinds.values():
-            background = open_background(job.background or "#00ff00", width, height)
-        if network is None:
-            network = load_network(job, dtype)
-        # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
-        converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
-                              ring_size=DECODE_QUEUE_DEPTH + job.chunk + 2)
-        matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
-        transfer = transfer_for(device, outputs.sinks, COMPOSE_RING, matting.stream)
-        composer = Composer(_compose_targets(outputs, kinds), background, ring_size=COMPOSE_RING)
-        if device.type == "cuda":
-            # Graph capture and the kernels' first compilation before any thread starts:
-            # no other thread's CUDA work can invalidate the capture, and no frame waits on
-            # a compiler (0.5-1.5 s a kernel, cold cache).
-            with torch.inference_mode(), transfer.network_stream():
-                small = (job.chunk, 3, math.floor(height * ratio), math.floor(width * ratio))
-                matting.prepare(small)
-                converter.warm_up()
-                black = torch.zeros((job.chunk, 3, height, width), dtype=dtype, device=device)
-                coeff_a, coeff_b = matting(torch.zeros(small, dtype=dtype, device=device),
-                                           black if matting.needs_source else None)
-                composer.warm_up(coeff_a[0], coeff_b[0], black[0])
-                matting.reset()  # the warm-up frame leaves no memory behind
-                torch.cuda.synchronize(device)
+        pipeline = _build_pipeline(job, source.info, sink_info, outputs, network, device, dtype)
         if verbose and device.type == "cuda":
             from .telemetry import Telemetry
 
             telemetry = Telemetry()
             telemetry.start()
-
         decoded: queue.Queue = queue.Queue(DECODE_QUEUE_DEPTH)
         inboxes = {path: queue.Queue(ENCODE_QUEUE_DEPTH) for path in outputs.sinks}
-        threads.append(threading.Thread(target=decode_worker, name="nvpipe-decode", daemon=True,
-                                        args=(source, converter, transfer, decoded, stages)))
-        threads += [threading.Thread(target=encode_worker, name="nvpipe-encode", daemon=True,
-                                     args=(sink, inboxes[path], transfer, stages, encoder_busy, path))
-                    for path, sink in outputs.sinks.items()]
+        threads.append(threading.Thread(
+            target=decode_worker, name="nvpipe-decode", daemon=True,
+            args=(source, pipeline.converter, pipeline.transfer, decoded, stages)))
+        threads += [threading.Thread(
+            target=encode_worker, name="nvpipe-encode", daemon=True,
+            args=(sink, inboxes[path], pipeline.transfer, stages, encoder_busy, path))
+            for path, sink in outputs.sinks.items()]
         for thread in threads:
             thread.start()
 
-        total = info.frame_count
-        with torch.inference_mode(), transfer.network_stream():
+        # The main loop: network and compose on this thread, everything else on theirs.
+        total = source.info.frame_count
+        with torch.inference_mode(), pipeline.transfer.network_stream():
             for chunk in chunks(decoded, job.chunk, stages):
-                transfer.network_waits_for([f.ready for f in chunk],
-                                           [t for f in chunk for t in (f.src, f.src_sm)])
-                # A forward-only TorchScript network (nvpipe.adapters) needs the full frames.
-                full = torch.stack([f.src for f in chunk]) if matting.needs_source else None
-                coeff_a, coeff_b = matting(torch.stack([f.src_sm for f in chunk]), full)
+                coeff_a, coeff_b = pipeline.matte(chunk)
                 for i, frame in enumerate(chunk):
-                    composed, ready = transfer.to_sinks(
-                        composer(coeff_a[i], coeff_b[i], frame.src, frame.index))
+                    composed, ready = pipeline.compose(coeff_a[i], coeff_b[i], frame)
                     if not all(stages.put(inboxes[path], EncodeItem(frame.pts, array, ready))
                                for path, array in composed.items()):
                         break  # stopping: chunks() ends too
                     frames_done += 1
                     if progress is not None:
                         progress(frames_done, total, time.perf_counter() - started)
+
         for inbox in inboxes.values():
             stages.finish_queue(inbox)
         for thread in threads:
             thread.join()
-        damage = source.damage
-        if stages.error is None and damage is not None:
-            stages.fail(InputError(f"{job.input} is damaged: {damage}"))
+        if stages.error is None and source.damage is not None:
+            stages.fail(InputError(f"{job.input} is damaged: {source.damage}"))
     except BaseException as error:
         stages.fail(error)
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Callable
 
 from ..errors import OutputError
 from ..job import OutputSpec

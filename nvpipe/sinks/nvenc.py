@@ -25,7 +25,6 @@ written at the staging path that ``nvpipe.outputs`` gives and moves into place.
 from __future__ import annotations
 
 import collections
-import os
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional
