@@ -1,4 +1,5 @@
-"""rvm.precision: FP16 with the ConvGRUs (and their recurrent state) in FP32, against FP32.
+"""rvm.precision: FP16 (the GPU default) and FP16 with the ConvGRUs and their recurrent
+state in FP32, against FP32.
 
 Real FP16 arithmetic on the CPU (slow, so small frames and few of them), recurrent states
 carried across frames. Alpha is compared at full resolution through the pipeline's tail
@@ -119,20 +120,22 @@ def _compare(weights, frames, ratio, precision, output="alpha"):
     return mads, worst, states
 
 
-def test_mixed_precision_matches_fp32_on_random_frames(onnx_weights):
+@pytest.mark.parametrize("precision", sorted({GPU_DEFAULT, "fp16-gru32"}))
+def test_reduced_precision_matches_fp32_on_random_frames(onnx_weights, precision):
     frames = _smooth_random_frames(4, 128, 192)
-    mads, worst, states = _compare(onnx_weights, frames, 0.5, GPU_DEFAULT, output="rgba")
-    print(f"{GPU_DEFAULT} vs fp32, random frames: RGBA MAD per frame {mads}, max abs {worst}")
-    assert all(s.dtype == state_dtype(set_precision(_folded_random_network(), GPU_DEFAULT)) for s in states)
+    mads, worst, states = _compare(onnx_weights, frames, 0.5, precision, output="rgba")
+    print(f"{precision} vs fp32, random frames: RGBA MAD per frame {mads}, max abs {worst}")
+    assert all(s.dtype == state_dtype(set_precision(_folded_random_network(), precision)) for s in states)
     assert max(mads) < 2e-3 and worst < 0.02
     assert min(mads) > 0  # it did compute in float16
 
 
-def test_mixed_precision_matches_fp32_on_real_frames(onnx_weights, footage):
+@pytest.mark.parametrize("precision", sorted({GPU_DEFAULT, "fp16-gru32"}))
+def test_reduced_precision_matches_fp32_on_real_frames(onnx_weights, footage, precision):
     av = pytest.importorskip("av")
     with av.open(str(footage("person_fullbody_360x640.mp4"))) as container:
         frames = [torch.from_numpy(f.to_ndarray(format="rgb24")).permute(2, 0, 1)[None].float() / 255
                   for f in islice(container.decode(video=0), 4)]
-    mads, worst, _ = _compare(onnx_weights, frames, 0.25, GPU_DEFAULT)
-    print(f"{GPU_DEFAULT} vs fp32, real frames: MAD per frame {mads}, max abs {worst}")
+    mads, worst, _ = _compare(onnx_weights, frames, 0.25, precision)
+    print(f"{precision} vs fp32, real frames: MAD per frame {mads}, max abs {worst}")
     assert max(mads) < MAD_TOLERANCE and worst < MAX_TOLERANCE
