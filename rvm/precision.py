@@ -41,7 +41,8 @@ PRECISIONS = ("fp32", "fp16", "fp16-gru32", "fp16-gru32-refiner32", "bf16")
 # Chosen from bench/results/fp16-fidelity.json (CPU, FP16 emulated op by op; README there):
 # plain FP16 met the target on every shared clip (worst frame MAD 7.7e-4, a first frame;
 # 1080p/0.25 over 100 frames: 2.1e-4, last quarter 3.6e-5 against 5.5e-5 in the first), and
-# fp16-gru32 was no closer to FP32 (within +-5% of FP16 frame by frame), so the GPU runs
+# fp16-gru32 was no closer to FP32 (within 7% of FP16 frame by frame on the people clips,
+# closer on some frames, further on others), so the GPU runs
 # plain FP16: no FP32 state buffers, no casts. The device call re-measures it.
 GPU_DEFAULT = "fp16"
 
