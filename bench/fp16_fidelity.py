@@ -17,7 +17,7 @@ differs from the reference only in summation order (``rvm.optimize_for_cpu``): t
 that any change of arithmetic hits through RVM's recurrence.
 
 How the reduced precisions run: PyTorch's CPU FP16/BF16 convolutions on this AVX2 machine
-are 4-6x slower than FP32 (8-13 s a frame at 480x270 on 2 shared cores), too slow for
+are 3-6x slower than FP32 (7.5-14 s a frame at 480x270 on 2 shared cores), too slow for
 every clip. So by default a mode is *emulated*: the float32 network, with its weights
 rounded to the mode's dtype, runs under a dispatch mode that rounds every op's float32
 result to that dtype (except inside the modules the mode keeps in float32). That is what
