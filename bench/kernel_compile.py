@@ -8,6 +8,7 @@ up on a CPU-only machine before it reaches one.
     python bench/kernel_compile.py                     # sm_90 (H100/H200)
     python bench/kernel_compile.py --arch 80 86 89 90  # A100, RTX 30xx, RTX 40xx/L4, H100
     python bench/kernel_compile.py --json bench/results/kernel-compile.json
+    python bench/kernel_compile.py --sizes 4K/0.125 --only nv12_to_rgb   # one size, some kernels
 
 The kernels are launched through the public functions of ``nvpipe.kernels`` with CPU tensors
 of the pipeline's shapes, dtypes and strides (so Triton specialises them as it would on the
@@ -32,8 +33,17 @@ from typing import Callable
 
 import torch
 
-# 1080p at the network ratio RVM recommends for it (0.25): the shapes the pipeline runs.
-HEIGHT, WIDTH, RATIO = 1080, 1920, 0.25
+# The frame sizes and network ratios the pipeline runs at (RVM's recommended ratios: 1080p
+# 0.25, 4K 0.125; 8K at 0.0625 keeps the same 480x270 network input). Sizes and ratios
+# change the specialisations: kernel 1's small tile is ratio x its 8 x 128 tile (2 x 32 at
+# 0.25, 1 x 16 at 0.125, 1 x 8 at 0.0625), and Triton specialises integer arguments
+# divisible by 16 (2160 and 4320 rows are; 1080 is not).
+SIZES = {
+    "1080p/0.25": (1080, 1920, 0.25),
+    "4K/0.125": (2160, 3840, 0.125),
+    "8K/0.0625": (4320, 7680, 0.0625),
+}
+DEFAULT_SIZES = tuple(SIZES)
 
 
 @dataclass
@@ -66,6 +76,7 @@ class Report:
     triton: str
     torch: str
     archs: list
+    sizes: list            # keys of SIZES: "<frame>/<network ratio>"
     compiled: list = field(default_factory=list)
     failures: list = field(default_factory=list)
 
@@ -73,82 +84,99 @@ class Report:
 # ------------------------------------------------------------------ variants
 
 
-def _coefficients(batch: int = 0):
-    """FP16 channels_last A and b as the network hands them over: [4, h, w] (or [N, 4, h, w])."""
-    low_h, low_w = int(HEIGHT * RATIO), int(WIDTH * RATIO)
-    shape = (max(batch, 1), low_h, low_w, 4)
-    a = torch.zeros(shape, dtype=torch.float16).permute(0, 3, 1, 2)
-    b = torch.zeros(shape, dtype=torch.float16).permute(0, 3, 1, 2)
-    return (a, b) if batch else (a[0], b[0])
+class _Shapes:
+    """Input tensors of one frame size as the pipeline hands them to the kernels. Made with
+    torch.empty: a compile reads only shapes, strides and alignment (an 8K batch of 4 would
+    otherwise touch 0.8 GB)."""
+
+    def __init__(self, height: int, width: int, ratio: float):
+        from nvpipe.kernels import small_size
+
+        self.height, self.width, self.ratio = height, width, ratio
+        self.low = small_size(height, width, ratio)
+
+    def coefficients(self, batch: int = 0):
+        """FP16 channels_last A and b as the network hands them over: [4, h, w] (or [N, 4, h, w])."""
+        shape = (max(batch, 1), *self.low, 4)
+        a = torch.empty(shape, dtype=torch.float16).permute(0, 3, 1, 2)
+        b = torch.empty(shape, dtype=torch.float16).permute(0, 3, 1, 2)
+        return (a, b) if batch else (a[0], b[0])
+
+    def src(self, dtype=torch.float16, batch: int = 0):
+        shape = (batch, 3, self.height, self.width) if batch else (3, self.height, self.width)
+        return torch.empty(shape, dtype=dtype)
+
+    def hwc(self, channels: int) -> torch.Tensor:
+        """A uint8 (H, W, C) sink buffer viewed as planes, as nvpipe.compose hands it over."""
+        if channels == 1:
+            return torch.empty(self.height, self.width, dtype=torch.uint8)[None]
+        return torch.empty(self.height, self.width, channels, dtype=torch.uint8).permute(2, 0, 1)
+
+    def nv12(self, dtype=torch.uint8) -> torch.Tensor:
+        return torch.empty(self.height + (self.height + 1) // 2, self.width, dtype=dtype)
+
+    def background(self) -> torch.Tensor:
+        return torch.empty(3, self.height, self.width, dtype=torch.uint8)  # nvpipe.backgrounds' frames
 
 
-def _src(dtype=torch.float16, batch: int = 0):
-    shape = (batch, 3, HEIGHT, WIDTH) if batch else (3, HEIGHT, WIDTH)
-    return torch.zeros(shape, dtype=dtype)
+def _variants(sizes=DEFAULT_SIZES) -> dict[str, Callable[[], object]]:
+    """"<size> <call>" -> a call that launches one kernel specialisation (impl="triton"),
+    for each size in ``sizes`` (keys of SIZES)."""
+    variants = {}
+    for size in sizes:
+        variants.update({f"{size} {name}": call for name, call in _size_variants(_Shapes(*SIZES[size])).items()})
+    return variants
 
 
-def _hwc(channels: int) -> torch.Tensor:
-    """A uint8 (H, W, C) sink buffer viewed as planes, as nvpipe.compose hands it over."""
-    if channels == 1:
-        return torch.zeros(HEIGHT, WIDTH, dtype=torch.uint8)[None]
-    return torch.zeros(HEIGHT, WIDTH, channels, dtype=torch.uint8).permute(2, 0, 1)
-
-
-def _nv12(dtype=torch.uint8) -> torch.Tensor:
-    return torch.zeros(HEIGHT + (HEIGHT + 1) // 2, WIDTH, dtype=dtype)
-
-
-def _variants() -> dict[str, Callable[[], object]]:
-    """name -> a call that launches one kernel specialisation (impl="triton")."""
+def _size_variants(x: _Shapes) -> dict[str, Callable[[], object]]:
     import nvpipe.kernels as K
 
-    background = torch.zeros(3, HEIGHT, WIDTH, dtype=torch.uint8)  # nvpipe.backgrounds' frames
     green = (0.0, 0.69, 0.25)
-    variants = {
+    ratio = x.ratio
+    return {
         # Kernel 1: decoder output -> FP16 planar RGB (+ the network's input, fused).
-        "nv12_to_rgb+downsample fp16": lambda: K.nv12_to_rgb(_nv12(), downsample=RATIO, impl="triton"),
-        "nv12_to_rgb fp16": lambda: K.nv12_to_rgb(_nv12(), impl="triton"),
+        "nv12_to_rgb+downsample fp16": lambda: K.nv12_to_rgb(x.nv12(), downsample=ratio, impl="triton"),
+        "nv12_to_rgb fp16": lambda: K.nv12_to_rgb(x.nv12(), impl="triton"),
         "nv12_to_rgb+downsample fp32": lambda: K.nv12_to_rgb(
-            _nv12(), downsample=RATIO, out_dtype=torch.float32, impl="triton"),
+            x.nv12(), downsample=ratio, out_dtype=torch.float32, impl="triton"),
         "p016_to_rgb+downsample fp16": lambda: K.p016_to_rgb(
-            _nv12(torch.uint16), downsample=RATIO, impl="triton"),
-        "p016_to_rgb fp16": lambda: K.p016_to_rgb(_nv12(torch.uint16), impl="triton"),
+            x.nv12(torch.uint16), downsample=ratio, impl="triton"),
+        "p016_to_rgb fp16": lambda: K.p016_to_rgb(x.nv12(torch.uint16), impl="triton"),
         # Kernel 2: the fused tail into each sink layout nvpipe.compose uses.
         "matting_tail composite/colour -> rgb24": lambda: K.matting_tail(
-            *_coefficients(), _src(), output="composite", background=green, out=_hwc(3),
+            *x.coefficients(), x.src(), output="composite", background=green, out=x.hwc(3),
             out_dtype=torch.uint8, impl="triton"),
         "matting_tail composite/frame -> rgb24": lambda: K.matting_tail(
-            *_coefficients(), _src(), output="composite", background=background, out=_hwc(3),
+            *x.coefficients(), x.src(), output="composite", background=x.background(), out=x.hwc(3),
             out_dtype=torch.uint8, impl="triton"),
         "matting_tail foreground -> rgb24": lambda: K.matting_tail(
-            *_coefficients(), _src(), output="foreground", out=_hwc(3), out_dtype=torch.uint8,
+            *x.coefficients(), x.src(), output="foreground", out=x.hwc(3), out_dtype=torch.uint8,
             impl="triton"),
         "matting_tail alpha -> gray": lambda: K.matting_tail(
-            *_coefficients(), _src(), output="alpha", out=_hwc(1), out_dtype=torch.uint8, impl="triton"),
+            *x.coefficients(), x.src(), output="alpha", out=x.hwc(1), out_dtype=torch.uint8, impl="triton"),
         "matting_tail rgba -> rgba": lambda: K.matting_tail(
-            *_coefficients(), _src(), output="rgba", out=_hwc(4), out_dtype=torch.uint8, impl="triton"),
+            *x.coefficients(), x.src(), output="rgba", out=x.hwc(4), out_dtype=torch.uint8, impl="triton"),
         "matting_tail rgba_premultiplied -> rgba": lambda: K.matting_tail(
-            *_coefficients(), _src(), output="rgba_premultiplied", out=_hwc(4), out_dtype=torch.uint8,
+            *x.coefficients(), x.src(), output="rgba_premultiplied", out=x.hwc(4), out_dtype=torch.uint8,
             impl="triton"),
         "matting_tail rgba fp16 (MattingSession)": lambda: K.matting_tail(
-            *_coefficients(), _src(), output="rgba", out_dtype=torch.float16, impl="triton"),
+            *x.coefficients(), x.src(), output="rgba", out_dtype=torch.float16, impl="triton"),
         "matting_tail composite batch of 4 (gpu_bench)": lambda: K.matting_tail(
-            *_coefficients(batch=4), _src(batch=4), output="composite", background=green,
+            *x.coefficients(batch=4), x.src(batch=4), output="composite", background=green,
             out_dtype=torch.uint8, impl="triton"),
         # Kernel 3 and kernels 2 + 3 fused: NV12 for an encoder.
-        "rgb_to_nv12 fp16": lambda: K.rgb_to_nv12(_src(), impl="triton"),
-        "rgb_to_nv12 uint8": lambda: K.rgb_to_nv12(_hwc(3), impl="triton"),
-        "alpha_to_nv12 fp16": lambda: K.alpha_to_nv12(_src()[:1], impl="triton"),
+        "rgb_to_nv12 fp16": lambda: K.rgb_to_nv12(x.src(), impl="triton"),
+        "rgb_to_nv12 uint8": lambda: K.rgb_to_nv12(x.hwc(3), impl="triton"),
+        "alpha_to_nv12 fp16": lambda: K.alpha_to_nv12(x.src()[:1], impl="triton"),
         "matting_tail_nv12 composite/colour": lambda: K.matting_tail_nv12(
-            *_coefficients(), _src(), output="composite", background=green, impl="triton"),
+            *x.coefficients(), x.src(), output="composite", background=green, impl="triton"),
         "matting_tail_nv12 composite/frame": lambda: K.matting_tail_nv12(
-            *_coefficients(), _src(), output="composite", background=background, impl="triton"),
+            *x.coefficients(), x.src(), output="composite", background=x.background(), impl="triton"),
         "matting_tail_nv12 foreground": lambda: K.matting_tail_nv12(
-            *_coefficients(), _src(), output="foreground", impl="triton"),
+            *x.coefficients(), x.src(), output="foreground", impl="triton"),
         "matting_tail_nv12 alpha": lambda: K.matting_tail_nv12(
-            *_coefficients(), _src(), output="alpha", impl="triton"),
+            *x.coefficients(), x.src(), output="alpha", impl="triton"),
     }
-    return variants
 
 
 # ------------------------------------------------------------------ compiling without a GPU
@@ -226,7 +254,7 @@ def _warps_per_sm(registers: int, warps: int, shared: int) -> int:
     return blocks * warps
 
 
-def compile_all(archs: list[int], only: list[str] | None = None) -> Report:
+def compile_all(archs: list[int], only: list[str] | None = None, sizes=DEFAULT_SIZES) -> Report:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.runtime.driver import driver
@@ -234,7 +262,7 @@ def compile_all(archs: list[int], only: list[str] | None = None) -> Report:
 
     import nvpipe.kernels._common as common
 
-    report = Report(triton=triton.__version__, torch=torch.__version__, archs=archs)
+    report = Report(triton=triton.__version__, torch=torch.__version__, archs=archs, sizes=list(sizes))
     launched: list = []
     original_run = JITFunction.run
     original_use_triton = common.use_triton
@@ -253,7 +281,7 @@ def compile_all(archs: list[int], only: list[str] | None = None) -> Report:
     for module in modules:
         module.use_triton = lambda tensor, impl: True
     try:
-        variants = _variants()
+        variants = _variants(sizes)
         for arch in archs:
             driver.set_active(_TargetOnlyDriver(GPUTarget("cuda", arch, 32)))
             for name, call in variants.items():
@@ -285,12 +313,12 @@ def compile_all(archs: list[int], only: list[str] | None = None) -> Report:
 
 
 def _print(report: Report) -> None:
-    print(f"triton {report.triton}, torch {report.torch}; {HEIGHT}x{WIDTH}, ratio {RATIO}")
-    header = f"{'arch':>5} {'variant':<46} {'kernel':<28} {'warps':>5} {'regs':>5} {'spill':>6} {'smem':>6} {'warps/SM':>8} {'s':>5}"
+    print(f"triton {report.triton}, torch {report.torch}; sizes {', '.join(report.sizes)}")
+    header = f"{'arch':>5} {'variant':<56} {'kernel':<28} {'warps':>5} {'regs':>5} {'spill':>6} {'smem':>6} {'warps/SM':>8} {'s':>5}"
     print(header)
     for row in report.compiled:
         spill = row.spill_store_bytes + row.spill_load_bytes
-        print(f"sm_{row.arch:<2} {row.variant:<46} {row.kernel:<28} {row.num_warps:>5} {row.registers:>5} "
+        print(f"sm_{row.arch:<2} {row.variant:<56} {row.kernel:<28} {row.num_warps:>5} {row.registers:>5} "
               f"{spill:>6} {row.shared_bytes:>6} {row.warps_per_sm:>8} {row.compile_s:>5.1f}")
     for failure in report.failures:
         print(f"FAILED sm_{failure.arch} {failure.variant}: {failure.error}")
@@ -301,6 +329,8 @@ def main(argv=None) -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[90],
                         help="compute capabilities (80 A100, 86 RTX 30xx, 89 RTX 40xx/L4, 90 H100/H200)")
     parser.add_argument("--only", nargs="+", help="variants whose name contains one of these")
+    parser.add_argument("--sizes", nargs="+", default=list(DEFAULT_SIZES), choices=list(SIZES),
+                        help="frame size / network ratio pairs (default: all)")
     parser.add_argument("--json", type=Path, help="write the report here")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
@@ -312,7 +342,7 @@ def main(argv=None) -> int:
     except ImportError as error:
         print(f"kernel_compile: needs triton ({error})", file=sys.stderr)
         return 2
-    report = compile_all(args.arch, args.only)
+    report = compile_all(args.arch, args.only, args.sizes)
     _print(report)
     if args.json:
         payload = asdict(report)

@@ -61,10 +61,12 @@ def minimum_bytes(kernel: str, height: int, width: int, ratio: float) -> int:
     """Bytes ``kernel`` must move at H x W: inputs read once + outputs written once.
 
     FP16 everywhere the pipeline uses FP16 (src, rgb, coefficients), uint8 for encoder
-    frames; coefficients are ``[4, floor(H*r), floor(W*r)]`` each (A and b).
+    frames; coefficients are ``[4, *small_size(H, W, r)]`` each (A and b).
     """
+    from nvpipe.kernels import small_size
+
     pixels = height * width
-    small = math.floor(height * ratio) * math.floor(width * ratio)
+    small = math.prod(small_size(height, width, ratio))
     coefficients = 2 * 4 * small * 2  # A and b, 4 channels, FP16
     if kernel == "nv12_to_rgb":
         return nv12_bytes(height, width) + 3 * pixels * 2 + 3 * small * 2
@@ -98,7 +100,7 @@ def make_case(kernel: str, height: int, width: int, ratio: float, device, seed: 
     import nvpipe.kernels as K
 
     g = torch.Generator(device="cpu").manual_seed(seed)
-    low_h, low_w = math.floor(height * ratio), math.floor(width * ratio)
+    low_h, low_w = K.small_size(height, width, ratio)
 
     def rand(*shape, dtype=torch.float16):
         return torch.rand(*shape, generator=g).to(device=device, dtype=dtype)

@@ -1,20 +1,27 @@
 """GPU kernels of the pipeline (Triton), each beside its plain PyTorch reference.
 
-Every public function dispatches: CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``)
-go to the Triton kernel, anything else to the ``*_reference`` function, which is also the
-CPU pipeline's path. ``impl="triton"`` / ``impl="reference"`` forces one. Importing this
-package works without Triton installed (the references still run).
+Dispatch (``_common.DISPATCH_RULE``): every public function takes ``impl``.
+``impl="triton"``: the Triton kernel, for CUDA tensors, or for CPU tensors under
+``TRITON_INTERPRET=1`` (the tests' interpreter). ``impl="reference"``: the plain PyTorch
+reference. ``impl="native"``: the fused C kernels of ``kernels/native.py``, for CPU tensors
+and the outputs the CPU pipeline uses (a ``KernelError`` where none applies).
+``impl=None`` (the default): Triton for CUDA tensors; for CPU tensors the C kernels where
+they apply and load, else the reference; ``TRITON_INTERPRET=1`` does not change it. Importing this package works without Triton
+installed (the references and C kernels still run).
+
+``small_size(H, W, r)`` is the network's low-resolution size, ``(floor(H*r), floor(W*r))``:
+every stage that sizes ``rgb_small`` / ``src_sm`` buffers should take it from here.
 
 Shapes (C, H, W order; see each docstring):
 - ``nv12_to_rgb(frame)``: uint8 ``(H + ceil(H/2), P)`` -> ``rgb [3, H, W]`` in [0, 1]
-  (+ ``rgb_small [3, floor(H*r), floor(W*r)]`` with ``downsample=r``); ``p016_to_rgb``: uint16.
+  (+ ``rgb_small [3, *small_size(H, W, r)]`` with ``downsample=r``); ``p016_to_rgb``: uint16.
 - ``matting_tail(coeff_a, coeff_b, src)``: ``[4, h, w]`` x2 + ``[3, H, W]`` -> ``[C, H, W]``
   (or all with a leading batch ``N``).
 - ``rgb_to_nv12(rgb)`` ``[3, H, W]``, ``alpha_to_nv12(pha)`` ``[1, H, W]``,
   ``matting_tail_nv12(coeff_a, coeff_b, src)`` -> uint8 ``(H + ceil(H/2), 2*ceil(W/2))``.
 """
 
-from ._common import HAVE_TRITON, KernelError
+from ._common import HAVE_TRITON, KernelError, small_size
 from .color import nv12_to_rgb, nv12_to_rgb_reference, p016_to_rgb, p016_to_rgb_reference
 from .nv12 import (
     NV12_OUTPUTS,
@@ -46,4 +53,5 @@ __all__ = [
     "p016_to_rgb_reference",
     "rgb_to_nv12",
     "rgb_to_nv12_reference",
+    "small_size",
 ]

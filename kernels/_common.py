@@ -1,15 +1,19 @@
-"""Shared pieces of the kernels: Triton availability, dispatch, colour matrices.
+"""Shared pieces of the kernels: Triton availability, the dispatch rule, the low-resolution
+size, colour matrices.
 
-Dispatch rule (every public function): ``impl="triton"`` forces the Triton kernel,
-``impl="reference"`` the plain PyTorch reference, ``impl="native"`` the fused C kernels of
-``kernels/native.py`` (CPU tensors, the outputs the CPU pipeline uses), ``impl=None`` picks
-Triton for CUDA tensors, then for CPU tensors the C kernels where they apply and load, then
-the reference. Triton runs CPU tensors (``TRITON_INTERPRET=1``, the tests' interpreter)
-only when ``impl="triton"`` asks for it.
+Dispatch (``DISPATCH_RULE``, stated word for word in ``kernels/__init__.py`` and
+docs/design.md): every public function takes ``impl``. ``impl="triton"``: the Triton
+kernel, for CUDA tensors, or for CPU tensors under ``TRITON_INTERPRET=1`` (the tests'
+interpreter). ``impl="reference"``: the plain PyTorch reference. ``impl="native"``: the
+fused C kernels of ``kernels/native.py``, for CPU tensors and the outputs the CPU pipeline
+uses (a ``KernelError`` where none applies). ``impl=None`` (the default): Triton for CUDA
+tensors; for CPU tensors the C kernels where they apply and load, else the reference;
+``TRITON_INTERPRET=1`` does not change it.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from typing import Optional
@@ -33,6 +37,18 @@ except ImportError:  # pragma: no cover - exercised only where triton is absent
 KIND_CODES = {"composite": 0, "foreground": 1, "alpha": 2, "rgba": 3, "rgba_premultiplied": 4}
 
 IMPLS = (None, "triton", "reference", "native")  # native: kernels/cpu/*.c, CPU only
+
+# The dispatch rule, once; the module docstrings and docs/design.md quote it
+# (tests/test_kernels_dispatch.py checks that they do, and that use_triton follows it).
+DISPATCH_RULE = (
+    'impl="triton": the Triton kernel, for CUDA tensors, or for CPU tensors under '
+    'TRITON_INTERPRET=1 (the tests\' interpreter). impl="reference": the plain PyTorch '
+    'reference. impl="native": the fused C kernels of kernels/native.py, for CPU tensors '
+    'and the outputs the CPU pipeline uses (a KernelError where none applies). '
+    'impl=None (the default): Triton for CUDA '
+    'tensors; for CPU tensors the C kernels where they apply and load, else the '
+    'reference; TRITON_INTERPRET=1 does not change it.'
+)
 
 # Luma weights (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb (ITU-R BT.601-7, BT.709-6, BT.2020-2).
 LUMA_WEIGHTS = {
@@ -60,7 +76,8 @@ def interpreting() -> bool:
 
 
 def use_triton(tensor: torch.Tensor, impl: Optional[str]) -> bool:
-    """Decides the implementation for a call whose main input is ``tensor``."""
+    """True when a call whose main input is ``tensor`` runs the Triton kernel (``DISPATCH_RULE``);
+    otherwise the caller takes the C kernels (``native.wanted``) or the reference."""
     if impl not in IMPLS:
         raise KernelError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl in ("reference", "native"):
@@ -76,6 +93,23 @@ def use_triton(tensor: torch.Tensor, impl: Optional[str]) -> bool:
             "impl='triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
         )
     return runnable
+
+
+def small_size(height: int, width: int, ratio: float) -> tuple[int, int]:
+    """The network's low-resolution size for a ``height x width`` frame at ``ratio``:
+    ``(floor(H * r), floor(W * r))`` in double precision, which is the size
+    ``F.interpolate(scale_factor=r, recompute_scale_factor=False)`` gives (the downsample
+    of ``nv12_to_rgb``, ``rvm.downsample`` and the official model).
+
+    Raises ``KernelError`` for a ratio outside (0, 1] or one that leaves no pixels.
+    """
+    ratio = float(ratio)
+    if not 0.0 < ratio <= 1.0:
+        raise KernelError(f"downsample must be a ratio in (0, 1], got {ratio}")
+    small = int(math.floor(int(height) * ratio)), int(math.floor(int(width) * ratio))
+    if min(small) < 1:
+        raise KernelError(f"downsample {ratio} leaves no pixels of a {width}x{height} frame")
+    return small
 
 
 def check_matrix(matrix: str) -> tuple[float, float, float]:

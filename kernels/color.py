@@ -21,6 +21,7 @@ from ._common import (
     KernelError,
     check_float_dtype,
     interpreting,
+    small_size,
     tl,
     triton,
     use_triton,
@@ -46,11 +47,6 @@ def _frame_geometry(frame: torch.Tensor, height: Optional[int], width: Optional[
     if pitch < w or pitch < 2 * ((w + 1) // 2):
         raise KernelError(f"frame pitch {pitch} is too small for width {w} (needs >= {2 * ((w + 1) // 2)})")
     return h, w
-
-
-def _small_size(h: int, w: int, ratio: float) -> tuple[int, int]:
-    # F.interpolate's output size for a scale factor: floor(size * ratio) in double.
-    return int(math.floor(h * float(ratio))), int(math.floor(w * float(ratio)))
 
 
 def _check_out(out: Optional[torch.Tensor], shape, dtype, device, name: str) -> None:
@@ -120,6 +116,7 @@ def _yuv420_to_rgb_reference(
 # -------------------------------------------------------------------------- Triton
 
 if HAVE_TRITON:
+    from ._tiles import bilerp
 
     @triton.jit
     def _yuv_to_rgb_at(frame_ptr, rows, cols, mask, luma_rows, stride_row, stride_col,
@@ -185,22 +182,16 @@ if HAVE_TRITON:
             r11, g11, b11 = _yuv_to_rgb_at(frame_ptr, y1, x1, small_mask, height, stride_row, stride_col,
                                            ky, rv, gu, gv, bu, r0, g0, b0)
             # Taps rounded to the output dtype first: rgb_small interpolates the stored rgb.
-            red_small = _bilerp(r00.to(out_type).to(tl.float32), r01.to(out_type).to(tl.float32),
+            red_small = bilerp(r00.to(out_type).to(tl.float32), r01.to(out_type).to(tl.float32),
                                 r10.to(out_type).to(tl.float32), r11.to(out_type).to(tl.float32), wy, wx)
-            green_small = _bilerp(g00.to(out_type).to(tl.float32), g01.to(out_type).to(tl.float32),
+            green_small = bilerp(g00.to(out_type).to(tl.float32), g01.to(out_type).to(tl.float32),
                                   g10.to(out_type).to(tl.float32), g11.to(out_type).to(tl.float32), wy, wx)
-            blue_small = _bilerp(b00.to(out_type).to(tl.float32), b01.to(out_type).to(tl.float32),
+            blue_small = bilerp(b00.to(out_type).to(tl.float32), b01.to(out_type).to(tl.float32),
                                  b10.to(out_type).to(tl.float32), b11.to(out_type).to(tl.float32), wy, wx)
             small_offsets = small_rows * stride_sh + small_cols * stride_sw
             tl.store(small_ptr + small_offsets, red_small, mask=small_mask)
             tl.store(small_ptr + stride_sc + small_offsets, green_small, mask=small_mask)
             tl.store(small_ptr + 2 * stride_sc + small_offsets, blue_small, mask=small_mask)
-
-    @triton.jit
-    def _bilerp(v00, v01, v10, v11, wy, wx):
-        top = v00 + (v01 - v00) * wx
-        bottom = v10 + (v11 - v10) * wx
-        return top + (bottom - top) * wy
 
 
 def _block_shape():
@@ -220,7 +211,7 @@ def _yuv420_to_rgb_triton(frame, coefficients, out_dtype, downsample, height, wi
     rgb = out if out is not None else torch.empty((3, h, w), dtype=out_dtype, device=frame.device)
     block_h, block_w = _block_shape()
     if downsample is not None:
-        hs, ws = _small_size(h, w, downsample)
+        hs, ws = small_size(h, w, downsample)
         small = out_small if out_small is not None else torch.empty((3, hs, ws), dtype=out_dtype, device=frame.device)
         small_block_h = _pow2_at_most(block_h * downsample)
         small_block_w = _pow2_at_most(block_w * downsample)
@@ -256,15 +247,10 @@ def _convert(frame, dtypes, max_code, full_scale, matrix, full_range, out_dtype,
     if frame.dtype not in dtypes:
         raise KernelError(f"frame must be {' or '.join(map(str, dtypes))}, got {frame.dtype}")
     check_float_dtype(out_dtype, "out_dtype")
-    if downsample is not None and not 0.0 < float(downsample) <= 1.0:
-        raise KernelError(f"downsample must be a ratio in (0, 1], got {downsample}")
     h, w = _frame_geometry(frame, height, width)
     _check_out(out, (3, h, w), out_dtype, frame.device, "out")
     if downsample is not None:
-        hs, ws = _small_size(h, w, downsample)
-        if hs < 1 or ws < 1:
-            raise KernelError(f"downsample {downsample} leaves no pixels of a {w}x{h} frame")
-        _check_out(out_small, (3, hs, ws), out_dtype, frame.device, "out_small")
+        _check_out(out_small, (3, *small_size(h, w, downsample)), out_dtype, frame.device, "out_small")
     coefficients = yuv_to_rgb_coefficients(matrix, full_range, max_code, full_scale)
     args = (frame, coefficients, out_dtype, downsample, height, width, out, out_small)
     if not reference and use_triton(frame, impl):
@@ -302,13 +288,15 @@ def nv12_to_rgb(
         matrix: ``"bt601"``, ``"bt709"`` or ``"bt2020"``.
         full_range: True for full range (0-255), False for limited (Y 16-235, UV 16-240).
         out_dtype: float16, bfloat16 or float32.
-        downsample: ratio r in (0, 1]; also returns ``rgb_small [3, floor(H*r), floor(W*r)]``
+        downsample: ratio r in (0, 1]; also returns ``rgb_small [3, *small_size(H, W, r)]``
+            (``(floor(H*r), floor(W*r))``)
             equal to ``F.interpolate(rgb[None], scale_factor=r, mode="bilinear",
             align_corners=False, recompute_scale_factor=False)[0]``, written in the same pass.
         height, width: the picture size when the frame is pitched or the height ambiguous
             (default: ``H = floor(2 * rows / 3)``, ``W = P``).
         out, out_small: optional destinations of those shapes and ``out_dtype`` (any strides).
-        impl: ``"triton"``, ``"reference"`` or None (Triton for CUDA tensors).
+        impl: ``"triton"``, ``"reference"``, ``"native"`` or None: the dispatch rule of
+            :mod:`nvpipe.kernels`.
 
     Returns:
         ``rgb [3, H, W]``, or ``(rgb, rgb_small)`` when ``downsample`` is given.

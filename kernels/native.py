@@ -28,7 +28,7 @@ from typing import Optional
 
 import torch
 
-from ._common import KIND_CODES, KernelError
+from ._common import KIND_CODES, KernelError, small_size
 
 SOURCE = Path(__file__).with_name("cpu") / "nvpipe_cpu.c"
 
@@ -165,11 +165,9 @@ def yuv420_to_rgb(frame: torch.Tensor, coefficients, height: int, width: int,
                   downsample: Optional[float], out: Optional[torch.Tensor] = None,
                   out_small: Optional[torch.Tensor] = None):
     """NV12 (uint8) or P016 (uint16) ``(H + ceil(H/2), P)`` -> float32 ``rgb [3,H,W]`` and,
-    with ``downsample`` r, ``rgb_small [3, floor(H*r), floor(W*r)]`` (PyTorch's bilinear,
+    with ``downsample`` r, ``rgb_small [3, *small_size(H, W, r)]`` (PyTorch's bilinear,
     scale 1/r). Same arithmetic as ``kernels.color``'s reference. ``out``/``out_small``:
     contiguous float32 destinations (reused buffers spare the page faults of fresh ones)."""
-    import math
-
     if frame.stride(1) != 1:
         frame = frame.contiguous()
     lib = library()
@@ -179,7 +177,7 @@ def yuv420_to_rgb(frame: torch.Tensor, coefficients, height: int, width: int,
                height, width, _floats(coefficients), _ptr(rgb))
     if downsample is None:
         return rgb, None
-    small_h, small_w = int(math.floor(height * float(downsample))), int(math.floor(width * float(downsample)))
+    small_h, small_w = small_size(height, width, downsample)
     small = out_small if out_small is not None else torch.empty((3, small_h, small_w), dtype=torch.float32)
     scale = 1.0 / float(downsample)  # PyTorch: 1 / scale_factor when one is given
     _run_bands(lib.nvp_resize_bilinear, small_h, _ptr(rgb), 3, height, width, _ptr(small),

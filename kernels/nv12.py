@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton, use_triton
 from . import native
-from .tail import Background, tail_block_shape, _background_args, _compose_reference, _fgr_pha_reference, _TailArgs
+from ._tiles import Background, TailArgs, background_args, compose_reference, fgr_pha_reference, tail_block_shape
 
 NV12_OUTPUTS = ("composite", "foreground", "alpha")
 
@@ -80,7 +80,7 @@ def _as_float(values: torch.Tensor) -> torch.Tensor:
 # -------------------------------------------------------------------------- Triton
 
 if HAVE_TRITON:
-    from .tail import _compose_tile, _fgr_pha_tile
+    from ._tiles import compose_tile, fgr_pha_tile
 
     @triton.jit
     def _store_nv12_tile(
@@ -149,9 +149,9 @@ if HAVE_TRITON:
         rows = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
         cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
         mask = (rows < height) & (cols < width)
-        fgr_pha = _fgr_pha_tile(a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
+        fgr_pha = fgr_pha_tile(a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
                                 rows, cols, mask, low_h, low_w, scale_h, scale_w, COEFF_VEC4)
-        values = _compose_tile(fgr_pha, bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b, rows, cols, mask,
+        values = compose_tile(fgr_pha, bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b, rows, cols, mask,
                                KIND, BG_TENSOR, BG_U8)
         _store_nv12_tile(values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
                          yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0, BLOCK_H, BLOCK_W)
@@ -170,6 +170,9 @@ def _flat(coefficients) -> list[float]:
 def _to_nv12(values: torch.Tensor, coefficients, out: Optional[torch.Tensor], impl: Optional[str]) -> torch.Tensor:
     channels, height, width = values.shape
     out = _nv12_out(out, height, width, values.device)
+    if impl == "native":
+        raise KernelError("impl='native': no C kernel converts RGB or alpha to NV12 (the CPU pipeline "
+                          "uses matting_tail_nv12)")
     if not use_triton(values, impl):
         return _to_nv12_reference(_as_float(values), coefficients, out)
     block_h, block_w, warps = _nv12_block_shape()
@@ -208,7 +211,8 @@ def rgb_to_nv12(
         full_range: False: Y 16-235, U/V 16-240; True: 0-255.
         out: optional uint8 ``(H + ceil(H/2), P)``, ``P >= 2*ceil(W/2)``, any strides
             (padding columns are left alone).
-        impl: ``"triton"``, ``"reference"`` or None (Triton for CUDA tensors).
+        impl: ``"triton"``, ``"reference"``, ``"native"`` or None: the dispatch rule of
+            :mod:`nvpipe.kernels`.
 
     Returns:
         uint8 ``(H + ceil(H/2), 2*ceil(W/2))`` (or ``out``): Y, then interleaved U, V, each
@@ -283,16 +287,16 @@ def matting_tail_nv12(
         raise KernelError(f"output must be one of {NV12_OUTPUTS} for NV12, got {output!r}")
     if src.dim() != 3:
         raise KernelError(f"matting_tail_nv12 takes one frame: src [3,H,W], got {tuple(src.shape)}")
-    args = _TailArgs(coeff_a, coeff_b, src, output, background, None, torch.float32)
+    args = TailArgs(coeff_a, coeff_b, src, output, background, None, torch.float32)
     coefficients = _alpha_coefficients(full_range) if output == "alpha" else rgb_to_yuv_coefficients(matrix, full_range)
     out = _nv12_out(out, args.height, args.width, src.device)
     if not use_triton(src, impl) and native.wanted(impl, src):
         return native.matting_tail_nv12(args, coefficients, out)
     if not use_triton(src, impl):
-        values = _compose_reference(_fgr_pha_reference(args), args)[0]
+        values = compose_reference(fgr_pha_reference(args), args)[0]
         return _to_nv12_reference(values, coefficients, out)
     block_h, block_w, warps = _nv12_block_shape()
-    (bg, _, *bg_strides), bg_tensor, bg_u8 = _background_args(args, args.src)
+    (bg, _, *bg_strides), bg_tensor, bg_u8 = background_args(args, args.src)
     low_h, low_w = args.coeff_a.shape[-2:]
     grid = (triton.cdiv(args.height, block_h), triton.cdiv(args.width, block_w))
     with LAUNCH_LOCK:

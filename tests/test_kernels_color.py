@@ -115,7 +115,7 @@ def test_triton_matches_reference(height, width, extra, ratio, dtype, bits):
     out = poisoned((3, height, width), dtype)
     out_small = None
     if ratio is not None:
-        out_small = poisoned((3, int(height * ratio), int(width * ratio)), dtype)
+        out_small = poisoned((3, *K.small_size(height, width, ratio)), dtype)
     result = triton_call(convert, frame, out=out, out_small=out_small, **kwargs)
     expected = reference(frame, **kwargs)
     if ratio is None:
@@ -126,6 +126,28 @@ def test_triton_matches_reference(height, width, extra, ratio, dtype, bits):
     for got, want in zip(result, expected):
         assert not torch.isnan(got).any(), "an output element was not written"
         torch.testing.assert_close(got.float(), want.float(), atol=TOLERANCE[dtype], rtol=0)
+
+
+@pytest.mark.parametrize("ratio, small_tile", [(0.125, (1, 16)), (0.0625, (1, 8))])
+@pytest.mark.parametrize("bits", [8, 10])
+def test_triton_gpu_tiles_at_4k_and_8k_ratios(ratio, small_tile, bits, monkeypatch):
+    """The GPU's 8 x 128 tiles (the interpreter otherwise takes 32 x 64): at 4K's ratio
+    0.125 the small tile is 1 x 16 and at 8K's 0.0625 1 x 8 (one row: tl.arange(0, 1));
+    at 0.0625 half the programs have no small row to write. 40 x 300 frames: 5 x 3 programs."""
+    from nvpipe.kernels import color
+
+    monkeypatch.setattr(color, "_block_shape", lambda: (8, 128))
+    assert (color._pow2_at_most(8 * ratio), color._pow2_at_most(128 * ratio)) == small_tile
+    height, width = 40, 300
+    g = torch.Generator().manual_seed(bits)
+    frame = random_frame(height, width, bits=bits, generator=g)
+    convert, reference = (K.nv12_to_rgb, K.nv12_to_rgb_reference) if bits == 8 else (K.p016_to_rgb, K.p016_to_rgb_reference)
+    out_small = poisoned((3, *K.small_size(height, width, ratio)), torch.float16)
+    rgb, small = triton_call(convert, frame, downsample=ratio, out_small=out_small)
+    want_rgb, want_small = reference(frame, downsample=ratio)
+    assert small is out_small and not torch.isnan(small).any(), "a small output element was not written"
+    torch.testing.assert_close(rgb.float(), want_rgb.float(), atol=TOLERANCE[torch.float16], rtol=0)
+    torch.testing.assert_close(small.float(), want_small.float(), atol=TOLERANCE[torch.float16], rtol=0)
 
 
 def test_triton_strided_frame_and_output():

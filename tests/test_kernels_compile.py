@@ -1,4 +1,6 @@
-"""The Triton kernels compile for an H100/H200 (sm_90) on a machine without a GPU.
+"""The Triton kernels compile for an H100/H200 (sm_90) on a machine without a GPU, at each
+frame size and network ratio the pipeline runs: 1080p/0.25, 4K/0.125 (kernel 1's small
+tile is then one row, tl.arange(0, 1)) and 8K/0.0625.
 
 The interpreter the other kernel tests use checks what the kernels compute, not that
 Triton's compiler accepts them: bench/kernel_compile.py runs the real compiler and the
@@ -45,9 +47,13 @@ def report(tmp_path_factory):
 
 
 def test_every_pipeline_variant_compiles_for_sm90(report):
-    names = set(load_bench_script("kernel_compile")._variants())
+    bench = load_bench_script("kernel_compile")
+    names = set(bench._variants())
     assert not report["failures"]
     assert {row["variant"] for row in report["compiled"]} == names
+    assert {name.split()[0] for name in names} == {"1080p/0.25", "4K/0.125", "8K/0.0625"} == set(report["sizes"])
+    kernel_1 = [row for row in report["compiled"] if "to_rgb+downsample" in row["variant"]]
+    assert len(kernel_1) == 3 * 3
     for row in report["compiled"]:
         assert row["arch"] == 90 and row["cubin_bytes"] > 1000, row
         assert 0 < row["registers"] <= 255, row

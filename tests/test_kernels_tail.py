@@ -143,13 +143,13 @@ def _channels_last(n, low_h, low_w, generator, scale):
 def test_vector_load_hint_only_where_its_layout_holds():
     """COEFF_VEC4 (4 aligned, contiguous channels per texel) is set for channels_last A and b
     and their per-image views, and not for planar, 8-channel-split or misaligned ones."""
-    from nvpipe.kernels.tail import _TailArgs
+    from nvpipe.kernels._tiles import TailArgs
 
     g = torch.Generator().manual_seed(5)
     src = torch.rand(3, 11, 13, generator=g)
 
     def vec4(a, b):
-        return _TailArgs(a, b, src if a.dim() == 3 else src.expand(a.shape[0], 3, 11, 13),
+        return TailArgs(a, b, src if a.dim() == 3 else src.expand(a.shape[0], 3, 11, 13),
                          "alpha", None, None, None).coeff_vec4
 
     a, b = _channels_last(2, 5, 7, g, 1.0), _channels_last(2, 5, 7, g, 1.0)
