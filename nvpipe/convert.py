@@ -80,7 +80,7 @@ class Converter:
                 out = self._ring.take((3, frame.height, frame.width), self.dtype)
                 if fused:
                     out_small = self._ring.take(
-                        (3, int(frame.height * self.ratio), int(frame.width * self.ratio)),
+                        (3, *kernels.small_size(frame.height, frame.width, self.ratio)),
                         self.dtype)
             result = convert(data, matrix=frame.color.matrix, full_range=frame.color.full_range,
                              out_dtype=self.dtype, height=frame.height, width=frame.width,

@@ -12,7 +12,6 @@ file) when it is interrupted (Ctrl-C, SIGTERM, ``stop.set()``) or ``job.keep_par
 from __future__ import annotations
 
 import functools
-import math
 import os
 import queue
 import threading
@@ -271,9 +270,11 @@ class Pipeline:
         """CUDA: graph capture and every kernel's first compilation before any thread
         starts, so no other thread's CUDA work can invalidate the capture and no frame
         waits on a compiler (0.5-1.5 s a kernel, cold cache). The state is reset after."""
+        from . import kernels
+
         height, width = size
         with torch.inference_mode(), self.transfer.network_stream():
-            small = (job.chunk, 3, math.floor(height * ratio), math.floor(width * ratio))
+            small = (job.chunk, 3, *kernels.small_size(height, width, ratio))
             self.matting.prepare(small)
             self.converter.warm_up()
             black = torch.zeros((job.chunk, 3, height, width), dtype=dtype, device=device)

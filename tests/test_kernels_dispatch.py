@@ -18,7 +18,7 @@ from nvpipe.kernels import _common, native
 
 REPO = Path(__file__).resolve().parents[1]
 # docs/design.md's Kernels section should quote it too (add it here when it does).
-STATED_IN = ("kernels/__init__.py", "kernels/_common.py")
+STATED_IN = ("kernels/__init__.py", "kernels/_common.py", "docs/design.md")
 
 
 def _plain(text: str) -> str:
