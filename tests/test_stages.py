@@ -201,3 +201,13 @@ def test_encoder_bound_note_and_encoder_threads():
     assert encoder_bound({"/o/a.mp4": 9.9}, encoders, 10.0, "cpu") is None   # cores shared
     assert encoder_threads(True, cores=2) == 1 and encoder_threads(True, cores=16) == 0
     assert encoder_threads(False, cores=2) == 0  # the GPU path: every core
+
+
+def test_x264_preset_by_size_and_cores_on_the_gpu_path():
+    from nvpipe.sinks.pyav import x264_preset_for
+
+    assert x264_preset_for(3840, 2160, cores=16) == "veryfast"   # ~75 fps expected
+    assert x264_preset_for(3840, 2160, cores=8) == "superfast"   # veryfast ~37, superfast ~68
+    assert x264_preset_for(3840, 2160, cores=4) == "ultrafast"
+    assert x264_preset_for(1920, 1080, cores=4) == "veryfast"    # ~75 fps
+    assert x264_preset_for(7680, 4320, cores=16) == "ultrafast"

@@ -19,7 +19,7 @@ from ..errors import OutputError
 from ..frames import ColorSpec, StreamInfo
 from ..job import OutputSpec
 from ..sources.images import is_sequence_pattern
-from .pyav import as_numpy
+from .pyav import as_numpy, video_frame
 from ._base import SinkBase
 
 DEFAULT_NAME = "%05d.png"
@@ -92,7 +92,7 @@ class PngSequenceSink(SinkBase):
             encoder.pix_fmt = self.pixel_format
             encoder.time_base = 1
             self._encoder = encoder
-        frame = av.VideoFrame.from_numpy_buffer(array, format=self.pixel_format)
+        frame = video_frame(array, self.pixel_format)
         return b"".join(bytes(packet) for packet in self._encoder.encode(frame))
 
     def write(self, array, pts: Optional[int] = None) -> None:

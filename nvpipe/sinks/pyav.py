@@ -116,6 +116,26 @@ def resolve_codec(extension: str, spec: OutputSpec) -> str:
     return codec
 
 
+# libx264 single-thread ms per 1080p frame on real content, crf 18 (the measurements above).
+X264_MS_PER_1080P = {"veryfast": 40, "superfast": 22, "ultrafast": 11}
+X264_THREAD_EFFICIENCY = 0.75  # frame threads scale sub-linearly; an estimate, re-measured on GPUs
+GPU_PATH_TARGET_FPS = 60  # the rate the encoder should keep up with where NVENC is missing
+
+
+def x264_preset_for(width: int, height: int, cores: Optional[int] = None) -> str:
+    """The best-quality x264 preset expected to keep ``GPU_PATH_TARGET_FPS`` at this size on
+    this many cores, for the GPU path without NVENC (the CPU encoder is its ceiling there):
+    veryfast where it can (4K on 16 cores: ~75 fps expected), else superfast, else ultrafast.
+    ``bench/gpu_session.sh`` measures the real ceilings per preset."""
+    cores = cores or os.cpu_count() or 1
+    pixels = width * height / (1920 * 1080)
+    for preset in ("veryfast", "superfast"):
+        expected = cores * X264_THREAD_EFFICIENCY * 1000 / (X264_MS_PER_1080P[preset] * pixels)
+        if expected >= GPU_PATH_TARGET_FPS:
+            return preset
+    return "ultrafast"
+
+
 def encoder_threads(shares_cores_with_network: bool, cores: Optional[int] = None) -> int:
     """Encoder threads (0: FFmpeg's automatic count, about 1.5 per core for x264).
 
@@ -221,11 +241,14 @@ class PyAVSink(SinkBase):
         check_quality(spec, codec)
         if codec in DEFAULT_QUALITY:
             default_preset, default_crf = DEFAULT_QUALITY[codec]
+            if codec == "h264" and not self.shares_cores_with_network:
+                default_preset = x264_preset_for(self.width, self.height)
             preset = spec.preset or default_preset
             if codec in ("h264", "hevc"):
                 if preset not in X26X_PRESETS:
                     raise OutputError(f"unknown preset {preset!r} (use one of {', '.join(X26X_PRESETS)})")
                 options["preset"] = preset
+                self.encoder_name = f"{ENCODERS[codec]} {preset} (CPU)"
             elif codec == "av1":
                 options["preset"] = str(_numeric_preset(preset, SVT_PRESETS, 0, 13))
             else:
@@ -292,13 +315,13 @@ class PyAVSink(SinkBase):
         fmt = self.pixel_format
         if fmt == "nv12":
             self._check_shape(array, (h * 3 // 2, w))
-            return self._to_encoder(nv12_frame(array), self.color.full_range)
+            return self._to_encoder(video_frame(array, "nv12"), self.color.full_range)
         if fmt == "gray":
             self._check_shape(array, (h, w))
             if self._encoder_format in ("nv12", "yuv420p") and self.codec in EVEN_ONLY + ("vp9",) \
                     and (self._coded_w % 2 == 0 and self._coded_h % 2 == 0):
                 return self._to_encoder(self._gray_as_nv12(array), True)
-            frame = av.VideoFrame.from_numpy_buffer(array, format="gray")
+            frame = video_frame(array, "gray")
             return self._reformatter.reformat(
                 frame, format=self._encoder_format, dst_colorspace=_SWS_MATRIX[self.color.matrix],
                 src_color_range=_RANGE_FULL,
@@ -307,7 +330,7 @@ class PyAVSink(SinkBase):
         self._check_shape(array, (h, w, channels))
         if (self._coded_w, self._coded_h) != (w, h):
             array = np.pad(array, ((0, self._coded_h - h), (0, self._coded_w - w), (0, 0)), mode="edge")
-        frame = av.VideoFrame.from_numpy_buffer(array, format=fmt)
+        frame = video_frame(array, fmt)
         return self._reformatter.reformat(
             frame, format=self._encoder_format, dst_colorspace=_SWS_MATRIX[self.color.matrix],
             src_color_range=_RANGE_FULL, dst_color_range=_RANGE_LIMITED, threads=1)
@@ -324,7 +347,7 @@ class PyAVSink(SinkBase):
             luma[:, self.width :] = luma[:, self.width - 1 : self.width]
         if ch > self.height:
             luma[self.height :] = luma[self.height - 1 : self.height]
-        return nv12_frame(nv12)
+        return video_frame(nv12, "nv12")
 
     def _to_encoder(self, frame: av.VideoFrame, full_range: bool) -> av.VideoFrame:
         if self._encoder_format == "nv12":
@@ -373,13 +396,21 @@ class PyAVSink(SinkBase):
         _remove(self._partial)
 
 
-def nv12_frame(array: np.ndarray) -> av.VideoFrame:
-    """An NV12 ``VideoFrame`` of uint8 ``(3H/2, W)`` (``H``, ``W`` even). Zero-copy where
-    PyAV 18's ``from_numpy_buffer`` is right: it builds frames 2 rows short when ``H % 4 ==
-    2`` (270 -> 268, 2 -> 0), which a copy through ``from_ndarray`` does not."""
-    if (array.shape[0] * 2 // 3) % 4 == 0:
-        return av.VideoFrame.from_numpy_buffer(array, format="nv12")
-    return av.VideoFrame.from_ndarray(array, format="nv12")
+def video_frame(array: np.ndarray, pixel_format: str) -> av.VideoFrame:
+    """A ``VideoFrame`` of a uint8 array in ``pixel_format`` (``nv12`` ``(3H/2, W)``,
+    ``gray``, ``rgb24``, ``rgba``). Zero-copy (``from_numpy_buffer``) only where that is
+    right: rows a multiple of 64 bytes (swscale's SIMD reads whole aligned rows; narrower
+    rows gave garbage in the last row now and then, VP9 at 2x6) and, for NV12, a height that
+    is a multiple of 4 (PyAV 18 builds other heights 2 rows short: 270 -> 268, 2 -> 0).
+    Otherwise one copy into an aligned frame (``from_ndarray``)."""
+    rows_aligned = array.strides[0] % 64 == 0
+    if pixel_format == "nv12":
+        zero_copy = rows_aligned and (array.shape[0] * 2 // 3) % 4 == 0
+    else:
+        zero_copy = rows_aligned
+    if zero_copy:
+        return av.VideoFrame.from_numpy_buffer(array, format=pixel_format)
+    return av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=pixel_format)
 
 
 # The quality scales of the encoders that take --crf (x264/x265: 0-51; SVT-AV1, VP9: 0-63).
@@ -507,4 +538,4 @@ class _EncodeRoute:
             container.mux(out)
 
 
-__all__ = ["PyAVSink", "resolve_codec", "check_quality", "nv12_frame", "CONTAINERS", "as_numpy"]
+__all__ = ["PyAVSink", "resolve_codec", "check_quality", "video_frame", "CONTAINERS", "as_numpy"]
