@@ -72,15 +72,21 @@ def coefficient_kwargs(network: torch.nn.Module, downsample_ratio: Optional[floa
 
 def prepare_network(network: torch.nn.Module, device: torch.device | str,
                     dtype: torch.dtype) -> torch.nn.Module:
-    """Move ``network`` IN PLACE to ``device``/``dtype``, eval mode; channels_last on CUDA.
+    """Move ``network`` IN PLACE to ``device``/``dtype``, eval mode, channels_last.
 
-    channels_last lets cuDNN run the convolutions in NHWC (tensor cores) without transposes.
-    Returns the same module.
+    CUDA: channels_last lets cuDNN run the convolutions in NHWC (tensor cores) without
+    transposes. CPU: ``rvm.optimize_for_cpu`` (weights and inputs channels_last: the low-res
+    network ~80 ms instead of ~103 ms at 1080p/0.25 on 2 cores), for every entry point (the
+    CLI, ``convert_video``, ``MattingSession``) alike. Returns the same module.
     """
+    import rvm
+
     device = torch.device(device)
     network.to(device=device, dtype=dtype)
     if device.type == "cuda":
         network.to(memory_format=torch.channels_last)
+    elif isinstance(network, rvm.MattingNetwork) and dtype in (torch.float32, torch.bfloat16):
+        rvm.optimize_for_cpu(network)
     return network.eval()
 
 
