@@ -34,7 +34,8 @@ from .errors import NvpipeError
 # time (a decoder crash, memory) fails after 3 tries instead of holding the batch forever.
 MAX_ATTEMPTS = 3
 # Test hook (tests/test_schedule.py, tests/test_cluster.py): "STEM:FRAMES" makes the worker
-# converting clip STEM kill itself (SIGKILL) after FRAMES frames, on its first attempt only.
+# converting clip STEM kill itself (SIGKILL) after FRAMES frames, on its first attempt only;
+# "STEM:FRAMES:every" on every attempt. Only worker processes read it, never --jobs 1.
 KILL_HOOK = "NVPIPE_TEST_KILL_WORKER"
 # Clips per GPU where the submitting machine cannot count NVDEC engines (no GPU there):
 # one, the safe share; NVPIPE_CLIPS_PER_GPU says more.
@@ -181,11 +182,14 @@ def _killing(progress, frames: int):
 
 
 def _kill_after(clip: Clip, attempt: int) -> Optional[int]:
+    """The test hook's frame count for this attempt of ``clip``, or None."""
     hook = os.environ.get(KILL_HOOK)
-    if not hook or attempt != 1:
+    if not hook:
         return None
-    stem, _, frames = hook.rpartition(":")
-    return int(frames) if stem == Path(clip.job.input).stem else None
+    stem, frames, *every = hook.split(":")
+    if stem != Path(clip.job.input).stem or (attempt != 1 and every != ["every"]):
+        return None
+    return int(frames)
 
 
 def _record(summary, result: ClipResult, log) -> None:
