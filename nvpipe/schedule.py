@@ -222,6 +222,9 @@ class Capacity:
     gpus: int = 0
     nvdec_engines: list[int] = field(default_factory=list)
 
+    def describe(self) -> str:
+        return f"{self.clips} ({self.reason})"
+
 
 def _nvdec_engines(gpu_id: int) -> Optional[int]:
     try:
