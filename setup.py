@@ -24,6 +24,7 @@ setup(
         # pillow: tests read PNGs; matplotlib: the benchmark plot's test.
         "test": ["pytest>=7", "onnxruntime>=1.17", "triton>=3.0", "pillow>=9", "matplotlib>=3.7"],
         "bench": ["matplotlib>=3.7"],
+        "cluster": ["ray>=2.10"],  # nvpipe run ... --cluster (nvpipe.schedule)
         "gpu": ["pynvvideocodec>=2.2", "triton>=3.0", "nvidia-ml-py>=12"],
     },
     entry_points={"console_scripts": ["nvpipe=nvpipe.cli:main"]},

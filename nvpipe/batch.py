@@ -199,60 +199,17 @@ def plan_clip(job: Job) -> tuple[bool, str, Optional[str]]:
 
 def run_batch(source: str, out: str, options: BatchOptions,
               progress_factory: Optional[Callable[[str], Callable]] = None,
-              log=sys.stderr) -> BatchSummary:
+              log=sys.stderr, *, jobs: int = 1, cluster: Optional[str] = None) -> BatchSummary:
     """Convert every clip ``source`` names into ``out``; a failing clip is reported and the
     rest go on. Resume: a clip is skipped only when nvpipe's own record says each of its
     outputs is a complete conversion of that input with these settings (``nvpipe.manifest``);
-    incomplete ones are redone, saying why. The network is loaded once."""
-    from dataclasses import replace
+    incomplete ones are redone, saying why. ``jobs`` 1 (the default) converts one clip
+    after another in this process, the network loaded once; ``jobs`` > 1 runs that many
+    clips at once, each in its own process; ``cluster`` (a Ray address or ``auto``) runs
+    each clip as a Ray task. See ``nvpipe.schedule``."""
+    from .schedule import schedule_batch
 
-    from .manifest import manifests_for
-    from .runner import _dtype_for, load_network, run
-
-    inputs = batch_inputs(source)
-    if not inputs:
-        raise NvpipeError(f"no video files match {source!r}")
-    if "{stem}" not in out:
-        if os.path.exists(out) and not os.path.isdir(out):
-            raise NvpipeError(f"batch output must be a directory: {out!r} is a file")
-        os.makedirs(out, exist_ok=True)
     summary = BatchSummary()
-    network = None
-    for number, input_path in enumerate(inputs, 1):
-        output, out_dir = batch_outputs(input_path, out)
-        stem = Path(input_path).stem
-        alpha = _name_for(options.alpha, stem, "_alpha", out_dir) if options.alpha else None
-        foreground = (_name_for(options.foreground, stem, "_foreground", out_dir)
-                      if options.foreground else None)
-        try:
-            job = options.job(input_path, output, alpha=alpha, foreground=foreground)
-            convert, reason, note = plan_clip(job)
-            if not convert:
-                summary.skipped.append((input_path, reason))
-                continue
-            if note:
-                print(f"nvpipe: {os.path.basename(input_path)}: {note}", file=log)
-                job = replace(job, overwrite=True)  # the files there are nvpipe's partial ones
-            settings = job_settings(job)
-            manifests = manifests_for(_recorded_outputs(job))
-            for path, manifest in manifests.items():
-                manifest.mark_started([path], input_path, settings)
-            if network is None:
-                network = load_network(job, _dtype_for(job))
-            label = f"[{number}/{len(inputs)}] {os.path.basename(input_path)}"
-            progress = progress_factory(label) if progress_factory else None
-            result = run(job, progress=progress, network=network, verbose=options.verbose)
-            if progress is not None and hasattr(progress, "finish"):
-                progress.finish()
-            for path, manifest in manifests.items():
-                manifest.mark_complete([path], input_path, settings, result.frames)
-            summary.converted.append(input_path)
-        except NvpipeError as error:
-            summary.failed.append((input_path, str(error)))
-            print(f"nvpipe: failed: {input_path}: {error}", file=log)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as error:  # noqa: BLE001 - one clip's failure must not stop the batch
-            summary.failed.append((input_path, f"{type(error).__name__}: {error}"))
-            print(f"nvpipe: failed: {input_path}: {type(error).__name__}: {error}", file=log)
+    schedule_batch(source, out, options, summary, jobs=jobs, cluster=cluster,
+                   progress_factory=progress_factory, log=log)
     return summary

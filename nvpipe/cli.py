@@ -71,6 +71,16 @@ def parse_chunk(text: str) -> int:
     return value
 
 
+def parse_jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"jobs must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"jobs must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -118,6 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-partial", action="store_true",
                      help="when the run fails (a damaged input, say), keep the frames done as "
                           "a playable file; never over an existing file. Ctrl-C always keeps them")
+    # Scale-out (nvpipe.schedule): a batch's clips in parallel, here or on a Ray cluster.
+    run.add_argument("--jobs", type=parse_jobs, default=1, metavar="N",
+                     help="batches: N clips at once, each in its own process (default 1; "
+                          "`nvpipe info` says how many this machine takes)")
+    run.add_argument("--cluster", metavar="ADDRESS",
+                     help="batches: each clip a task on the Ray cluster at ADDRESS "
+                          "(HOST:6379, ray://HOST:10001) or 'auto' (this machine's Ray, "
+                          "started if none); outputs go to OUT, which every node must see")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--verbose", action="store_true", help="stages, encoders and telemetry")
 
@@ -227,7 +245,10 @@ def _run(args: argparse.Namespace) -> int:
     requested = args.device
     if requested not in ("auto", "cpu", "cuda"):  # a bad $NVPIPE_DEVICE (argparse checks only flags)
         raise NvpipeError(f"NVPIPE_DEVICE must be auto, cpu or cuda, got {requested!r}")
-    args.device, not_cuda = resolve_device(args.device)
+    if args.cluster and requested == "auto":
+        not_cuda = None  # the cluster's GPUs decide, not this machine's (schedule.cluster_device)
+    else:
+        args.device, not_cuda = resolve_device(args.device)
     if args.verbose and requested == "auto":
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
@@ -235,10 +256,13 @@ def _run(args: argparse.Namespace) -> int:
     options = BatchOptions.from_args(args)
     if is_batch(args.input):
         summary = run_batch(args.input, args.output, options,
-                            progress_factory=None if args.quiet else ProgressBar)
+                            progress_factory=None if args.quiet else ProgressBar,
+                            jobs=args.jobs, cluster=args.cluster)
         print(summary.report(), file=sys.stderr)
         return EXIT_FAILED if summary.failed else 0
 
+    if args.jobs > 1 or args.cluster:
+        raise NvpipeError("--jobs and --cluster are for batches: give a folder of videos or a glob")
     job = options.job(args.input, args.output, alpha=args.alpha, foreground=args.foreground)
     bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
     try:

@@ -45,6 +45,8 @@ def collect() -> dict:
         return rvm.describe_weights("mobilenetv3")
 
     facts["weights"] = _try(weights)
+    from .schedule import capacity  # scale-out (nvpipe.schedule): clips at once, and why
+    facts["clips at once (--jobs)"] = _try(lambda: capacity().describe())
     return facts
 
 
