@@ -268,3 +268,18 @@ def test_info_reports_without_gpu(capsys):
     assert main(["info"]) == 0
     report = capsys.readouterr().out
     assert "torch" in report and "gpu" in report and "weights" in report
+
+
+def test_batch_names_of_extra_outputs():
+    """--alpha/--foreground in a batch: a {stem} template (a bare name goes into the clip's
+    output folder, a path is taken as it is), an extension, or a name."""
+    from nvpipe.batch import _name_for
+
+    assert _name_for("{stem}_pha.mp4", "a", "_alpha", "out") == os.path.join("out", "a_pha.mp4")
+    assert _name_for("mattes/{stem}.mov", "a", "_alpha", "out") == os.path.join("mattes", "a.mov")
+    assert _name_for(".mov", "a", "_alpha", "out") == os.path.join("out", "a_alpha.mov")
+    assert _name_for("mov", "a", "_alpha", "out") == os.path.join("out", "a_alpha.mov")
+    assert _name_for("pha.mp4", "a", "_alpha", "out") == os.path.join("out", "a_pha.mp4")
+    # The template case that looked for batch_tpl/batch_tpl/...: the folder is taken once.
+    assert _name_for("batch_tpl/{stem}_alpha.mp4", "a", "_alpha", "batch_tpl") == \
+        os.path.join("batch_tpl", "a_alpha.mp4")

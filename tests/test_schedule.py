@@ -154,7 +154,10 @@ def test_jobs_2_resume_after_ctrl_c_redoes_only_the_incomplete(batch, tmp_path, 
     folder.mkdir()
     for name in ("a.mp4", "b.mp4"):
         shutil.copy(clips / name, folder / name)
-    make_clip(footage("person_fullbody_360x640.mp4"), folder / "long.mp4", start=0, frames=50)
+    # Full size (360x640), so that on a quiet machine too the clip is still converting
+    # when the signal lands (at 144x256 it can finish within the wait below).
+    make_clip(footage("person_fullbody_360x640.mp4"), folder / "long.mp4", start=0, frames=50,
+              size=(360, 640))
     command = [sys.executable, "-m", "nvpipe.cli", "run", str(folder), str(out), "--jobs", "2",
                "--ratio", str(RATIO), "--weights", options.weights, "--quiet"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
@@ -169,7 +172,7 @@ def test_jobs_2_resume_after_ctrl_c_redoes_only_the_incomplete(batch, tmp_path, 
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert "long.mp4: interrupted after" in stderr and "Traceback" not in stderr
+    assert "long.mp4: interrupted after" in stderr and "Traceback" not in stderr, stderr
     states = {name: entry["state"] for name, entry in record(out).items()}
     assert states["long.mp4"] == "started"
     if (out / "long.mp4").exists():  # the frames done, kept playable
