@@ -61,24 +61,22 @@ def parse_ratio(text: str) -> float:
     return value
 
 
-def parse_chunk(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"chunk must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"chunk must be at least 1, got {value}")
-    return value
+def _whole_number_at_least_1(name: str):
+    """An argparse type: a whole number >= 1, errors naming the option (``chunk``, ``jobs``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+
+    return parse
 
 
-def parse_jobs(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"jobs must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"jobs must be at least 1, got {value}")
-    return value
+parse_chunk = _whole_number_at_least_1("chunk")
+parse_jobs = _whole_number_at_least_1("jobs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -123,26 +123,36 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 CLIP_FRAMES = 8
 
 
+def make_clip(source: Path, path: Path, *, frames: int, size=None, start: int = 0) -> Path:
+    """``frames`` frames of ``source`` from frame ``start`` on, at ``size`` (W, H; None keeps
+    the source's), as H.264 at high quality (crf 8), 24 fps: the tests' short real clips."""
+    import av
+
+    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
+        for index, frame in enumerate(inp.decode(video=0)):
+            if index >= start + frames:
+                break
+            if index < start:
+                continue
+            if index == start:
+                width, height = size or (frame.width, frame.height)
+                stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            picture = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
+            picture.pts = None
+            out.mux(stream.encode(picture))
+        out.mux(stream.encode())
+    return path
+
+
 @pytest.fixture(scope="session")
 def small_clip(tmp_path_factory):
     """8 frames of real footage (person_fullbody) at 144x256, H.264 at high quality, 24 fps."""
-    import av
-
     source = SHARED / "footage" / "person_fullbody_360x640.mp4"
     if not source.exists():
         pytest.skip(f"{source} is absent")
-    path = tmp_path_factory.mktemp("clips") / "person.mp4"
-    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = 144, 256, "yuv420p"
-        for i, frame in enumerate(inp.decode(video=0)):
-            if i == CLIP_FRAMES:
-                break
-            small = frame.reformat(width=144, height=256, format="yuv420p")
-            small.pts = None
-            out.mux(stream.encode(small))
-        out.mux(stream.encode())
-    return path
+    return make_clip(source, tmp_path_factory.mktemp("clips") / "person.mp4",
+                     frames=CLIP_FRAMES, size=(144, 256))
 
 
 def zero_packet(source: Path, target: Path, number: int = 20) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLIP_FRAMES, zero_packet
+from conftest import CLIP_FRAMES, make_clip, zero_packet
 
 
 def _cli(*args, timeout=600, **popen):
@@ -186,17 +186,8 @@ def test_heights_of_2_mod_4_convert_like_multiples_of_4(footage, weights_env, tm
     network = rvm.load(str(weights_env))
     errors = {}
     for height in (270, 272):
-        clip = tmp_path / f"in{height}.mp4"
-        with av.open(str(footage("four_people_1080p.mp4"))) as inp, av.open(str(clip), "w") as out:
-            stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
-            stream.width, stream.height, stream.pix_fmt = 320, height, "yuv420p"
-            for i, frame in enumerate(inp.decode(video=0)):
-                if i == 4:
-                    break
-                small = frame.reformat(width=320, height=height, format="yuv420p")
-                small.pts = None
-                out.mux(stream.encode(small))
-            out.mux(stream.encode())
+        clip = make_clip(footage("four_people_1080p.mp4"), tmp_path / f"in{height}.mp4",
+                         frames=4, size=(320, height))
         result = tmp_path / f"out{height}.mp4"
         alpha = tmp_path / f"alpha{height}.mp4"
         code, stderr = _cli("run", clip, result, "--alpha", alpha, "--ratio", "0.5", "--quiet")

@@ -92,21 +92,9 @@ def clip(tmp_path_factory):
     source = SHARED / "footage" / "person_fullbody_360x640.mp4"
     if not source.exists():
         pytest.skip(f"{source} is absent (../shared holds the footage)")
-    path = tmp_path_factory.mktemp("clip") / "person.mp4"
-    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
-        first = None
-        for index, frame in enumerate(inp.decode(video=0)):
-            if index == FRAMES:
-                break
-            if first is None:
-                first = frame
-                stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, "yuv420p"
-            frame = frame.reformat(format="yuv420p")
-            frame.pts = None
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
-    return path
+    from conftest import make_clip
+
+    return make_clip(source, tmp_path_factory.mktemp("clip") / "person.mp4", frames=FRAMES)
 
 
 def _run_script(text: str, directory: Path, env_extra: dict) -> None:

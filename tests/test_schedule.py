@@ -20,6 +20,8 @@ import av
 import numpy as np
 import pytest
 
+import conftest
+
 from nvpipe.batch import BatchOptions, run_batch
 from nvpipe.schedule import KILL_HOOK, MAX_ATTEMPTS, capacity, clip_resources
 
@@ -31,18 +33,7 @@ BOOKKEEPING = [".nvpipe-batch.json", ".nvpipe-batch.lock"]
 def make_clip(source: Path, path: Path, start: int, frames: int = CLIP_FRAMES,
               size=(144, 256)) -> Path:
     """``frames`` frames of real footage from frame ``start`` on, at ``size`` (W, H)."""
-    with av.open(str(source)) as inp, av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=24, options={"crf": "8", "preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
-        for index, frame in enumerate(inp.decode(video=0)):
-            if index >= start + frames:
-                break
-            if index >= start:
-                small = frame.reformat(width=size[0], height=size[1], format="yuv420p")
-                small.pts = None
-                out.mux(stream.encode(small))
-        out.mux(stream.encode())
-    return path
+    return conftest.make_clip(source, path, frames=frames, size=size, start=start)
 
 
 def make_batch(shared: Path, folder: Path, names=("a", "b", "c"), broken=True) -> Path:
