@@ -49,6 +49,7 @@ class StreamInfo:
     rotation: int = 0
     has_audio: bool = False
     duration: Optional[float] = None  # seconds, where the container says
+    live: bool = False  # arrives in real time (nvpipe.sources.live): the runner may drop frames
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -79,6 +80,8 @@ class DecodedFrame:
     # Borrowed frames (NVDEC's pool) set this: the consumer calls it once the work that
     # reads ``data`` is enqueued on its current stream, before asking the source for more.
     release: Optional[Callable[[], None]] = None
+    # When the frame reached nvpipe (time.monotonic()): a live run's latency starts here.
+    arrival: Optional[float] = None
 
     @property
     def time(self) -> Optional[float]:

@@ -26,6 +26,7 @@ class OutputSpec:
     crf: Optional[int] = None
     bitrate: Optional[int] = None
     preset: Optional[str] = None
+    format: Optional[str] = None  # a stream output's muxer (nvpipe.sinks.stream): nut, mpegts...
 
     def __post_init__(self) -> None:
         if self.kind not in OUTPUT_KINDS:
@@ -58,6 +59,13 @@ class Job:
     resize: Optional[tuple[int, int]] = None  # (width, height) applied to the input
     encoder: str = "auto"  # auto: NVENC for H.264/HEVC on a GPU that has it; cpu; nvenc
     keep_partial: bool = False  # a failed run keeps the frames done (never over a file)
+    # Stream inputs (nvpipe.sources.live): FFmpeg's -f and -option, seconds without data
+    # that end the stream, and live pacing forced on/off (None: by the kind of input).
+    input_format: Optional[str] = None
+    input_options: dict = field(default_factory=dict)
+    timeout: Optional[float] = None
+    live: Optional[bool] = None
+    cut_reset: bool = True  # reset the network's memory at scene cuts (nvpipe.cuts)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -70,6 +78,8 @@ class Job:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {self.chunk}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
 
 
 def auto_ratio(width: int, height: int) -> float:
