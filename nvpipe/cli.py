@@ -77,16 +77,63 @@ def _whole_number_at_least_1(name: str):
 
 parse_chunk = _whole_number_at_least_1("chunk")
 parse_jobs = _whole_number_at_least_1("jobs")
+parse_frames = _whole_number_at_least_1("frames")
+
+
+def _seconds(name: str, *, zero_allowed: bool):
+    """An argparse type: a time as ffmpeg takes it (``12.5``, ``HH:MM:SS.ms``) in seconds."""
+    def parse(text: str) -> float:
+        from .sources.trim import parse_time
+
+        try:
+            value = parse_time(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if value < 0 or (value == 0 and not zero_allowed):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be {'0 or more' if zero_allowed else 'more than 0'} seconds, "
+                f"got {text!r}")
+        return value
+
+    return parse
+
+
+parse_start = _seconds("start", zero_allowed=True)
+parse_duration = _seconds("duration", zero_allowed=False)
+
+
+def parse_fps(text: str) -> float:
+    """``25``, ``29.97`` or ``30000/1001``."""
+    from fractions import Fraction
+
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"fps must look like 25, 29.97 or 30000/1001, "
+                                         f"got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"fps must be positive, got {text!r}")
+    return float(value)
+
+
+CODEC_HELP = ("h264 (.mp4/.mkv/.mov; the default for .mp4/.mkv), hevc (H.265, smaller files; "
+              ".mp4/.mkv/.mov), av1 (smallest, slowest on the CPU; .mp4/.mkv/.webm), prores "
+              "(ProRes 4444 with alpha for editing; .mov, the default there, or .mkv), vp9 (with "
+              "alpha; .webm, the default there, or .mkv), png (RGBA pictures; OUT a folder or "
+              "%%05d.png). Default: from OUT's extension")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .commands import VARIANT_HELP
+    from .job import CODECS, DTYPES, ENCODERS, OUTPUT_KINDS, VARIANTS
+
     parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
         "run", help="convert a video, an image sequence, or a batch of videos",
         description="Convert IN to OUT. IN may be a video, an image sequence (directory or "
-                    "%%05d.png pattern), or for a batch a directory of videos or a glob; OUT "
+                    "%05d.png pattern), or for a batch a directory of videos or a glob; OUT "
                     "is then a directory or a template containing {stem}.")
     run.add_argument("input", metavar="IN")
     run.add_argument("output", metavar="OUT")
@@ -96,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                      default=os.environ.get("NVPIPE_DEVICE", "auto"),
                      help="auto (default, or $NVPIPE_DEVICE): the GPU pipeline where it can run "
                           "here (see `nvpipe info`), else the CPU")
-    run.add_argument("--variant", choices=("mobilenetv3", "resnet50"), default="mobilenetv3")
+    run.add_argument("--variant", choices=VARIANTS, default="mobilenetv3", help=VARIANT_HELP)
     run.add_argument("--weights", metavar="PATH", help=".pth or .onnx weights (default: "
                      "$NVPIPE_WEIGHTS, the cache, then the official file)")
     run.add_argument("--background", metavar="B", default=None,
@@ -106,22 +153,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--alpha", metavar="PATH", help="also write the alpha matte here")
     run.add_argument("--foreground", metavar="PATH", help="also write the foreground here")
     run.add_argument("--type", dest="kind", default=None,
-                     choices=("composite", "rgba", "rgba_premultiplied", "alpha", "foreground"),
+                     choices=OUTPUT_KINDS,
                      help="what OUT holds (default: composite, or rgba for alpha formats)")
-    run.add_argument("--codec", choices=("h264", "hevc", "av1", "prores", "vp9", "png"))
+    run.add_argument("--codec", choices=CODECS, help=CODEC_HELP)
     quality = run.add_mutually_exclusive_group()
     quality.add_argument("--crf", type=int, help="constant quality (lower is better)")
     quality.add_argument("--bitrate", type=parse_bitrate, help="e.g. 8M")
     run.add_argument("--preset", help="encoder preset (x264: ultrafast..veryslow)")
-    run.add_argument("--encoder", choices=("auto", "cpu", "nvenc"), default="auto",
+    run.add_argument("--encoder", choices=ENCODERS, default="auto",
                      help="with --device cuda: NVENC where the GPU has it (auto), always, or "
                           "PyAV on the CPU; alpha formats always encode on the CPU")
     run.add_argument("--chunk", type=parse_chunk, default=1, metavar="T",
                      help="frames per network call (default 1)")
     run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
-    run.add_argument("--dtype", choices=("float32", "float16"),
+    run.add_argument("--dtype", choices=DTYPES,
                      help="network precision (default: float32 on cpu, float16 on cuda)")
-    run.add_argument("--overwrite", action="store_true",
+    run.add_argument("--start", type=parse_start, default=0.0, metavar="T",
+                     help="skip the input's first T seconds (12.5 or HH:MM:SS.ms, as ffmpeg "
+                          "-ss); the output and its audio begin there, at time 0")
+    run.add_argument("--duration", type=parse_duration, default=None, metavar="T",
+                     help="convert T seconds (from --start), audio trimmed alike")
+    run.add_argument("--frames", type=parse_frames, default=None, metavar="N",
+                     help="stop after N frames")
+    run.add_argument("--fps", type=parse_fps, default=None, metavar="R",
+                     help="frame rate of a picture-sequence input (default 30; 29.97, "
+                          "30000/1001); videos keep their own timing, so it is refused for them")
+    run.add_argument("-y", "--overwrite", action="store_true",
                      help="replace existing outputs (only ever by a complete output)")
     run.add_argument("--keep-partial", action="store_true",
                      help="when the run fails (a damaged input, say), keep the frames done as "
@@ -134,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="batches: each clip a task on the Ray cluster at ADDRESS "
                           "(HOST:6379, ray://HOST:10001) or 'auto' (this machine's Ray, "
                           "started if none); outputs go to OUT, which every node must see")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--verbose", action="store_true", help="stages, encoders and telemetry")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="stages, encoders and telemetry; tracebacks of internal errors")
 
     commands.add_parser("info", help="what this machine can do (GPU, decoders, weights)")
     commands.add_parser("doctor", help="same as info")
@@ -237,6 +295,7 @@ def _check_paths(args: argparse.Namespace) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, is_batch, run_batch
     from .runner import run
+    from .sources import is_picture_input
 
     from .gpu import resolve_device
 
@@ -252,7 +311,11 @@ def _run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     _check_paths(args)
     options = BatchOptions.from_args(args)
-    if is_batch(args.input):
+    batch = is_batch(args.input)
+    if args.fps is not None and (batch or not is_picture_input(args.input)):
+        raise NvpipeError("--fps is for picture-sequence inputs (a folder or %05d.png): a "
+                          "video keeps its own timing")
+    if batch:
         summary = run_batch(args.input, args.output, options,
                             progress_factory=None if args.quiet else ProgressBar,
                             jobs=args.jobs, cluster=args.cluster)

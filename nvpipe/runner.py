@@ -329,7 +329,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     the job's device and dtype). Raises ``NvpipeError`` for anything the user can fix, its
     message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
     """
-    from .sources import open_source
+    from .sources import open_source, trim
 
     if not job.outputs:
         raise NvpipeError("nothing to write: give at least one output")
@@ -342,7 +342,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     dtype = _dtype_for(job)
     device = torch.device(job.device)
     started = time.perf_counter()
-    source = open_source(job.input, device=job.device)
+    source = trim(open_source(job.input, device=job.device, fps=job.fps), job)
     try:
         sink_info, outputs = _open_outputs(job, source, device)
     except BaseException:

@@ -16,6 +16,7 @@ from typing import Iterator, Optional, Protocol, Union, runtime_checkable
 from ..errors import DeviceError, InputError
 from ..frames import DecodedFrame, StreamInfo
 from .images import ImageSequenceSource, is_image_path, is_sequence_pattern
+from .trim import TrimmedSource, trim
 
 
 @runtime_checkable
@@ -47,8 +48,7 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     path = str(path)
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if os.path.isdir(path) or (not os.path.exists(path) and is_sequence_pattern(path)) \
-            or (os.path.isfile(path) and is_image_path(path)):
+    if is_picture_input(path):
         return ImageSequenceSource(path, fps=fps)
     if not os.path.exists(path):
         raise InputError(f"input not found: {path}")
@@ -59,6 +59,13 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     from .pyav import PyAVSource
 
     return PyAVSource(path)
+
+
+def is_picture_input(path: str) -> bool:
+    """A directory of pictures, a ``%05d.png`` pattern or one picture (not a video)."""
+    path = str(path)
+    return os.path.isdir(path) or (not os.path.exists(path) and is_sequence_pattern(path)) \
+        or (os.path.isfile(path) and is_image_path(path))
 
 
 def _open_nvdec(path: str):
@@ -82,4 +89,4 @@ def _open_nvdec(path: str):
     return None
 
 
-__all__ = ["Source", "open_source", "ImageSequenceSource"]
+__all__ = ["Source", "open_source", "is_picture_input", "ImageSequenceSource", "TrimmedSource", "trim"]
