@@ -44,7 +44,7 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     outputs, so ``overwrite`` defaults to True here. ``device``/``dtype`` default to the
     model's; without a model module, to the CPU and to float16 on CUDA (float32 on the CPU).
     """
-    from .cli import ProgressBar
+    from .progress import ProgressBar
 
     if input_source is None:
         raise NvpipeError("input_source is required")

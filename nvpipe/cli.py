@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Optional, Sequence
 
 from .threads import tune_for_pipeline
@@ -15,6 +14,7 @@ from .threads import tune_for_pipeline
 tune_for_pipeline()  # before anything imports torch
 
 from .errors import NvpipeError  # noqa: E402
+from .progress import ProgressBar  # noqa: E402,F401 - tqdm; also convert_video's
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -201,43 +201,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(parser, commands)
     return parser
-
-
-class ProgressBar:
-    """Frames, fps and time left on stderr; redrawn at most 4 times a second."""
-
-    def __init__(self, label: str, stream=None):
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self._last = 0.0
-
-    def __call__(self, done: int, total: Optional[int], elapsed: float) -> None:
-        now = time.monotonic()
-        if now - self._last < (0.25 if self.tty else 10.0) and done != total:
-            return
-        self._last = now
-        fps = done / elapsed if elapsed > 0 else 0.0
-        if total:
-            left = (total - done) / fps if fps > 0 else 0.0
-            width = 24
-            filled = int(width * done / total)
-            text = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                    f"frames  {fps:5.1f} fps  {_clock(left)} left")
-        else:
-            text = f"{self.label} {done} frames  {fps:5.1f} fps  {_clock(elapsed)}"
-        self.stream.write(("\r" + text + "\033[K") if self.tty else text + "\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _terminate(signum, frame) -> None:
