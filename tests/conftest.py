@@ -1,7 +1,6 @@
 """Shared test setup: the interpreter for Triton on CPU, ../shared paths, GPU markers."""
 
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -140,8 +139,7 @@ def make_clip(source: Path, path: Path, *, frames: int, size=None, start: int = 
                 width, height = size or (frame.width, frame.height)
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             picture = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
-            picture.pts = index - start  # 1/24 s apart (None left every timestamp 0)
-            picture.time_base = Fraction(1, 24)
+            picture.pts = None
             out.mux(stream.encode(picture))
         out.mux(stream.encode())
     return path
