@@ -125,7 +125,7 @@ CODEC_HELP = ("h264 (.mp4/.mkv/.mov; the default for .mp4/.mkv), hevc (H.265, sm
 
 def build_parser() -> argparse.ArgumentParser:
     from .commands import VARIANT_HELP
-    from .job import CODECS, DTYPES, ENCODERS, OUTPUT_KINDS, VARIANTS
+    from .job import CODECS, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS, OUTPUT_KINDS, VARIANTS
 
     parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("output", metavar="OUT")
     run.add_argument("--ratio", type=parse_ratio, default=None,
                      help="downsample ratio for the network (default: min(512/max(H,W), 1))")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"),
+    run.add_argument("--device", choices=("auto", *DEVICES),
                      default=os.environ.get("NVPIPE_DEVICE", "auto"),
                      help="auto (default, or $NVPIPE_DEVICE): the GPU pipeline where it can run "
                           "here (see `nvpipe info`), else the CPU")
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "$NVPIPE_WEIGHTS, the cache, then the official file)")
     run.add_argument("--background", metavar="B", default=None,
                      help="composite background: a colour (#00ff00, green, 0,255,0), an image "
-                          "or a video; 'none' writes RGBA (default: green; RGBA for "
+                          f"or a video; 'none' writes RGBA (default: {DEFAULT_GREEN}; RGBA for "
                           ".mov/.webm/PNG outputs)")
     run.add_argument("--alpha", metavar="PATH", help="also write the alpha matte here")
     run.add_argument("--foreground", metavar="PATH", help="also write the foreground here")
@@ -262,8 +262,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from .gpu import resolve_device
 
+    from .job import DEVICES
+
     requested = args.device
-    if requested not in ("auto", "cpu", "cuda"):  # a bad $NVPIPE_DEVICE (argparse checks only flags)
+    if requested not in ("auto", *DEVICES):  # a bad $NVPIPE_DEVICE (argparse checks only flags)
         raise NvpipeError(f"NVPIPE_DEVICE must be auto, cpu or cuda, got {requested!r}")
     if args.cluster and requested == "auto":
         not_cuda = None  # the cluster's GPUs decide, not this machine's (schedule.cluster_device)

@@ -25,7 +25,7 @@ from .compose import ComposeTarget, Composer
 from .convert import Converter
 from .errors import InputError, NvpipeError
 from .frames import StreamInfo
-from .job import Job, OutputSpec, auto_ratio
+from .job import DEFAULT_GREEN, Job, OutputSpec, auto_ratio
 from .matting import MattingStage
 from .outputs import Outputs, Placed
 
@@ -293,7 +293,7 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
     kinds = {str(spec.path): spec.kind for spec in job.outputs}
     background = None
     if "composite" in kinds.values():
-        background = open_background(job.background or "#00ff00", width, height)
+        background = open_background(job.background or DEFAULT_GREEN, width, height)
     if network is None:
         network = load_network(job, dtype)
     # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.

@@ -50,7 +50,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..frames import ColorSpec, StreamInfo, untagged_color
-from ..job import OutputSpec
+from ..job import ALPHA_KINDS, OutputSpec
 from ._base import SinkBase
 
 CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
@@ -71,7 +71,6 @@ CODEC_ALIASES = {
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9",
             "prores": "prores_ks"}
 ALPHA_CODECS = ("prores", "vp9")
-ALPHA_KINDS = ("rgba", "rgba_premultiplied")
 EVEN_ONLY = ("h264", "hevc", "av1")  # 4:2:0 encoders that refuse odd sizes
 # The smallest picture each encoder opens for (measured with this FFmpeg build: libx265
 # refuses 8x8, takes 16x16; SVT-AV1 refuses 2x2, takes 4x4); x264, VP9, ProRes take 2x2 or less.
