@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.10",
     # kernels/ sits at the top of the repository but installs as nvpipe.kernels: a PyPI
     # package named `kernels` exists and libraries probe for it.
-    packages=["nvpipe", "nvpipe.sources", "nvpipe.sinks", "nvpipe.kernels", "rvm"],
+    packages=["nvpipe", "nvpipe.sources", "nvpipe.sinks", "nvpipe.examples", "nvpipe.kernels", "rvm"],
     package_dir={"nvpipe.kernels": "kernels"},
     # The CPU kernels' C source: built on first use (kernels/native.py) or by CMakeLists.txt.
     package_data={"nvpipe.kernels": ["cpu/*.c"]},

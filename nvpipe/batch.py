@@ -118,7 +118,12 @@ def batch_inputs(source: str) -> list[str]:
 
 
 def is_batch(source: str) -> bool:
-    """A glob, or a directory holding videos (a directory of images is one image sequence)."""
+    """A glob, or a directory holding videos (a directory of images is one image sequence);
+    never a stream (``udp://host:port?fifo_size=...`` is not a glob)."""
+    from .sources.live import locate_input
+
+    if not locate_input(source).is_file:
+        return False
     return (_is_glob(source) and not os.path.exists(source)) or bool(batch_inputs(source))
 
 

@@ -123,6 +123,58 @@ CODEC_HELP = ("h264 (.mp4/.mkv/.mov; the default for .mp4/.mkv), hevc (H.265, sm
               "%%05d.png). Default: from OUT's extension")
 
 
+def parse_option(text: str) -> tuple[str, str]:
+    """``key=value`` (``--input-option``) -> ``(key, value)``."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"input option must look like key=value, got {text!r}")
+    return key, value
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seconds must be a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"seconds must be positive, got {text}")
+    return value
+
+
+def add_stream_arguments(run: argparse.ArgumentParser) -> None:
+    """Live inputs and stream outputs (nvpipe.sources.live, nvpipe.sinks.stream)."""
+    streams = run.add_argument_group(
+        "streams", "IN may be - (standard input), a named pipe, an FFmpeg URL (udp://, "
+                   "srt://, rtmp://, rtsp://, http://) or a camera (/dev/video0); OUT may be "
+                   "- (standard output) or a URL (udp://, srt://, rtmp://). Live inputs "
+                   "(network streams, cameras) drop the oldest frames when conversion falls "
+                   "behind, so latency stays bounded; files, pipes and http never drop.")
+    streams.add_argument("--input-format", metavar="FMT",
+                         help="the input's demuxer or device, as ffmpeg -f (mpegts, v4l2, ...)")
+    streams.add_argument("--input-option", metavar="KEY=VALUE", type=parse_option,
+                         action="append", default=[],
+                         help="a demuxer/protocol option, as ffmpeg -KEY VALUE (repeatable), "
+                              "e.g. fifo_size=1000000 or video_size=1280x720")
+    streams.add_argument("--format", dest="output_format", metavar="FMT",
+                         help="a stream output's format: nut (rawvideo, keeps alpha), y4m, "
+                              "mpegts, flv, matroska (default for URLs: from the scheme)")
+    streams.add_argument("--key", metavar="OUT",
+                         help="key and fill: also write the alpha as a grey video (the key) "
+                              "to OUT; the main output is then the fill (the foreground, "
+                              "unless --type says otherwise)")
+    streams.add_argument("--timeout", type=parse_seconds, metavar="SECONDS",
+                         help="end a stream input after this long without data (default: "
+                              "10 for URLs; pipes wait for their end)")
+    live = streams.add_mutually_exclusive_group()
+    live.add_argument("--live", dest="live", action="store_true", default=None,
+                      help="pace as live (drop frames rather than fall behind) whatever IN is")
+    live.add_argument("--no-live", dest="live", action="store_false",
+                      help="never drop frames, even for a network stream")
+    streams.add_argument("--no-cut-reset", dest="cut_reset", action="store_false",
+                         help="do not reset the network's memory at scene cuts (default: "
+                              "reset, so the last shot does not linger in the next)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .commands import VARIANT_HELP
     from .job import CODECS, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS, OUTPUT_KINDS, VARIANTS
@@ -191,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="batches: each clip a task on the Ray cluster at ADDRESS "
                           "(HOST:6379, ray://HOST:10001) or 'auto' (this machine's Ray, "
                           "started if none); outputs go to OUT, which every node must see")
+    add_stream_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="stages, encoders and telemetry; tracebacks of internal errors")
@@ -247,12 +300,40 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_FAILED
 
 
-def _check_paths(args: argparse.Namespace) -> None:
-    """Standard input and output are the live-sources work; until then, a clear refusal."""
-    if args.input == "-":
-        raise NvpipeError("reading standard input (-) is not supported yet: give a file")
-    if args.output == "-":
-        raise NvpipeError("writing to standard output (-) is not supported yet: give a file")
+def _stream_job(job, args: argparse.Namespace):
+    """The job with the stream options of ``add_stream_arguments`` applied."""
+    from dataclasses import replace
+
+    from .job import OutputSpec
+
+    outputs = list(job.outputs)
+    main = outputs[0]
+    if _is_stream(main.path) and args.kind is None and args.background is None:
+        # Like .mov/.webm for files: alpha where the stream format keeps it (rawvideo NUT).
+        from .sinks.stream import stream_format
+
+        keeps_alpha = stream_format(str(main.path), args.output_format) == "nut"
+        main = replace(main, kind="rgba" if keeps_alpha and not args.key else "composite")
+    if args.key:
+        if args.kind is None:
+            main = replace(main, kind="foreground")
+        outputs.append(OutputSpec(args.key, kind="alpha", crf=main.crf, bitrate=main.bitrate,
+                                  preset=main.preset, format=args.output_format
+                                  if _is_stream(args.key) else None))
+    outputs[0] = replace(main, format=args.output_format)
+    return replace(job, outputs=outputs, input_format=args.input_format,
+                   input_options=dict(args.input_option), timeout=args.timeout,
+                   live=args.live, cut_reset=args.cut_reset)
+
+
+def _is_stream(path: str) -> bool:
+    from .sinks import is_stream_output
+
+    return is_stream_output(path)
+
+
+def _live_line(stats) -> None:
+    print(f"nvpipe: live: {stats.describe()}", file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -274,7 +355,6 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose and requested == "auto":
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
-    _check_paths(args)
     options = BatchOptions.from_args(args)
     batch = is_batch(args.input)
     if args.fps is not None and (batch or not is_picture_input(args.input)):
@@ -289,15 +369,23 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.jobs > 1 or args.cluster:
         raise NvpipeError("--jobs and --cluster are for batches: give a folder of videos or a glob")
-    job = options.job(args.input, args.output, alpha=args.alpha, foreground=args.foreground)
+    job = _stream_job(options.job(args.input, args.output, alpha=args.alpha,
+                                  foreground=args.foreground), args)
     bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
     try:
-        result = run(job, progress=bar, verbose=args.verbose)
+        result = run(job, progress=bar, verbose=args.verbose,
+                     live_report=_live_line if args.verbose else None)
     finally:
         if bar:
             bar.finish()
     for note in result.notes:
         print(f"nvpipe: note: {note}", file=sys.stderr)
+    if result.cuts and not args.quiet:
+        shown = ", ".join(str(i) for i in result.cuts[:10]) + (", ..." if len(result.cuts) > 10 else "")
+        print(f"nvpipe: reset the network's memory at {len(result.cuts)} scene "
+              f"cut{'s' * (len(result.cuts) > 1)} (frames {shown})", file=sys.stderr)
+    if result.live is not None and not args.quiet:
+        print(f"nvpipe: live: {result.live.describe()}", file=sys.stderr)
     if args.verbose:
         for path, encoder in result.encoders.items():
             print(f"nvpipe: {path}: encoder {encoder}", file=sys.stderr)

@@ -52,6 +52,7 @@ class StreamInfo:
     # Seconds of the input before the first frame's timestamp 0 (a --start trim shifts the
     # timestamps: nvpipe.sources.trim); sinks copying the input's audio shift it alike.
     start_offset: float = 0.0
+    live: bool = False  # arrives in real time (nvpipe.sources.live): the runner may drop frames
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -82,6 +83,8 @@ class DecodedFrame:
     # Borrowed frames (NVDEC's pool) set this: the consumer calls it once the work that
     # reads ``data`` is enqueued on its current stream, before asking the source for more.
     release: Optional[Callable[[], None]] = None
+    # When the frame reached nvpipe (time.monotonic()): a live run's latency starts here.
+    arrival: Optional[float] = None
 
     @property
     def time(self) -> Optional[float]:

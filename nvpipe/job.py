@@ -38,6 +38,7 @@ class OutputSpec:
     crf: Optional[int] = None
     bitrate: Optional[int] = None
     preset: Optional[str] = None
+    format: Optional[str] = None  # a stream output's muxer (nvpipe.sinks.stream): nut, mpegts...
 
     def __post_init__(self) -> None:
         if self.kind not in OUTPUT_KINDS:
@@ -78,6 +79,13 @@ class Job:
     duration: Optional[float] = None  # seconds converted from ``start`` (None: to the end)
     frames: Optional[int] = None  # at most this many frames
     fps: Optional[float] = None  # picture sequences' frame rate (None: 30)
+    # Stream inputs (nvpipe.sources.live): FFmpeg's -f and -option, seconds without data
+    # that end the stream, and live pacing forced on/off (None: by the kind of input).
+    input_format: Optional[str] = None
+    input_options: dict = field(default_factory=dict)
+    timeout: Optional[float] = None
+    live: Optional[bool] = None
+    cut_reset: bool = True  # reset the network's memory at scene cuts (nvpipe.cuts)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -100,6 +108,8 @@ class Job:
             raise ValueError(f"frames must be at least 1, got {self.frames}")
         if self.fps is not None and self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {self.timeout}")
 
 
 def auto_ratio(width: int, height: int) -> float:

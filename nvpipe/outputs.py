@@ -15,6 +15,9 @@ The output policy, written once (``docs/design.md`` states the same):
 - :meth:`Outputs.keep_partial` (interrupted, or the user asked to keep partial output):
   the frames done are finished as playable files and moved onto targets that did not
   exist; an existing target is never replaced by a partial one (that partial is removed).
+- Stream outputs (standard output, URLs: ``nvpipe.sinks.stream``) cannot be staged or
+  taken back: they are written as the frames come, not locked, and every ending finishes
+  the stream (``streamed``).
 
 Leftovers of a killed run (a staging file, a lock file) carry the hidden names above; the
 next run that takes the same target's lock removes them.
@@ -41,6 +44,7 @@ KEPT_PARTIAL = "kept partial"  # the frames done, at a target that did not exist
 LEFT_UNCHANGED = "left unchanged"  # an existing target kept; the partial output removed
 NOT_WRITTEN = "not written"    # nothing at the target (discarded, or no frames)
 DISCARDED_NULL = "discarded"   # the null output
+STREAMED = "streamed"          # standard output or a URL: sent as it went, never staged
 
 
 @dataclass
@@ -52,6 +56,8 @@ class Placed:
     outcome: str
 
     def describe(self) -> str:
+        if self.outcome == STREAMED:
+            return f"{self.path} ({self.frames} frames streamed)"
         if self.outcome in (WRITTEN, KEPT_PARTIAL):
             extra = ", incomplete" if self.outcome == KEPT_PARTIAL else ""
             return f"{self.path} ({self.frames} frames{extra})"
@@ -125,17 +131,18 @@ class _Target:
     device. Plans its staging name, checks it, and moves the staged result into place."""
 
     def __init__(self, spec: OutputSpec, info: Optional[StreamInfo], run_id: str):
-        from .sinks import is_null_output, is_sequence_output
+        from .sinks import is_null_output, is_sequence_output, is_stream_output
 
         self.spec = spec
         self.path = str(spec.path)
         self.kind = ("null" if is_null_output(self.path)
+                     else "stream" if is_stream_output(self.path)
                      else "sequence" if is_sequence_output(self.path) else "file")
         self.lock: Optional[TargetLock] = None
         self.staging: Optional[str] = None
         self._backup: Optional[str] = None
         self._placed_new = False
-        if self.kind == "null":
+        if self.kind in ("null", "stream"):
             return
         if self.kind == "sequence":
             from .sinks.images import sequence_location
@@ -171,7 +178,7 @@ class _Target:
     def check(self, overwrite: bool) -> None:
         """Refuses, before anything is written: the input as output, a missing folder, a
         folder where a file goes (or the reverse), an existing output without overwrite."""
-        if self.kind == "null":
+        if self.kind in ("null", "stream"):
             return
         info = self._info
         if info is not None and info.path and (same_file(self.path, info.path) or (
@@ -190,7 +197,7 @@ class _Target:
             raise OutputError(f"output exists: {what} (use --overwrite to replace it)")
 
     def take_lock(self) -> None:
-        if self.kind == "null":
+        if self.kind in ("null", "stream"):
             return
         self.lock = TargetLock(self._parent, self._name, self.path)
         self.lock.acquire()
@@ -356,19 +363,23 @@ class Outputs:
             raise
         for target in placed:
             target.finish_place()
-        result = [self._placed(target, WRITTEN) for target in self._targets]
+        result = [self._placed(target, STREAMED if target.kind == "stream" else WRITTEN)
+                  for target in self._targets]
         self._end()
         return result
 
     def keep_partial(self) -> list[Placed]:
         """Keeps the frames done as playable files where no target existed (see the module
         docstring); outputs with no frame, or over an existing target, are removed."""
-        keep = [t for t in self._targets if t.kind != "null"
+        keep = [t for t in self._targets if t.kind not in ("null", "stream")
                 and self.sinks[t.path].frames_written > 0 and not t.exists()]
         result = []
         for target in self._targets:
             sink = self.sinks[target.path]
             if target in keep:
+                continue
+            if target.kind == "stream":
+                result.append(self._end_stream(target))
                 continue
             sink.discard()
             outcome = (DISCARDED_NULL if target.kind == "null"
@@ -384,7 +395,8 @@ class Outputs:
             for target in keep:
                 target.undo_place()
             self.discard()
-            return [self._placed(t, NOT_WRITTEN if t.kind != "null" else DISCARDED_NULL)
+            return [self._placed(t, STREAMED if t.kind == "stream" else
+                                 NOT_WRITTEN if t.kind != "null" else DISCARDED_NULL)
                     for t in self._targets]
         self._end()
         order = {target.path: i for i, target in enumerate(self._targets)}
@@ -395,6 +407,9 @@ class Outputs:
         result = []
         for target in self._targets:
             sink = self.sinks.get(target.path)
+            if sink is not None and target.kind == "stream":
+                result.append(self._end_stream(target))
+                continue
             if sink is not None:
                 try:
                     sink.discard()
@@ -406,10 +421,23 @@ class Outputs:
         self._end()
         return result
 
+    def _end_stream(self, target: _Target) -> Placed:
+        """A stream ends the same way however the run ended: what was sent stays sent, and
+        the stream is finished (its trailer written) where it can be."""
+        sink = self.sinks[target.path]
+        try:
+            if sink.frames_written:
+                sink.finish()
+        except Exception:  # noqa: BLE001 - a reader that went away: nothing left to do
+            pass
+        sink.discard()
+        return self._placed(target, STREAMED if sink.frames_written else NOT_WRITTEN)
+
     def _placed(self, target: _Target, outcome: str) -> Placed:
         sink = self.sinks.get(target.path)
         frames = sink.frames_written if sink is not None else 0
-        return Placed(target.path, frames if outcome in (WRITTEN, KEPT_PARTIAL) else 0, outcome)
+        return Placed(target.path, frames if outcome in (WRITTEN, KEPT_PARTIAL, STREAMED) else 0,
+                      outcome)
 
     def _end(self) -> None:
         self._ended = True
@@ -431,4 +459,4 @@ def _remove_path(path: str) -> None:
 
 
 __all__ = ["Outputs", "Placed", "TargetLock", "same_file", "WRITTEN", "KEPT_PARTIAL",
-           "LEFT_UNCHANGED", "NOT_WRITTEN"]
+           "LEFT_UNCHANGED", "NOT_WRITTEN", "STREAMED"]

@@ -1,7 +1,9 @@
 """The runner: one job through Source -> Convert -> Matting -> Compose -> Sinks.
 
 Threads: a decode thread (source + conversion), the calling thread (network + compose)
-and one encode thread per output, joined by bounded queues of typed items. How frames
+and one encode thread per output, joined by bounded queues of typed items. A live input
+adds a receive thread in front, whose one-frame mailbox drops the oldest frame when the
+pipeline falls behind (``nvpipe.live``: the pacing, chosen once per job). How frames
 cross between them (streams, events, host copies) is the job's ``transfer``, chosen once
 (``nvpipe.transfer``). The first error anywhere stops every stage and is raised once from
 ``run``. Where the outputs end up is ``nvpipe.outputs``' policy: all committed when the
@@ -26,16 +28,18 @@ from .convert import Converter
 from .errors import InputError, NvpipeError
 from .frames import StreamInfo
 from .job import DEFAULT_GREEN, Job, OutputSpec, auto_ratio
+from .live import FILE_PACING, LatencyLog, LatestFrames, LiveStats, Pacing, pacing_for
 from .matting import MattingStage
 from .outputs import Outputs, Placed
 
-# Queue depths: 4 converted frames ahead of the network (1080p float32 src is 25 MB, so
-# about 100 MB in flight on the CPU), 8 composed frames ahead of each encoder.
-DECODE_QUEUE_DEPTH = 4
-ENCODE_QUEUE_DEPTH = 8
+# Queue depths of files (nvpipe.live.FILE_PACING; live inputs take LIVE_PACING's).
+DECODE_QUEUE_DEPTH = FILE_PACING.decoded
+ENCODE_QUEUE_DEPTH = FILE_PACING.encode
 # A composed buffer comes round again this many frames later: by then its encoder has taken
 # the next frame off the queue, so it is done with this one.
-COMPOSE_RING = ENCODE_QUEUE_DEPTH + 3
+COMPOSE_RING = FILE_PACING.compose_ring
+# A live run's --verbose report comes at most this often (seconds).
+LIVE_REPORT_INTERVAL = 1.0
 
 ProgressCallback = Callable[[int, Optional[int], float], None]
 
@@ -52,6 +56,8 @@ class RunResult:
     telemetry: dict = field(default_factory=dict)
     placed: list[Placed] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    live: Optional[LiveStats] = None  # a live input's drops, rate and latency
+    cuts: list[int] = field(default_factory=list)  # frames where the memory was reset
 
     @property
     def fps(self) -> float:
@@ -81,6 +87,8 @@ class ConvertedFrame:
     src: torch.Tensor      # [3, H, W], the job's dtype, on the job's device
     src_sm: torch.Tensor   # [3, h, w], the network's input
     ready: object = None
+    arrival: Optional[float] = None  # time.monotonic() when the frame reached nvpipe
+    cut: bool = False  # the first frame of a new shot: the network's memory is reset
 
 
 @dataclass
@@ -90,6 +98,7 @@ class EncodeItem:
     pts: Optional[int]
     array: object          # numpy / CPU tensor, or a CUDA tensor for CUDA sinks
     ready: object = None
+    arrival: Optional[float] = None
 
 
 class _End:
@@ -142,18 +151,39 @@ class Stages:
 
 
 # -- the stage threads ---------------------------------------------------------------------
-def decode_worker(source, converter: Converter, transfer, out: queue.Queue, stages: Stages) -> None:
-    """Source -> Converter -> ``out`` (``ConvertedFrame``s, then END)."""
+def receive_worker(source, mailbox: LatestFrames, stages: Stages) -> None:
+    """A live source -> ``mailbox``, never waiting on the pipeline: each frame is stamped
+    with its arrival and replaces the oldest one waiting (``mailbox.dropped`` counts)."""
+    try:
+        for frame in source:
+            frame.arrival = time.monotonic()
+            mailbox.put(frame)
+            if stages.stop.is_set():
+                return
+    except BaseException as error:  # noqa: BLE001
+        stages.fail(error)
+    finally:
+        mailbox.close()
+
+
+def decode_worker(frames, converter: Converter, transfer, out: queue.Queue, stages: Stages,
+                  cuts=None) -> None:
+    """Frames (a source, or a live mailbox's ``drain``) -> Converter -> ``out``
+    (``ConvertedFrame``s, then END). ``cuts``: a ``nvpipe.cuts.CutDetector`` marking the
+    frames that start a new shot."""
     transfer.stage_thread_started()
     try:
         with torch.inference_mode(), transfer.decode_stream():
-            for frame in source:
+            for frame in frames:
                 if stages.stop.is_set():
                     return
+                arrival = frame.arrival if frame.arrival is not None else time.monotonic()
                 src, src_sm = converter(frame)
                 if frame.release is not None:  # a borrowed NVDEC surface
                     frame.release()
-                item = ConvertedFrame(frame.index, frame.pts, src, src_sm, transfer.converted())
+                cut = cuts(src_sm) if cuts is not None else False
+                item = ConvertedFrame(frame.index, frame.pts, src, src_sm, transfer.converted(),
+                                      arrival, cut)
                 if not stages.put(out, item):
                     return
     except BaseException as error:  # noqa: BLE001 - reported once by run()
@@ -162,9 +192,11 @@ def decode_worker(source, converter: Converter, transfer, out: queue.Queue, stag
         stages.finish_queue(out)
 
 
-def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages, busy: dict, path: str) -> None:
+def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages, busy: dict, path: str,
+                  latency: Optional[LatencyLog] = None) -> None:
     """``inbox`` (``EncodeItem``s) -> ``sink.write``, until END; ``busy[path]`` adds up the
-    seconds spent writing (how close the encoder is to being the run's ceiling)."""
+    seconds spent writing (how close the encoder is to being the run's ceiling), and
+    ``latency`` each frame's seconds from arrival to written."""
     transfer.stage_thread_started()
     try:
         while True:
@@ -175,13 +207,16 @@ def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages, busy: dict
             started = time.perf_counter()
             sink.write(item.array, item.pts)
             busy[path] += time.perf_counter() - started
+            if latency is not None:
+                latency.record(item.arrival)
     except BaseException as error:  # noqa: BLE001
         stages.fail(error)
 
 
 def chunks(decoded: queue.Queue, size: int, stages: Stages) -> Iterator[list[ConvertedFrame]]:
-    """Up to ``size`` converted frames at a time; the last chunk may be shorter. Stops
-    (without the partial chunk) when the run is stopping."""
+    """Up to ``size`` converted frames at a time; the last chunk may be shorter, and so is
+    one before a cut (a chunk never spans two shots). Stops (without the partial chunk)
+    when the run is stopping."""
     chunk: list[ConvertedFrame] = []
     while True:
         item = stages.get(decoded)
@@ -189,6 +224,9 @@ def chunks(decoded: queue.Queue, size: int, stages: Stages) -> Iterator[list[Con
             if chunk and not stages.stop.is_set():
                 yield chunk
             return
+        if item.cut and chunk:
+            yield chunk
+            chunk = []
         chunk.append(item)
         if len(chunk) == size:
             yield chunk
@@ -250,6 +288,8 @@ class Pipeline:
     matting: MattingStage
     composer: Composer
     transfer: object  # nvpipe.transfer.HostTransfer | CudaTransfer
+    pacing: Pacing = FILE_PACING
+    cuts: object = None  # nvpipe.cuts.CutDetector, or None (--no-cut-reset)
 
     def matte(self, chunk: list[ConvertedFrame]) -> tuple[torch.Tensor, torch.Tensor]:
         """The network on a chunk, after its conversions are ready."""
@@ -265,9 +305,10 @@ class Pipeline:
 
     def warm_up(self, job: Job, size: tuple[int, int], ratio: float, device: torch.device,
                 dtype: torch.dtype) -> None:
-        """CUDA: graph capture and every kernel's first compilation before any thread
-        starts, so no other thread's CUDA work can invalidate the capture and no frame
-        waits on a compiler (0.5-1.5 s a kernel, cold cache). The state is reset after."""
+        """CUDA (and live runs): graph capture and every kernel's first compilation (on the
+        CPU, the first call's one-time costs) before any thread starts, so no other thread's
+        CUDA work can invalidate the capture and no frame waits on a compiler (0.5-1.5 s a
+        kernel, cold cache). The state is reset after."""
         from . import kernels
 
         height, width = size
@@ -280,11 +321,13 @@ class Pipeline:
                                             black if self.matting.needs_source else None)
             self.composer.warm_up(coeff_a[0], coeff_b[0], black[0])
             self.matting.reset()
-            torch.cuda.synchronize(device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
 
 
 def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: Outputs,
-                    network, device: torch.device, dtype: torch.dtype) -> Pipeline:
+                    network, device: torch.device, dtype: torch.dtype,
+                    pacing: Pacing = FILE_PACING) -> Pipeline:
     from .backgrounds import open_background
     from .transfer import transfer_for
 
@@ -298,13 +341,21 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
         network = load_network(job, dtype)
     # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
     converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
-                          ring_size=DECODE_QUEUE_DEPTH + job.chunk + 2)
+                          ring_size=pacing.decoded + job.chunk + 2)
     matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
+    cuts = None
+    if job.cut_reset:
+        from .cuts import CutDetector
+
+        cuts = CutDetector()
     pipeline = Pipeline(converter, matting,
                         Composer(_compose_targets(outputs, kinds), background,
-                                 ring_size=COMPOSE_RING),
-                        transfer_for(device, outputs.sinks, COMPOSE_RING, matting.stream))
-    if device.type == "cuda":
+                                 ring_size=pacing.compose_ring),
+                        transfer_for(device, outputs.sinks, pacing.compose_ring, matting.stream),
+                        pacing, cuts)
+    if device.type == "cuda" or pacing.live:
+        # Live runs warm up on the CPU too: the first network call's one-time costs (1-2 s
+        # on 2 cores) would otherwise be the first frames' latency.
         pipeline.warm_up(job, (height, width), ratio, device, dtype)
     return pipeline
 
@@ -322,11 +373,13 @@ def _open_outputs(job: Job, source, device: torch.device) -> tuple[StreamInfo, O
 
 def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         stop: Optional[threading.Event] = None, network: Optional[torch.nn.Module] = None,
-        verbose: bool = False) -> RunResult:
+        verbose: bool = False, live_report: Optional[Callable[[LiveStats], None]] = None
+        ) -> RunResult:
     """Run ``job`` to completion; see the module docstring for threads, errors and outputs.
 
     ``network`` overrides loading weights from ``job`` (an ``rvm.MattingNetwork`` already on
-    the job's device and dtype). Raises ``NvpipeError`` for anything the user can fix, its
+    the job's device and dtype). ``live_report`` is called about once a second of a live
+    run with its figures so far. Raises ``NvpipeError`` for anything the user can fix, its
     message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
     """
     from .sources import open_source, trim
@@ -342,49 +395,71 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     dtype = _dtype_for(job)
     device = torch.device(job.device)
     started = time.perf_counter()
-    source = trim(open_source(job.input, device=job.device, fps=job.fps), job)
+    stages = Stages(stop)
+    source = trim(open_source(job.input, device=job.device, fps=job.fps,
+                              input_format=job.input_format, input_options=job.input_options,
+                              timeout=job.timeout, live=job.live, stop=stages.stop), job)
     try:
         sink_info, outputs = _open_outputs(job, source, device)
     except BaseException:
         source.close()
         raise
-    stages = Stages(stop)
+    pacing = pacing_for(source.live)
     encoder_busy = {path: 0.0 for path in outputs.sinks}
+    latency = {path: LatencyLog() for path in outputs.sinks}
+    mailbox = LatestFrames(pacing.mailbox) if pacing.live else None
     frames_done = 0
+    cuts: list[int] = []
     telemetry = None
     threads: list[threading.Thread] = []
     try:
-        pipeline = _build_pipeline(job, source.info, sink_info, outputs, network, device, dtype)
+        pipeline = _build_pipeline(job, source.info, sink_info, outputs, network, device, dtype,
+                                   pacing)
         if verbose and device.type == "cuda":
             from .telemetry import Telemetry
 
             telemetry = Telemetry()
             telemetry.start()
-        decoded: queue.Queue = queue.Queue(DECODE_QUEUE_DEPTH)
-        inboxes = {path: queue.Queue(ENCODE_QUEUE_DEPTH) for path in outputs.sinks}
+        decoded: queue.Queue = queue.Queue(pacing.decoded)
+        inboxes = {path: queue.Queue(pacing.encode) for path in outputs.sinks}
+        frames = source
+        if mailbox is not None:
+            threads.append(threading.Thread(target=receive_worker, name="nvpipe-receive",
+                                            daemon=True, args=(source, mailbox, stages)))
+            frames = mailbox.drain(stages.stop)
         threads.append(threading.Thread(
             target=decode_worker, name="nvpipe-decode", daemon=True,
-            args=(source, pipeline.converter, pipeline.transfer, decoded, stages)))
+            args=(frames, pipeline.converter, pipeline.transfer, decoded, stages, pipeline.cuts)))
         threads += [threading.Thread(
             target=encode_worker, name="nvpipe-encode", daemon=True,
-            args=(sink, inboxes[path], pipeline.transfer, stages, encoder_busy, path))
+            args=(sink, inboxes[path], pipeline.transfer, stages, encoder_busy, path,
+                  latency[path]))
             for path, sink in outputs.sinks.items()]
         for thread in threads:
             thread.start()
 
         # The main loop: network and compose on this thread, everything else on theirs.
         total = source.info.frame_count
+        reported = time.perf_counter()
         with torch.inference_mode(), pipeline.transfer.network_stream():
             for chunk in chunks(decoded, job.chunk, stages):
+                if chunk[0].cut:  # chunks() starts a chunk at each cut
+                    pipeline.matting.reset()
+                    cuts.append(chunk[0].index)
                 coeff_a, coeff_b = pipeline.matte(chunk)
                 for i, frame in enumerate(chunk):
                     composed, ready = pipeline.compose(coeff_a[i], coeff_b[i], frame)
-                    if not all(stages.put(inboxes[path], EncodeItem(frame.pts, array, ready))
+                    if not all(stages.put(inboxes[path],
+                                          EncodeItem(frame.pts, array, ready, frame.arrival))
                                for path, array in composed.items()):
                         break  # stopping: chunks() ends too
                     frames_done += 1
                     if progress is not None:
                         progress(frames_done, total, time.perf_counter() - started)
+                if live_report is not None and mailbox is not None \
+                        and time.perf_counter() - reported >= LIVE_REPORT_INTERVAL:
+                    reported = time.perf_counter()
+                    live_report(_live_stats(mailbox, latency, outputs))
 
         for inbox in inboxes.values():
             stages.finish_queue(inbox)
@@ -395,22 +470,45 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     except BaseException as error:
         stages.fail(error)
     finally:
-        _join_all(threads, stages)
-        source.close()
+        _join_all(threads, stages, give_up_on=("nvpipe-receive",) if mailbox else ())
+        _close_source(source, threads)
         if telemetry is not None:
             telemetry.stop()
-    return _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy)
+    live = _live_stats(mailbox, latency, outputs) if mailbox is not None else None
+    return _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
+                        notes=list(source.notes), live=live, cuts=cuts)
+
+
+def _live_stats(mailbox: LatestFrames, latency: dict[str, LatencyLog],
+                outputs: Outputs) -> LiveStats:
+    """A live run's figures; latency and rate are the first output's (the main one)."""
+    first = next(iter(outputs.sinks))
+    log = latency[first]
+    percentiles = log.percentiles() or (None, None)
+    return LiveStats(received=mailbox.received, written=outputs.sinks[first].frames_written,
+                     dropped=mailbox.dropped, fps=log.rate(),
+                     latency_p50=percentiles[0], latency_p99=percentiles[1])
+
+
+def _close_source(source, threads: list[threading.Thread]) -> None:
+    """Closes the source, unless its receive thread is still blocked in a read (a silent
+    stream at Ctrl-C): closing under it would free what it reads. The process's exit, or
+    the read's timeout, ends that thread; it closes nothing."""
+    if any(t.name == "nvpipe-receive" and t.is_alive() for t in threads):
+        return
+    source.close()
 
 
 def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
-                 started: float, telemetry, encoder_busy: dict) -> RunResult:
+                 started: float, telemetry, encoder_busy: dict, *, notes: list[str],
+                 live: Optional[LiveStats] = None, cuts: Optional[list[int]] = None) -> RunResult:
     """Applies the output policy to how the run ended; returns or raises accordingly."""
     error = stages.error
     interrupted = isinstance(error, KeyboardInterrupt) or (error is None and stages.stop.is_set())
     failed = error is not None and not isinstance(error, KeyboardInterrupt)
     encoders = {path: sink.encoder_name for path, sink in outputs.sinks.items()}
-    notes = [f"{path}: PNG pictures carry no audio; the input's audio was not written"
-             for path, sink in outputs.sinks.items() if getattr(sink, "dropped_audio", False)]
+    notes += [f"{path}: PNG pictures carry no audio; the input's audio was not written"
+              for path, sink in outputs.sinks.items() if getattr(sink, "dropped_audio", False)]
     if failed:
         started_writing = any(sink.frames_written for sink in outputs.sinks.values())
         placed = outputs.keep_partial() if job.keep_partial else outputs.discard()
@@ -426,7 +524,8 @@ def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
         notes.append(bound)
     result = RunResult(frames=frames_done, seconds=seconds,
                        outputs=[p.path for p in placed], interrupted=interrupted,
-                       encoders=encoders, placed=placed, notes=notes,
+                       encoders=encoders, placed=placed, notes=notes, live=live,
+                       cuts=list(cuts or ()),
                        telemetry=telemetry.summary() if telemetry is not None else {})
     if isinstance(error, KeyboardInterrupt):
         raise Interrupted(result, terminated=isinstance(error, Terminated)) from None
@@ -454,9 +553,9 @@ def encoder_bound(busy: dict[str, float], encoders: dict[str, str], seconds: flo
 
 def describe_outcome(placed: list[Placed], keep_partial: bool) -> str:
     """What became of a run's outputs, for a one-line message."""
-    from .outputs import KEPT_PARTIAL, LEFT_UNCHANGED, NOT_WRITTEN, WRITTEN
+    from .outputs import KEPT_PARTIAL, LEFT_UNCHANGED, NOT_WRITTEN, STREAMED, WRITTEN
 
-    kept = [p.describe() for p in placed if p.outcome in (WRITTEN, KEPT_PARTIAL)]
+    kept = [p.describe() for p in placed if p.outcome in (WRITTEN, KEPT_PARTIAL, STREAMED)]
     untouched = [p.path for p in placed if p.outcome == LEFT_UNCHANGED]
     missing = [p.path for p in placed if p.outcome == NOT_WRITTEN]
     parts = []
@@ -472,10 +571,19 @@ def describe_outcome(placed: list[Placed], keep_partial: bool) -> str:
     return "; ".join(parts) or "nothing written"
 
 
-def _join_all(threads: list[threading.Thread], stages: Stages) -> None:
-    """Join every stage thread; a second Ctrl-C while waiting only repeats the stop."""
+# A live receive thread blocked in a silent stream's read is left after this long.
+RECEIVE_GRACE_SECONDS = 1.0
+
+
+def _join_all(threads: list[threading.Thread], stages: Stages, give_up_on: tuple = ()) -> None:
+    """Join every stage thread; a second Ctrl-C while waiting only repeats the stop.
+    Threads named in ``give_up_on`` get ``RECEIVE_GRACE_SECONDS`` (a daemon blocked in a
+    network read: its stream's timeout ends it)."""
     for thread in threads:
+        deadline = time.monotonic() + RECEIVE_GRACE_SECONDS
         while thread.is_alive():
+            if thread.name in give_up_on and time.monotonic() > deadline:
+                break
             try:
                 thread.join(timeout=0.1)
             except KeyboardInterrupt as error:

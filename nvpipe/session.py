@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -39,15 +40,23 @@ class MattingSession:
     """Matte a stream of frames one at a time, carrying the network's memory across them.
 
     ``process(frame)`` takes an RGB frame: a uint8 ``(H, W, 3)`` NumPy array, or a torch
-    tensor ``[3,H,W]`` (float in [0,1] or uint8) on the CPU or a CUDA device. Call
-    ``reset()`` at a scene cut, so the memory of the last shot does not leak into the next.
-    The ratio defaults to ``min(512 / max(H, W), 1)`` of the first frame.
+    tensor ``[3,H,W]`` (float in [0,1] or uint8) on the CPU or a CUDA device, and returns
+    when the matte is ready (on CUDA, after its stream finished). Scene cuts are detected
+    on the network's low-resolution input (``nvpipe.cuts``) and reset the memory there,
+    as the command line does, unless ``cut_reset=False``; ``reset()`` does it by hand.
+    ``cuts`` lists the frames (counted from 0) where a cut reset it; ``latency()`` gives
+    the p50/p99 seconds of ``process`` calls. The ratio defaults to
+    ``min(512 / max(H, W), 1)`` of the first frame.
     """
 
     def __init__(self, *, device: str = "cpu", ratio: Optional[float] = None,
                  variant: str = "mobilenetv3", weights: Optional[str] = None,
-                 dtype: Optional[torch.dtype] = None, network: Optional[torch.nn.Module] = None):
+                 dtype: Optional[torch.dtype] = None, network: Optional[torch.nn.Module] = None,
+                 cut_reset: bool = True):
         import rvm
+
+        from .cuts import CutDetector
+        from .live import LatencyLog
 
         self.device = torch.device(device)
         self.dtype = dtype or default_dtype(self.device.type)
@@ -56,11 +65,19 @@ class MattingSession:
         self.ratio = ratio
         self._stage: Optional[MattingStage] = None
         self._size: Optional[tuple[int, int]] = None
+        self._cuts = CutDetector() if cut_reset else None
+        self.cuts: list[int] = []
+        self.frames = 0
+        self._latency = LatencyLog()
 
     def reset(self) -> None:
         """Forget the recurrent state (a scene cut)."""
         if self._stage is not None:
             self._stage.reset()
+
+    def latency(self) -> Optional[tuple[float, float]]:
+        """(p50, p99) seconds of the ``process`` calls so far (None before the first)."""
+        return self._latency.percentiles()
 
     def _as_tensor(self, frame) -> torch.Tensor:
         if isinstance(frame, np.ndarray):
@@ -79,6 +96,7 @@ class MattingSession:
     def process(self, frame) -> Matte:
         from . import kernels
 
+        called = time.monotonic()
         src = self._as_tensor(frame)
         height, width = src.shape[-2:]
         if self._size != (height, width):
@@ -87,8 +105,17 @@ class MattingSession:
             self._stage = MattingStage(self.network, ratio=ratio, device=self.device,
                                        dtype=self.dtype)
             self._size = (height, width)
+            if self._cuts is not None:
+                self._cuts.reset()
         small = downsample(src, self._stage.ratio)
+        if self._cuts is not None and self._cuts(small):
+            self._stage.reset()
+            self.cuts.append(self.frames)
+        self.frames += 1
         coeff_a, coeff_b = self._stage(small[None], src[None] if self._stage.needs_source else None)
         fgr_pha = kernels.matting_tail(coeff_a[0], coeff_b[0], src, output="rgba",
                                        out_dtype=self.dtype)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()
+        self._latency.record(called)
         return Matte(alpha=fgr_pha[3:], foreground=fgr_pha[:3], source=src)

@@ -123,9 +123,14 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 CLIP_FRAMES = 8
 
 
-def make_clip(source: Path, path: Path, *, frames: int, size=None, start: int = 0) -> Path:
+def make_clip(source: Path, path: Path, *, frames: int, size=None, start: int = 0,
+              timed: bool = False) -> Path:
     """``frames`` frames of ``source`` from frame ``start`` on, at ``size`` (W, H; None keeps
-    the source's), as H.264 at high quality (crf 8), 24 fps: the tests' short real clips."""
+    the source's), as H.264 at high quality (crf 8), 24 fps: the tests' short real clips.
+    ``timed``: real timestamps, one frame per 1/24 s (otherwise every frame's pts is 0, as
+    the tests written before it expect; streams need real ones)."""
+    from fractions import Fraction
+
     import av
 
     with av.open(str(source)) as inp, av.open(str(path), "w") as out:
@@ -140,6 +145,8 @@ def make_clip(source: Path, path: Path, *, frames: int, size=None, start: int = 
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
             picture = frame.reformat(width=stream.width, height=stream.height, format="yuv420p")
             picture.pts = None
+            if timed:
+                picture.pts, picture.time_base = index - start, Fraction(1, 24)
             out.mux(stream.encode(picture))
         out.mux(stream.encode())
     return path

@@ -343,8 +343,8 @@ def test_bad_requests_are_one_line(case, small_clip, weights_env, tmp_path):
     expected = {"folder_named_like_video": "output is a folder, not a file",
                 "weights_folder": "is a folder: give a .pth or .onnx file",
                 "crf_99": "--crf 99 is out of range for h264 (0-51)",
-                "stdout": "writing to standard output (-) is not supported yet",
-                "stdin": "reading standard input (-) is not supported yet"}[case]
+                "stdout": "writing to standard output needs --format",
+                "stdin": "not a readable video stream: -"}[case]
     if case == "folder_named_like_video":
         out = tmp_path / "dir.mp4"
         out.mkdir()
@@ -356,7 +356,8 @@ def test_bad_requests_are_one_line(case, small_clip, weights_env, tmp_path):
         out = "-"
     elif case == "stdin":
         src = "-"
-    code, stderr = _cli("run", src, out, "--quiet", *extra, cwd=tmp_path)
+    code, stderr = _cli("run", src, out, "--quiet", *extra, cwd=tmp_path,
+                        stdin=subprocess.DEVNULL)  # an empty standard input for "-"
     assert code == 1
     assert expected in _line(stderr)
     assert sorted(p.name for p in tmp_path.iterdir()) == (

@@ -19,6 +19,7 @@ from .encoders import NVENC_FORMATS, choose_encoder, nvenc_codec, requests_nvenc
 from .images import PngSequenceSink, is_sequence_output, sequence_location
 from .null import NullSink, is_null_output
 from .pyav import CONTAINERS, PyAVSink, resolve_codec
+from .stream import StreamSink, is_stream_output
 
 
 def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
@@ -28,7 +29,8 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
     Args:
         spec: the output (path, kind, codec, crf/bitrate, preset). A folder path (existing,
             ending in a separator, or without extension) or a ``%05d.png`` pattern writes
-            PNGs; ``os.devnull`` discards the frames (:class:`NullSink`); ``.mp4``/``.mkv``
+            PNGs; ``os.devnull`` discards the frames (:class:`NullSink`); ``-`` or a URL
+            streams (:class:`StreamSink`, muxer ``spec.format``); ``.mp4``/``.mkv``
             H.264 (or ``codec`` hevc/av1), ``.mov`` ProRes 4444, ``.webm`` VP9; an NVENC
             codec (``nvenc``, ``h264_nvenc``...) goes to ``nvpipe.sinks.nvenc``.
         info: the output's stream facts; frames are ``info.display_size``, timestamps in
@@ -44,6 +46,12 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
     path = str(spec.path)
     if is_null_output(path):
         return NullSink(spec, info)
+    if is_stream_output(path):
+        return StreamSink(spec, info, shares_cores_with_network=shares_cores_with_network,
+                          container_format=spec.format)
+    if spec.format:
+        raise OutputError(f"--format is for stream outputs (- or a URL); {path} takes its "
+                          f"format from its extension")
     if is_sequence_output(path):
         return PngSequenceSink(spec, info, staging=staging, audio_from=audio_from)
     if requests_nvenc(spec):
@@ -65,4 +73,4 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
 
 __all__ = ["Sink", "SinkBase", "open_sink", "choose_encoder", "nvenc_codec", "NVENC_FORMATS",
            "is_null_output", "is_sequence_output", "sequence_location", "PyAVSink",
-           "PngSequenceSink", "NullSink"]
+           "PngSequenceSink", "NullSink", "StreamSink", "is_stream_output"]

@@ -67,10 +67,14 @@ CODEC_ALIASES = {
     "av1": "av1", "svtav1": "av1", "libsvtav1": "av1",
     "vp9": "vp9", "libvpx-vp9": "vp9",
     "prores": "prores", "prores_ks": "prores",
+    "rawvideo": "rawvideo", "raw": "rawvideo",
 }
 ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1", "vp9": "libvpx-vp9",
-            "prores": "prores_ks"}
-ALPHA_CODECS = ("prores", "vp9")
+            "prores": "prores_ks", "rawvideo": "rawvideo"}
+ALPHA_CODECS = ("prores", "vp9", "rawvideo")
+# Uncompressed pictures (stream outputs: NUT, y4m) in the layout each kind composes to.
+RAW_FORMATS = {"composite": "rgb24", "foreground": "rgb24", "alpha": "gray",
+               "rgba": "rgba", "rgba_premultiplied": "rgba"}
 EVEN_ONLY = ("h264", "hevc", "av1")  # 4:2:0 encoders that refuse odd sizes
 # The smallest picture each encoder opens for (measured with this FFmpeg build: libx265
 # refuses 8x8, takes 16x16; SVT-AV1 refuses 2x2, takes 4x4); x264, VP9, ProRes take 2x2 or less.
@@ -180,7 +184,7 @@ class PyAVSink(SinkBase):
         self.staging = staging
         self.spec = spec
         extension = os.path.splitext(self.path)[1].lower()
-        self.codec = resolve_codec(extension, spec)
+        self.codec = self._resolve_codec(spec)
         self.encoder_name = f"{ENCODERS[self.codec]} (CPU)"
         self.width, self.height = info.display_size
         self.time_base = Fraction(info.time_base)
@@ -198,7 +202,9 @@ class PyAVSink(SinkBase):
                               f"(it needs at least {least[0]}x{least[1]}): {self.path}")
 
         kind = spec.kind
-        if kind in ALPHA_KINDS:
+        if self.codec == "rawvideo":
+            self.pixel_format, self._encoder_format, full = self._raw_formats(kind)
+        elif kind in ALPHA_KINDS:
             self.pixel_format = "rgba"
             self._encoder_format = "yuva444p10le" if self.codec == "prores" else "yuva420p"
             full = False
@@ -212,17 +218,13 @@ class PyAVSink(SinkBase):
             self._encoder_format = "yuv444p10le" if self.codec == "prores" else "yuv420p"
             self.pixel_format = "nv12" if self.codec != "prores" and self._even else "rgb24"
             full = False
-        if self.codec == "h264" and self._encoder_format == "yuv420p":
+        if self.codec == "h264" and self._encoder_format == "yuv420p" and self._takes_nv12():
             self._encoder_format = "nv12"  # x264 reads NV12 natively: no swscale pass
         self.color = ColorSpec(untagged_color(self.height).matrix, full)
 
         self._partial = staging
         try:
-            # Matroska/WebM would otherwise shift every stream so that copied AAC priming
-            # packets (pts < 0) start at 0, moving the video off the input's timestamps.
-            options = {"avoid_negative_ts": "disabled"} if extension in (".mkv", ".webm") else {}
-            self._container = av.open(self._partial, "w", format=CONTAINERS[extension],
-                                      options=options)
+            self._container = self._open_container(extension)
         except (av.FFmpegError, OSError) as error:
             raise OutputError(f"cannot write {self.path} ({error})") from None
         try:
@@ -236,6 +238,29 @@ class PyAVSink(SinkBase):
         from av.video.reformatter import VideoReformatter
 
         self._reformatter = VideoReformatter()
+
+    # -- what a subclass (nvpipe.sinks.stream) changes ----------------------------------------
+    def _resolve_codec(self, spec: OutputSpec) -> str:
+        return resolve_codec(os.path.splitext(self.path)[1].lower(), spec)
+
+    def _open_container(self, extension: str):
+        # Matroska/WebM would otherwise shift every stream so that copied AAC priming
+        # packets (pts < 0) start at 0, moving the video off the input's timestamps.
+        options = {"avoid_negative_ts": "disabled"} if extension in (".mkv", ".webm") else {}
+        return av.open(self._partial, "w", format=CONTAINERS[extension], options=options)
+
+    def _takes_nv12(self) -> bool:
+        """x264 reads NV12 natively (no swscale pass) where the muxer takes it."""
+        return True
+
+    def _raw_formats(self, kind: str) -> tuple[str, str, bool]:
+        """Uncompressed output: (what ``write`` takes, what is stored, full range): what
+        compose gives, as it is."""
+        return RAW_FORMATS[kind], RAW_FORMATS[kind], True
+
+    def _codec_options(self) -> dict[str, str]:
+        """Encoder options beyond quality and preset."""
+        return {}
 
     def _add_video_stream(self):
         spec, codec = self.spec, self.codec
@@ -262,8 +287,9 @@ class PyAVSink(SinkBase):
                 options["crf"] = str(spec.crf if spec.crf is not None else default_crf)
             if codec == "hevc":
                 options["x265-params"] = "log-level=error"
-        else:  # ProRes: quality is the profile; crf/bitrate do not apply
+        elif codec == "prores":  # quality is the profile; crf/bitrate do not apply
             options.update({"profile": "4444", "vendor": "apl0"})
+        options.update(self._codec_options())
         try:
             stream = self._container.add_stream(ENCODERS[codec], rate=self.fps, options=options)
         except (av.FFmpegError, ValueError) as error:
@@ -315,6 +341,9 @@ class PyAVSink(SinkBase):
     def _frame_from(self, array: np.ndarray) -> av.VideoFrame:
         w, h = self.width, self.height
         fmt = self.pixel_format
+        if fmt == self._encoder_format and fmt != "nv12":  # rawvideo: as it is
+            self._check_shape(array, (h, w) if fmt == "gray" else (h, w, 4 if fmt == "rgba" else 3))
+            return video_frame(array, fmt)
         if fmt == "nv12":
             self._check_shape(array, (h * 3 // 2, w))
             return self._to_encoder(video_frame(array, "nv12"), self.color.full_range)
@@ -424,8 +453,8 @@ def check_quality(spec: OutputSpec, codec: str) -> None:
     if spec.crf is None:
         return
     if codec not in CRF_RANGES:
-        raise OutputError(f"{codec} takes no --crf (ProRes quality is its 4444 profile): "
-                          f"{spec.path}")
+        why = " (ProRes quality is its 4444 profile)" if codec == "prores" else " (uncompressed)"
+        raise OutputError(f"{codec} takes no --crf{why}: {spec.path}")
     low, high = CRF_RANGES[codec]
     if not low <= spec.crf <= high:
         raise OutputError(f"--crf {spec.crf} is out of range for {codec} ({low}-{high})")

@@ -1,9 +1,10 @@
 """Sources: where frames come from. ``open_source`` picks one from the path and device.
 
-A ``Source`` has ``.info`` (:class:`nvpipe.frames.StreamInfo`), yields
-:class:`nvpipe.frames.DecodedFrame` in presentation order when iterated (once), then has
-``.damage`` (None, or what could not be decoded: the run fails on it), has ``.close()``
-and is a context manager.
+A ``Source`` has ``.info`` (:class:`nvpipe.frames.StreamInfo`), ``.live`` (it arrives in
+real time: ``nvpipe.sources.live``), yields :class:`nvpipe.frames.DecodedFrame` in
+presentation order when iterated (once), then has ``.damage`` (None, or what could not be
+decoded: the run fails on it) and ``.notes`` (what the run's summary should say: packets a
+stream lost, how it ended), has ``.close()`` and is a context manager.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from fractions import Fraction
-from typing import Iterator, Optional, Protocol, Union, runtime_checkable
+from typing import Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
 
 from ..errors import DeviceError, InputError
 from ..frames import DecodedFrame, StreamInfo
@@ -22,15 +23,24 @@ from .trim import TrimmedSource, trim
 @runtime_checkable
 class Source(Protocol):
     info: StreamInfo
+    live: bool
     damage: Optional[str]
+    notes: Sequence[str]
 
     def __iter__(self) -> Iterator[DecodedFrame]: ...
 
     def close(self) -> None: ...
 
 
-def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, None] = None) -> Source:
-    """Opens a video file, a directory of pictures, a ``%05d.png`` pattern or one picture.
+def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, None] = None,
+                input_format: Optional[str] = None, input_options: Optional[dict] = None,
+                timeout: Optional[float] = None, live: Optional[bool] = None,
+                stop=None) -> Source:
+    """Opens a video file, a directory of pictures, a ``%05d.png`` pattern, one picture, or
+    a stream (standard input, a named pipe, an FFmpeg URL, a capture device: see
+    ``nvpipe.sources.live``; streams always decode with PyAV, ``input_format``,
+    ``input_options``, ``timeout``, ``live`` and ``stop`` are
+    :class:`~nvpipe.sources.pyav.PyAVSource`'s).
 
     Args:
         path: the input.
@@ -45,9 +55,17 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     Raises:
         InputError: missing, unreadable, non-video or truncated input.
     """
+    from .live import locate_input
+
     path = str(path)
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    stream = dict(input_format=input_format, input_options=input_options, timeout=timeout,
+                  live=live, stop=stop)
+    if not locate_input(path, live=live, input_format=input_format).is_file or input_format:
+        from .pyav import PyAVSource
+
+        return PyAVSource(path, **stream)
     if is_picture_input(path):
         return ImageSequenceSource(path, fps=fps)
     if not os.path.exists(path):
@@ -58,7 +76,7 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
             return nvdec
     from .pyav import PyAVSource
 
-    return PyAVSource(path)
+    return PyAVSource(path, **stream)
 
 
 def is_picture_input(path: str) -> bool:

@@ -90,6 +90,8 @@ class ImageSequenceSource:
     """
 
     damage: Optional[str] = None  # pictures that fail to read raise instead
+    live = False
+    notes: tuple = ()
 
     def __init__(self, path: str, *, fps: Union[float, Fraction, None] = None) -> None:
         self.path = str(path)

@@ -136,6 +136,9 @@ class NvdecSource:
     input, ``DeviceError`` when PyNvVideoCodec cannot load.
     """
 
+    live = False  # files only: stream inputs decode with PyAV (nvpipe.sources.open_source)
+    notes: tuple = ()
+
     def __init__(self, path: str, gpu_id: int = 0):
         self.path = str(path)
         if not os.path.isfile(self.path):

@@ -24,6 +24,7 @@ container that declares no frame count (Matroska, WebM) cannot be told from a co
 from __future__ import annotations
 
 import os
+import stat
 from fractions import Fraction
 from typing import Iterator, Optional
 
@@ -151,38 +152,109 @@ def _to_yuv420(frame: av.VideoFrame, reformatter) -> tuple[av.VideoFrame, str]:
 
 
 class PyAVSource:
-    """A video file decoded by FFmpeg on the CPU (first video stream).
+    """A video decoded by FFmpeg on the CPU (first video stream): a file, or any input of
+    ``nvpipe.sources.live`` (standard input, a named pipe, an FFmpeg URL, a device).
 
-    The first frame is decoded on opening, so a file that opens but cannot decode fails
+    The first frame is decoded on opening, so an input that opens but cannot decode fails
     here, and ``info`` carries the rotation and colour read from that frame.
 
     Args:
-        path: the video file (never modified).
+        path: the input (a file is never modified).
         threads: decoder threads, 0 for FFmpeg's automatic count (frame + slice threads).
+        input_format: the demuxer or device (FFmpeg's ``-f``: ``mpegts``, ``v4l2``...);
+            None probes.
+        input_options: demuxer/protocol options (FFmpeg's ``-option value``).
+        timeout: seconds without data after which a stream input ends (end of stream, with
+            a note); None: a pipe waits for its writer, a URL for
+            ``DEFAULT_URL_TIMEOUT``. Files ignore it.
+        live: override ``locate_input``'s default (see ``nvpipe.sources.live``).
+        stop: an event that ends a blocked read of a pipe (the run's stop flag).
 
     Iterating yields :class:`DecodedFrame` in presentation order (``data`` as in
-    :func:`frame_to_planar420`, ``pts`` the stream's own, ``time_base`` the stream's), once;
-    then ``damage`` is None, or says what could not be decoded (see the module docstring).
-    Raises :class:`InputError` on a missing, non-video or undecodable file.
+    :func:`frame_to_planar420`, ``pts`` the stream's own, ``time_base`` the stream's; a
+    live input's timestamps start at 0), once; then ``damage`` is None, or says what could
+    not be decoded (see the module docstring). Live inputs lose packets as a matter of
+    course: for them losses are ``notes``, not ``damage``, and so is how the stream ended.
+    Raises :class:`InputError` on a missing, non-video or undecodable input.
     """
 
     damage: Optional[str] = None
 
-    def __init__(self, path: str, *, threads: int = 0) -> None:
+    def __init__(self, path: str, *, threads: int = 0, input_format: Optional[str] = None,
+                 input_options: Optional[dict] = None, timeout: Optional[float] = None,
+                 live: Optional[bool] = None, stop=None) -> None:
+        from .live import locate_input
+
         self.path = str(path)
-        if not os.path.exists(self.path):
-            raise InputError(f"input not found: {self.path}")
-        if not os.path.isfile(self.path):
-            raise InputError(f"input is not a file: {self.path}")
-        try:
-            self._container = av.open(self.path, metadata_errors="ignore")
-        except av.FFmpegError as error:
-            raise InputError(f"not a readable video file: {self.path} ({_reason(error)})") from None
+        self.location = locate_input(self.path, live=live, input_format=input_format)
+        self.live = self.location.live
+        self.notes: list[str] = []
+        self._reader = None
+        self._stdin_file = None
+        self._read_timed_out = False
+        if self.location.is_file:
+            if not os.path.exists(self.path):
+                raise InputError(f"input not found: {self.path}")
+            if not os.path.isfile(self.path):
+                raise InputError(f"input is not a file: {self.path}")
+        self._timeout = timeout
+        self._container = self._open_container(input_format, dict(input_options or {}),
+                                               timeout, stop)
         try:
             self._open_stream(threads)
         except BaseException:
-            self._container.close()
+            self.close()
             raise
+
+    def _open_container(self, input_format, options: dict, timeout, stop):
+        """``av.open`` for each kind of input (``nvpipe.sources.live``)."""
+        from .live import DEFAULT_URL_TIMEOUT, PipeReader
+
+        location = self.location
+        kind = location.kind
+        target = self.path
+        kwargs: dict = {"metadata_errors": "ignore"}
+        if input_format:
+            kwargs["format"] = input_format
+        if options:
+            kwargs["options"] = options
+        if kind == "stdin" and stat.S_ISREG(os.fstat(0).st_mode):
+            # `< clip.mp4`: a file after all, so seekable (an MP4's index may be at its end).
+            target = self._stdin_file = os.fdopen(os.dup(0), "rb")
+        elif kind in ("stdin", "pipe"):
+            try:
+                fd = 0 if kind == "stdin" else os.open(self.path, os.O_RDONLY)
+            except OSError as error:
+                raise InputError(f"cannot open {self.path} ({error.strerror})") from None
+            name = "standard input" if kind == "stdin" else self.path
+            self._reader = target = PipeReader(fd, timeout=timeout, stop=stop, name=name)
+        elif kind == "url":
+            self._timeout = timeout if timeout is not None else DEFAULT_URL_TIMEOUT
+            kwargs["timeout"] = self._timeout
+        elif kind == "device":
+            kwargs.setdefault("format", "v4l2")
+            if kwargs["format"] not in av.formats_available:
+                raise InputError(f"this FFmpeg build has no {kwargs['format']} input, so "
+                                 f"{self.path} cannot be read (PyAV's wheels carry no capture "
+                                 f"devices: stream the camera with ffmpeg to udp:// or a pipe)")
+        try:
+            return av.open(target, **kwargs)
+        except av.FFmpegError as error:
+            if self._reader is not None:
+                self._reader.close()
+            if self._reader is not None and self._reader.timed_out:
+                raise InputError(f"no data from {self._reader.name} within {timeout:g} s") from None
+            if kind == "url" and isinstance(error, av.ExitError):
+                raise InputError(f"no data from {self.path} within {self._timeout:g} s "
+                                 f"(--timeout sets how long to wait)") from None
+            what = "a readable video file" if location.is_file else "a readable video stream"
+            raise InputError(f"not {what}: {self.path} ({_reason(error)}){self._pipe_hint()}") from None
+
+    def _pipe_hint(self) -> str:
+        if self._reader is None:
+            return ""
+        return ("; an MP4 or MOV whose index is at its end cannot be read from a pipe: pipe "
+                "MPEG-TS, Matroska or NUT, or give the file")
 
     def _open_stream(self, threads: int) -> None:
         container = self._container
@@ -200,7 +272,7 @@ class PyAVSource:
         self._frames = self._decode()
         first = next(self._frames, None)
         if first is None:
-            raise InputError(f"no video frame could be decoded from {self.path}")
+            raise InputError(f"no video frame could be decoded from {self.path}{self._pipe_hint()}")
         cc = stream.codec_context
         self._color = color_of(first, cc, first.height)
         self._first = first
@@ -222,10 +294,16 @@ class PyAVSource:
             bit_depth=_component_bits(first.format),
             codec=cc.name,
             rotation=(-90 * round(rotation / 90)) % 360,  # clockwise to apply for display
-            has_audio=bool(container.streams.audio),
-            duration=duration,
+            has_audio=bool(container.streams.audio) and self.location.is_file,
+            duration=duration if self.location.is_file else None,
+            live=self.live,
         )
+        if container.streams.audio and not self.location.is_file:
+            self.notes.append(f"the audio of {self.path} is not carried (only a file's "
+                              f"audio is copied into the outputs)")
         self._frame_ticks = max(1, round(1 / (Fraction(fps) * self._time_base)))
+        # Live streams start mid-way (MPEG-TS clocks start anywhere): outputs start at 0.
+        self._pts_origin = (first.pts or 0) if self.live else 0
         self._started = False
 
     def _decode(self) -> Iterator[av.VideoFrame]:
@@ -242,6 +320,7 @@ class PyAVSource:
                 break
             except av.FFmpegError as error:
                 cut_short = _reason(error)
+                self._read_timed_out = isinstance(error, av.ExitError)  # PyAV's read timeout
                 break
             if packet.size:
                 packets += 1
@@ -253,6 +332,9 @@ class PyAVSource:
             for frame in frames:
                 decoded += 1
                 yield frame
+        if not self.location.is_file:
+            self._note_stream_end(failed, cut_short)
+            return
         declared = self._declared_frames
         lost = max(failed, declared - decoded) if declared else failed
         if lost or cut_short:
@@ -268,6 +350,18 @@ class PyAVSource:
             self.damage = (f"{lost}{of} frames could not be decoded ({'; '.join(how)})"
                            if lost else f"reading stopped early ({cut_short})")
 
+    def _note_stream_end(self, failed: int, cut_short: Optional[str]) -> None:
+        """A stream's losses and how it ended, as notes: a stream input has no declared
+        length to be short of, and drops packets as a matter of course (UDP)."""
+        reader = self._reader
+        timed_out = (reader is not None and reader.timed_out) or self._read_timed_out
+        if failed:
+            self.notes.append(f"{self.path}: {failed} damaged packet{'s' * (failed > 1)} skipped")
+        if timed_out:
+            self.notes.append(f"{self.path}: ended after {self._timeout:g} s without data")
+        elif cut_short:
+            self.notes.append(f"{self.path}: reading stopped ({cut_short})")
+
     def __iter__(self) -> Iterator[DecodedFrame]:
         if self._started:
             raise RuntimeError("a PyAVSource can be iterated once")
@@ -280,6 +374,8 @@ class PyAVSource:
             pts = pending.pts
             if pts is None:  # containers without timestamps: continue the frame-rate grid
                 pts = 0 if last_pts is None else last_pts + self._frame_ticks
+            else:
+                pts -= self._pts_origin
             last_pts = pts
             yield DecodedFrame(data=data, pix_fmt=pix_fmt, width=pending.width,
                                height=pending.height, color=self._color, pts=int(pts),
@@ -298,7 +394,9 @@ class PyAVSource:
         first = self._first
         if first.pts is None:  # no timestamps to seek by
             return 0.0
-        origin = float(first.pts * self._time_base)
+        origin = float((first.pts - self._pts_origin) * self._time_base)
+        if not self.location.is_file:
+            return origin  # a stream: read on to the start
         target = first.pts + int(seconds / self._time_base)
         try:
             self._container.seek(target, stream=self._stream, backward=True)
@@ -333,7 +431,12 @@ class PyAVSource:
     def close(self) -> None:
         if hasattr(self, "_frames"):
             self._frames.close()
-        self._container.close()
+        if hasattr(self, "_container"):
+            self._container.close()
+        if self._reader is not None:
+            self._reader.close()
+        if self._stdin_file is not None:
+            self._stdin_file.close()
 
     def __enter__(self) -> "PyAVSource":
         return self

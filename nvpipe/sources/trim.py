@@ -68,7 +68,8 @@ class TrimmedSource:
     ``info`` is the source's with ``frame_count`` and ``duration`` for the range (the frame
     count estimated from the rate where the source's is unknown or it seeked) and
     ``start_offset`` the seconds removed from the timestamps. ``damage`` is the source's
-    when the range ran to its end (frames after the range are never decoded).
+    when the range ran to its end (frames after the range are never decoded); ``live`` and
+    ``notes`` are the source's.
     """
 
     def __init__(self, source, *, start: float = 0.0, duration: Optional[float] = None,
@@ -112,6 +113,14 @@ class TrimmedSource:
                             duration=self._length(inner, first_time), start_offset=offset)
         self.damage: Optional[str] = None
         self._started = False
+
+    @property
+    def live(self) -> bool:
+        return getattr(self.source, "live", False)
+
+    @property
+    def notes(self):
+        return getattr(self.source, "notes", ())
 
     def _time(self, frame: DecodedFrame, index: Optional[int]) -> float:
         """A frame's time in seconds: its timestamp, else its place on the frame-rate grid."""

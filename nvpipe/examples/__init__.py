@@ -1,0 +1,1 @@
+"""Runnable examples of embedding nvpipe (``python -m nvpipe.examples.<name> --help``)."""
