@@ -19,6 +19,7 @@ setup(
         "numpy>=1.24",
         "av>=12",
         "onnx>=1.15",  # reading the official ONNX weights
+        "tqdm>=4.60",  # the progress bar
     ],
     extras_require={
         # pillow: tests read PNGs; matplotlib: the benchmark plot's test.

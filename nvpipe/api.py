@@ -9,11 +9,8 @@ import torch
 
 from .batch import carries_alpha
 from .errors import NvpipeError
-from .job import Job, OutputSpec
+from .job import RVM_GREEN, Job, OutputSpec  # noqa: F401 - RVM_GREEN: its default background
 from .runner import RunResult, default_dtype, run
-
-# RVM's converter composites video over this colour (RGB 120, 255, 155).
-RVM_GREEN = "#78ff9b"
 
 
 def _as_network(model, device: str, dtype: torch.dtype):
@@ -36,15 +33,16 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
                   background: Optional[str] = None) -> RunResult:
     """Convert a video or image sequence, with the argument names of RVM's ``convert_video``.
 
-    ``output_type`` "video" writes videos (the composition over RVM's green, or
-    ``background``); "png_sequence" writes directories of PNGs (the composition as RGBA).
+    ``output_type`` "video" writes videos (the composition over RVM's green, RGB 120, 255,
+    155 = ``nvpipe.job.RVM_GREEN``, or ``background``); "png_sequence" writes directories
+    of PNGs (the composition as RGBA).
     ``input_resize`` is (width, height); ``output_video_mbps`` sets the bitrate;
     ``seq_chunk`` frames go through the network at once. ``num_workers`` is accepted for
     compatibility (decoding already runs on its own thread). RVM's converter overwrites its
     outputs, so ``overwrite`` defaults to True here. ``device``/``dtype`` default to the
     model's; without a model module, to the CPU and to float16 on CUDA (float32 on the CPU).
     """
-    from .cli import ProgressBar
+    from .progress import ProgressBar
 
     if input_source is None:
         raise NvpipeError("input_source is required")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import NvpipeError
-from .job import Job, OutputSpec
+from .job import DEFAULT_GREEN, Job, OutputSpec
 
 VIDEO_EXTENSIONS = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mts", ".ts", ".flv",
                     ".wmv", ".mpg", ".mpeg", ".3gp"}
@@ -25,30 +26,32 @@ def carries_alpha(path: str) -> bool:
     return is_sequence_output(path) or Path(path).suffix.lower() in ALPHA_EXTENSIONS
 
 
-@dataclass
-class BatchOptions:
-    """Everything of a job but its paths: what ``nvpipe run`` options say."""
+def _options_fields() -> list:
+    """BatchOptions' fields: every ``Job`` field but the paths, every ``OutputSpec`` quality
+    field, and the batch's own (``kind``, ``alpha``, ``foreground``, ``verbose``), with the
+    defaults of ``Job``/``OutputSpec`` except ``background`` (None: by the output format)."""
+    def copied(cls, leave_out):
+        for spec in dataclasses.fields(cls):
+            if spec.name in leave_out:
+                continue
+            default = (dataclasses.field(default_factory=spec.default_factory)
+                       if spec.default_factory is not dataclasses.MISSING
+                       else dataclasses.field(default=spec.default))
+            yield spec.name, spec.type, default
 
-    ratio: Optional[float] = None
-    device: str = "cpu"
-    variant: str = "mobilenetv3"
-    weights: Optional[str] = None
-    background: Optional[str] = None
-    kind: Optional[str] = None
-    codec: Optional[str] = None
-    crf: Optional[int] = None
-    bitrate: Optional[int] = None
-    preset: Optional[str] = None
-    chunk: int = 1
-    resize: Optional[tuple[int, int]] = None
-    dtype: Optional[str] = None
-    overwrite: bool = False
-    encoder: str = "auto"
-    alpha: Optional[str] = None
-    foreground: Optional[str] = None
-    keep_partial: bool = False
-    verbose: bool = False
+    own = [("background", "Optional[str]", dataclasses.field(default=None)),
+           ("kind", "Optional[str]", dataclasses.field(default=None)),
+           ("alpha", "Optional[str]", dataclasses.field(default=None)),
+           ("foreground", "Optional[str]", dataclasses.field(default=None)),
+           ("verbose", "bool", dataclasses.field(default=False))]
+    return [*copied(Job, _JOB_OWN), *copied(OutputSpec, _SPEC_OWN), *own]
 
+
+_JOB_OWN = ("input", "outputs", "background")  # per clip, or the batch's own default
+_SPEC_OWN = ("path", "kind")
+
+
+class _BatchOptionsMethods:
     @classmethod
     def from_args(cls, args) -> "BatchOptions":
         names = cls.__dataclass_fields__
@@ -66,10 +69,11 @@ class BatchOptions:
     def job(self, input_path: str, output: str, *, alpha: Optional[str] = None,
             foreground: Optional[str] = None) -> Job:
         kind = self.main_kind(output)
-        quality = dict(codec=self.codec, crf=self.crf, bitrate=self.bitrate, preset=self.preset)
+        quality = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(OutputSpec)
+                   if spec.name not in _SPEC_OWN}
         outputs = [OutputSpec(output, kind=kind, **quality)]
         # The extra outputs take their codec from their own names.
-        extra = dict(crf=self.crf, bitrate=self.bitrate, preset=self.preset)
+        extra = dict(quality, codec=None)
         if alpha:
             outputs.append(OutputSpec(alpha, kind="alpha", **extra))
         if foreground:
@@ -81,11 +85,20 @@ class BatchOptions:
         background = self.background
         if background is not None and background.lower() == "none":
             background = None
-        return Job(input=input_path, outputs=outputs, ratio=self.ratio, device=self.device,
-                   variant=self.variant, weights=self.weights,
-                   background=background or "#00ff00", chunk=self.chunk,
-                   overwrite=self.overwrite, dtype=self.dtype, resize=self.resize,
-                   encoder=self.encoder, keep_partial=self.keep_partial)
+        settings = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(Job)
+                    if spec.name not in _JOB_OWN}
+        return Job(input=input_path, outputs=outputs, background=background or DEFAULT_GREEN,
+                   **settings)
+
+
+# Everything of a job but its paths: what ``nvpipe run`` options say. Its fields are derived
+# from Job's and OutputSpec's (one vocabulary); a plain picklable dataclass of this module
+# (worker processes and Ray tasks receive it).
+BatchOptions = dataclasses.make_dataclass(
+    "BatchOptions", _options_fields(), bases=(_BatchOptionsMethods,))
+BatchOptions.__module__ = __name__  # pickle finds it here (make_dataclass's module= is 3.12+)
+BatchOptions.__doc__ = ("Everything of a job but its paths (what ``nvpipe run`` options say): "
+                        "the fields of Job and OutputSpec, and kind, alpha, foreground, verbose.")
 
 
 def _is_glob(text: str) -> bool:
@@ -160,10 +173,16 @@ def job_settings(job: Job) -> str:
 
     outputs = [(os.path.basename(os.path.normpath(spec.path)), spec.kind, spec.codec, spec.crf,
                 spec.bitrate, spec.preset) for spec in job.outputs]
-    return settings_fingerprint({
+    settings = {
         "ratio": job.ratio, "variant": job.variant, "weights": job.weights,
         "background": job.background, "chunk": job.chunk, "dtype": job.dtype,
-        "resize": job.resize, "outputs": outputs})
+        "resize": job.resize, "outputs": outputs}
+    # Trimming and a sequence's rate shape the outputs too; recorded only when given, so
+    # the records of batches run without them stay valid.
+    for name, untrimmed in (("start", 0.0), ("duration", None), ("frames", None), ("fps", None)):
+        if getattr(job, name) != untrimmed:
+            settings[name] = getattr(job, name)
+    return settings_fingerprint(settings)
 
 
 # Why a clip is redone or left alone, by the states of its outputs (nvpipe.manifest).

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import threading
-import time
 from typing import Optional, Sequence
 
 from .threads import tune_for_pipeline
@@ -15,6 +14,7 @@ from .threads import tune_for_pipeline
 tune_for_pipeline()  # before anything imports torch
 
 from .errors import NvpipeError  # noqa: E402
+from .progress import ProgressBar  # noqa: E402,F401 - tqdm; also convert_video's
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -77,6 +77,50 @@ def _whole_number_at_least_1(name: str):
 
 parse_chunk = _whole_number_at_least_1("chunk")
 parse_jobs = _whole_number_at_least_1("jobs")
+parse_frames = _whole_number_at_least_1("frames")
+
+
+def _seconds(name: str, *, zero_allowed: bool):
+    """An argparse type: a time as ffmpeg takes it (``12.5``, ``HH:MM:SS.ms``) in seconds."""
+    def parse(text: str) -> float:
+        from .sources.trim import parse_time
+
+        try:
+            value = parse_time(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if value < 0 or (value == 0 and not zero_allowed):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be {'0 or more' if zero_allowed else 'more than 0'} seconds, "
+                f"got {text!r}")
+        return value
+
+    return parse
+
+
+parse_start = _seconds("start", zero_allowed=True)
+parse_duration = _seconds("duration", zero_allowed=False)
+
+
+def parse_fps(text: str) -> float:
+    """``25``, ``29.97`` or ``30000/1001``."""
+    from fractions import Fraction
+
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"fps must look like 25, 29.97 or 30000/1001, "
+                                         f"got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"fps must be positive, got {text!r}")
+    return float(value)
+
+
+CODEC_HELP = ("h264 (.mp4/.mkv/.mov; the default for .mp4/.mkv), hevc (H.265, smaller files; "
+              ".mp4/.mkv/.mov), av1 (smallest, slowest on the CPU; .mp4/.mkv/.webm), prores "
+              "(ProRes 4444 with alpha for editing; .mov, the default there, or .mkv), vp9 (with "
+              "alpha; .webm, the default there, or .mkv), png (RGBA pictures; OUT a folder or "
+              "%%05d.png). Default: from OUT's extension")
 
 
 def parse_option(text: str) -> tuple[str, str]:
@@ -132,48 +176,61 @@ def add_stream_arguments(run: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .commands import VARIANT_HELP
+    from .job import CODECS, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS, OUTPUT_KINDS, VARIANTS
+
     parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
         "run", help="convert a video, an image sequence, or a batch of videos",
         description="Convert IN to OUT. IN may be a video, an image sequence (directory or "
-                    "%%05d.png pattern), or for a batch a directory of videos or a glob; OUT "
+                    "%05d.png pattern), or for a batch a directory of videos or a glob; OUT "
                     "is then a directory or a template containing {stem}.")
     run.add_argument("input", metavar="IN")
     run.add_argument("output", metavar="OUT")
     run.add_argument("--ratio", type=parse_ratio, default=None,
                      help="downsample ratio for the network (default: min(512/max(H,W), 1))")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"),
+    run.add_argument("--device", choices=("auto", *DEVICES),
                      default=os.environ.get("NVPIPE_DEVICE", "auto"),
                      help="auto (default, or $NVPIPE_DEVICE): the GPU pipeline where it can run "
                           "here (see `nvpipe info`), else the CPU")
-    run.add_argument("--variant", choices=("mobilenetv3", "resnet50"), default="mobilenetv3")
+    run.add_argument("--variant", choices=VARIANTS, default="mobilenetv3", help=VARIANT_HELP)
     run.add_argument("--weights", metavar="PATH", help=".pth or .onnx weights (default: "
                      "$NVPIPE_WEIGHTS, the cache, then the official file)")
     run.add_argument("--background", metavar="B", default=None,
                      help="composite background: a colour (#00ff00, green, 0,255,0), an image "
-                          "or a video; 'none' writes RGBA (default: green; RGBA for "
+                          f"or a video; 'none' writes RGBA (default: {DEFAULT_GREEN}; RGBA for "
                           ".mov/.webm/PNG outputs)")
     run.add_argument("--alpha", metavar="PATH", help="also write the alpha matte here")
     run.add_argument("--foreground", metavar="PATH", help="also write the foreground here")
     run.add_argument("--type", dest="kind", default=None,
-                     choices=("composite", "rgba", "rgba_premultiplied", "alpha", "foreground"),
+                     choices=OUTPUT_KINDS,
                      help="what OUT holds (default: composite, or rgba for alpha formats)")
-    run.add_argument("--codec", choices=("h264", "hevc", "av1", "prores", "vp9", "png"))
+    run.add_argument("--codec", choices=CODECS, help=CODEC_HELP)
     quality = run.add_mutually_exclusive_group()
     quality.add_argument("--crf", type=int, help="constant quality (lower is better)")
     quality.add_argument("--bitrate", type=parse_bitrate, help="e.g. 8M")
     run.add_argument("--preset", help="encoder preset (x264: ultrafast..veryslow)")
-    run.add_argument("--encoder", choices=("auto", "cpu", "nvenc"), default="auto",
+    run.add_argument("--encoder", choices=ENCODERS, default="auto",
                      help="with --device cuda: NVENC where the GPU has it (auto), always, or "
                           "PyAV on the CPU; alpha formats always encode on the CPU")
     run.add_argument("--chunk", type=parse_chunk, default=1, metavar="T",
                      help="frames per network call (default 1)")
     run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
-    run.add_argument("--dtype", choices=("float32", "float16"),
+    run.add_argument("--dtype", choices=DTYPES,
                      help="network precision (default: float32 on cpu, float16 on cuda)")
-    run.add_argument("--overwrite", action="store_true",
+    run.add_argument("--start", type=parse_start, default=0.0, metavar="T",
+                     help="skip the input's first T seconds (12.5 or HH:MM:SS.ms, as ffmpeg "
+                          "-ss); the output and its audio begin there, at time 0")
+    run.add_argument("--duration", type=parse_duration, default=None, metavar="T",
+                     help="convert T seconds (from --start), audio trimmed alike")
+    run.add_argument("--frames", type=parse_frames, default=None, metavar="N",
+                     help="stop after N frames")
+    run.add_argument("--fps", type=parse_fps, default=None, metavar="R",
+                     help="frame rate of a picture-sequence input (default 30; 29.97, "
+                          "30000/1001); videos keep their own timing, so it is refused for them")
+    run.add_argument("-y", "--overwrite", action="store_true",
                      help="replace existing outputs (only ever by a complete output)")
     run.add_argument("--keep-partial", action="store_true",
                      help="when the run fails (a damaged input, say), keep the frames done as "
@@ -187,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "(HOST:6379, ray://HOST:10001) or 'auto' (this machine's Ray, "
                           "started if none); outputs go to OUT, which every node must see")
     add_stream_arguments(run)
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--verbose", action="store_true", help="stages, encoders and telemetry")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="stages, encoders and telemetry; tracebacks of internal errors")
 
     commands.add_parser("info", help="what this machine can do (GPU, decoders, weights)")
     commands.add_parser("doctor", help="same as info")
@@ -196,43 +254,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(parser, commands)
     return parser
-
-
-class ProgressBar:
-    """Frames, fps and time left on stderr; redrawn at most 4 times a second."""
-
-    def __init__(self, label: str, stream=None):
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-        self._last = 0.0
-
-    def __call__(self, done: int, total: Optional[int], elapsed: float) -> None:
-        now = time.monotonic()
-        if now - self._last < (0.25 if self.tty else 10.0) and done != total:
-            return
-        self._last = now
-        fps = done / elapsed if elapsed > 0 else 0.0
-        if total:
-            left = (total - done) / fps if fps > 0 else 0.0
-            width = 24
-            filled = int(width * done / total)
-            text = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                    f"frames  {fps:5.1f} fps  {_clock(left)} left")
-        else:
-            text = f"{self.label} {done} frames  {fps:5.1f} fps  {_clock(elapsed)}"
-        self.stream.write(("\r" + text + "\033[K") if self.tty else text + "\n")
-        self.stream.flush()
-
-    def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def _terminate(signum, frame) -> None:
@@ -318,11 +339,14 @@ def _live_line(stats) -> None:
 def _run(args: argparse.Namespace) -> int:
     from .batch import BatchOptions, is_batch, run_batch
     from .runner import run
+    from .sources import is_picture_input
 
     from .gpu import resolve_device
 
+    from .job import DEVICES
+
     requested = args.device
-    if requested not in ("auto", "cpu", "cuda"):  # a bad $NVPIPE_DEVICE (argparse checks only flags)
+    if requested not in ("auto", *DEVICES):  # a bad $NVPIPE_DEVICE (argparse checks only flags)
         raise NvpipeError(f"NVPIPE_DEVICE must be auto, cpu or cuda, got {requested!r}")
     if args.cluster and requested == "auto":
         not_cuda = None  # the cluster's GPUs decide, not this machine's (schedule.cluster_device)
@@ -332,7 +356,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
     options = BatchOptions.from_args(args)
-    if is_batch(args.input):
+    batch = is_batch(args.input)
+    if args.fps is not None and (batch or not is_picture_input(args.input)):
+        raise NvpipeError("--fps is for picture-sequence inputs (a folder or %05d.png): a "
+                          "video keeps its own timing")
+    if batch:
         summary = run_batch(args.input, args.output, options,
                             progress_factory=None if args.quiet else ProgressBar,
                             jobs=args.jobs, cluster=args.cluster)

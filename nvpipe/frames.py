@@ -49,6 +49,9 @@ class StreamInfo:
     rotation: int = 0
     has_audio: bool = False
     duration: Optional[float] = None  # seconds, where the container says
+    # Seconds of the input before the first frame's timestamp 0 (a --start trim shifts the
+    # timestamps: nvpipe.sources.trim); sinks copying the input's audio shift it alike.
+    start_offset: float = 0.0
     live: bool = False  # arrives in real time (nvpipe.sources.live): the runner may drop frames
 
     @property

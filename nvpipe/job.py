@@ -5,10 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+# The one vocabulary: the CLI's choices, convert_video, batches and the sinks read these.
 OUTPUT_KINDS = ("composite", "alpha", "foreground", "rgba", "rgba_premultiplied")
+ALPHA_KINDS = ("rgba", "rgba_premultiplied")  # the kinds that carry an alpha channel
 DEVICES = ("cpu", "cuda")
-VARIANTS = ("mobilenetv3", "resnet50")
+VARIANTS = ("mobilenetv3", "resnet50")  # = rvm.VARIANTS (kept here: no torch import for --help)
 ENCODERS = ("auto", "cpu", "nvenc")
+DTYPES = ("float32", "float16")
+# What --codec takes: the CPU encoders of nvpipe.sinks.pyav, NVENC (nvpipe.sinks.encoders)
+# and PNG pictures (nvpipe.sinks.images).
+CODECS = ("h264", "hevc", "av1", "prores", "vp9", "png")
+
+# The default composite background, one per entry point: ``nvpipe run`` and ``Job`` use
+# pure green (#00ff00, the usual keying colour); ``convert_video`` keeps RVM's converter's
+# (RGB 120, 255, 155), so scripts moved over from RVM give the same pictures.
+DEFAULT_GREEN = "#00ff00"
+RVM_GREEN = "#78ff9b"
 
 
 @dataclass
@@ -41,7 +53,11 @@ class Job:
 
     ``ratio`` None means automatic: ``min(512 / max(H, W), 1)``. ``background`` is a colour
     (``"#00ff00"``, ``"green"``, ``"0,255,0"``), an image or video path, or None where no
-    output needs one. ``dtype`` None means float32 on the CPU and float16 on CUDA.
+    output needs one (a composite then gets ``DEFAULT_GREEN``). ``dtype`` None means
+    float32 on the CPU and float16 on CUDA.
+    ``start``/``duration`` (seconds) and ``frames`` trim the input (``nvpipe.sources.trim``:
+    with a ``start`` the outputs' timestamps begin at 0, audio trimmed alike); ``fps`` is the
+    frame rate given to a picture sequence (default 30; videos keep their own timing).
     Where the outputs end up when the run completes, fails or is interrupted is the policy
     of ``nvpipe.outputs``.
     """
@@ -52,13 +68,17 @@ class Job:
     device: str = "cpu"
     variant: str = "mobilenetv3"
     weights: Optional[str] = None
-    background: Optional[str] = "#00ff00"
+    background: Optional[str] = DEFAULT_GREEN
     chunk: int = 1
     overwrite: bool = False
     dtype: Optional[str] = None  # "float32" | "float16"
     resize: Optional[tuple[int, int]] = None  # (width, height) applied to the input
     encoder: str = "auto"  # auto: NVENC for H.264/HEVC on a GPU that has it; cpu; nvenc
     keep_partial: bool = False  # a failed run keeps the frames done (never over a file)
+    start: float = 0.0  # seconds of the input skipped
+    duration: Optional[float] = None  # seconds converted from ``start`` (None: to the end)
+    frames: Optional[int] = None  # at most this many frames
+    fps: Optional[float] = None  # picture sequences' frame rate (None: 30)
     # Stream inputs (nvpipe.sources.live): FFmpeg's -f and -option, seconds without data
     # that end the stream, and live pacing forced on/off (None: by the kind of input).
     input_format: Optional[str] = None
@@ -78,6 +98,16 @@ class Job:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be at least 1, got {self.chunk}")
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.start < 0:
+            raise ValueError(f"start must be 0 or more seconds, got {self.start}")
+        if self.duration is not None and self.duration <= 0:
+            raise ValueError(f"duration must be positive, got {self.duration}")
+        if self.frames is not None and self.frames < 1:
+            raise ValueError(f"frames must be at least 1, got {self.frames}")
+        if self.fps is not None and self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"timeout must be positive, got {self.timeout}")
 

@@ -27,7 +27,7 @@ from .compose import ComposeTarget, Composer
 from .convert import Converter
 from .errors import InputError, NvpipeError
 from .frames import StreamInfo
-from .job import Job, OutputSpec, auto_ratio
+from .job import DEFAULT_GREEN, Job, OutputSpec, auto_ratio
 from .live import FILE_PACING, LatencyLog, LatestFrames, LiveStats, Pacing, pacing_for
 from .matting import MattingStage
 from .outputs import Outputs, Placed
@@ -336,7 +336,7 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
     kinds = {str(spec.path): spec.kind for spec in job.outputs}
     background = None
     if "composite" in kinds.values():
-        background = open_background(job.background or "#00ff00", width, height)
+        background = open_background(job.background or DEFAULT_GREEN, width, height)
     if network is None:
         network = load_network(job, dtype)
     # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
@@ -382,7 +382,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     run with its figures so far. Raises ``NvpipeError`` for anything the user can fix, its
     message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
     """
-    from .sources import open_source
+    from .sources import open_source, trim
 
     if not job.outputs:
         raise NvpipeError("nothing to write: give at least one output")
@@ -396,9 +396,9 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     device = torch.device(job.device)
     started = time.perf_counter()
     stages = Stages(stop)
-    source = open_source(job.input, device=job.device, input_format=job.input_format,
-                         input_options=job.input_options, timeout=job.timeout, live=job.live,
-                         stop=stages.stop)
+    source = trim(open_source(job.input, device=job.device, fps=job.fps,
+                              input_format=job.input_format, input_options=job.input_options,
+                              timeout=job.timeout, live=job.live, stop=stages.stop), job)
     try:
         sink_info, outputs = _open_outputs(job, source, device)
     except BaseException:

@@ -140,6 +140,32 @@ def test_muxer_copies_audio(tmp_path, footage):
         assert container.streams.video[0].frames == 40
 
 
+def test_muxer_trims_the_audio_with_the_video(tmp_path, footage):
+    """A trimmed input (``--start 0.5``, 16 frames at 25 fps): the audio from 0.5 s of the
+    input, shifted to 0, and no further than the video (0.64 s)."""
+    source = str(footage("color/nasa_13013.mp4"))
+    start, end = 0.5, 16 / 25
+    with av.open(source) as container:
+        stream = container.streams.audio[0]
+        wanted = [float(p.pts * p.time_base) - start for p in container.demux(stream)
+                  if p.size and p.pts is not None]
+    wanted = [t for t in wanted if 0 <= t < end]
+    assert len(wanted) >= 4
+    frames, _ = _frames(16)
+    target = tmp_path / "trimmed.mp4"
+    muxer = PacketMuxer(str(target), "h264", 64, 48, Fraction(25), Fraction(1, 25),
+                        staging=str(target), audio_from=source, audio_start=start,
+                        audio_end=end)
+    for i, (data, key) in enumerate(_x264_packets(frames, Fraction(1, 25), Fraction(25))):
+        muxer.mux(data, i, i, key)
+    muxer.finish()
+    with av.open(str(target)) as container:
+        stream = container.streams.audio[0]
+        got = [float(p.pts * p.time_base) for p in container.demux(stream) if p.size]
+        assert container.streams.video[0].frames == 16
+    assert got == pytest.approx(wanted, abs=1e-3)
+
+
 def test_muxer_finishes_a_playable_file_of_the_frames_so_far(tmp_path):
     frames, levels = _frames(8)
     packets = _x264_packets(frames, Fraction(1, 25), Fraction(25))

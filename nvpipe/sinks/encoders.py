@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Callable
 
 from ..errors import OutputError
-from ..job import OutputSpec
+from ..job import ALPHA_KINDS, OutputSpec
 
 # Container -> the codecs NVENC output can be muxed into it as.
 NVENC_FORMATS = {".mp4": ("h264", "hevc", "av1"), ".mkv": ("h264", "hevc", "av1"),
@@ -22,7 +22,6 @@ NVENC_CODEC_NAMES = {"nvenc": "h264", "h264_nvenc": "h264", "hevc_nvenc": "hevc"
                      "av1_nvenc": "av1", "h264": "h264", "avc": "h264", "hevc": "hevc",
                      "h265": "hevc", "av1": "av1"}
 NVENC_REQUESTS = ("nvenc", "h264_nvenc", "hevc_nvenc", "av1_nvenc")
-ALPHA_KINDS = ("rgba", "rgba_premultiplied")
 DEFAULT_CODEC_BY_CONTAINER = {".mp4": "h264", ".mkv": "h264", ".mov": "prores"}
 
 

@@ -17,7 +17,7 @@ import av
 
 from ..errors import OutputError
 from ..frames import ColorSpec, StreamInfo
-from ..job import OutputSpec
+from ..job import ALPHA_KINDS, OutputSpec
 from ..sources.images import is_sequence_pattern
 from .pyav import as_numpy, video_frame
 from ._base import SinkBase
@@ -76,8 +76,8 @@ class PngSequenceSink(SinkBase):
         self.path = path
         self.staging = staging
         self.width, self.height = info.display_size
-        self.pixel_format = {"rgba": "rgba", "rgba_premultiplied": "rgba", "alpha": "gray"}.get(
-            spec.kind, "rgb24")
+        self.pixel_format = ("rgba" if spec.kind in ALPHA_KINDS
+                             else "gray" if spec.kind == "alpha" else "rgb24")
         self.color = ColorSpec("bt709", True)
         self.frames_written = 0
         self.files: list[str] = []

@@ -91,6 +91,9 @@ class PacketMuxer:
         fps: the nominal frame rate (container metadata; timing comes from the PTS).
         time_base: the unit of the ``pts``/``dts`` given to ``mux``.
         audio_from: a file whose audio streams are copied (packets untouched), or None.
+        audio_start: seconds of ``audio_from`` before the video's time 0 (a trimmed input,
+            ``StreamInfo.start_offset``): earlier audio packets are dropped, the rest shifted.
+        audio_end: where the audio stops (seconds of the output; None: all of it).
 
     ``mux(data, pts, dts, keyframe)`` writes one packet; parameter sets are taken from the
     first keyframe (PyAV's extract_extradata). ``finish()`` copies the remaining audio and
@@ -102,7 +105,8 @@ class PacketMuxer:
     AUDIO_LEAD = 0.5
 
     def __init__(self, path: str, codec: str, width: int, height: int, fps: Fraction,
-                 time_base: Fraction, *, staging: str, audio_from: Optional[str] = None):
+                 time_base: Fraction, *, staging: str, audio_from: Optional[str] = None,
+                 audio_start: float = 0.0, audio_end: Optional[float] = None):
         import av
 
         self.path = Path(path)
@@ -129,6 +133,7 @@ class PacketMuxer:
         self._audio_map: dict = {}
         self._audio_packets = None
         self._pending_audio = None
+        self._audio_start, self._audio_end = audio_start, audio_end
         if audio_from is not None:
             self._open_audio(audio_from)
         self._finished = False
@@ -150,12 +155,22 @@ class PacketMuxer:
             source.close()
             return
         self._audio_input = source
+        if self._audio_start > 0:
+            try:  # near the start rather than read from the beginning; earlier packets dropped
+                source.seek(int(self._audio_start * av.time_base), backward=True)
+            except av.FFmpegError:
+                pass
         self._audio_packets = source.demux(*[source.streams[i] for i in self._audio_map])
+
+    def _audio_time(self, packet) -> float:
+        """A packet's start in the output's seconds."""
+        return float(packet.pts * packet.time_base) - self._audio_start
 
     def _next_audio(self):
         if self._pending_audio is None and self._audio_packets is not None:
             for packet in self._audio_packets:
-                if packet.size and packet.pts is not None:
+                if packet.size and packet.pts is not None and not (
+                        self._audio_start and self._audio_time(packet) < 0):
                     self._pending_audio = packet
                     break
             else:
@@ -163,13 +178,20 @@ class PacketMuxer:
         return self._pending_audio
 
     def _mux_audio_until(self, seconds: Optional[float]) -> None:
+        if self._audio_end is not None:
+            seconds = self._audio_end if seconds is None else min(seconds, self._audio_end)
         while True:
             packet = self._next_audio()
             if packet is None:
                 return
-            if seconds is not None and float(packet.pts * packet.time_base) > seconds:
+            if seconds is not None and self._audio_time(packet) >= seconds:
                 return
             self._pending_audio = None
+            if self._audio_start:
+                shift = round(self._audio_start / packet.time_base)
+                packet.pts -= shift
+                if packet.dts is not None:
+                    packet.dts -= shift
             packet.stream = self._audio_map[packet.stream.index]
             self._container.mux(packet)
 
@@ -286,7 +308,8 @@ class NvencSink(SinkBase):
         self.time_base = Fraction(info.time_base)
         self._frame_ticks = max(1, round(1 / (Fraction(info.fps) * self.time_base)))
         self._muxer = PacketMuxer(spec.path, self.codec, self.width, self.height, info.fps,
-                                  self.time_base, staging=staging, audio_from=audio_from)
+                                  self.time_base, staging=staging, audio_from=audio_from,
+                                  audio_start=info.start_offset, audio_end=info.duration)
         self._encoder = None
         self._context = None
         self._stream: Optional[torch.cuda.Stream] = None

@@ -35,6 +35,8 @@ Audio (``audio_from``): every audio stream is copied packet for packet when the 
 takes its codec; otherwise re-encoded (AAC for mp4/mov/mkv, Opus for WebM, which takes only
 Opus/Vorbis); dropped when no encoder exists. Packets are read as video frames arrive
 (never the whole file) and audio stops where the video ends (like ffmpeg ``-shortest``).
+A trimmed input (``--start``: ``StreamInfo.start_offset``) has its audio trimmed and shifted
+alike.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..frames import ColorSpec, StreamInfo, untagged_color
-from ..job import OutputSpec
+from ..job import ALPHA_KINDS, OutputSpec
 from ._base import SinkBase
 
 CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
@@ -73,7 +75,6 @@ ALPHA_CODECS = ("prores", "vp9", "rawvideo")
 # Uncompressed pictures (stream outputs: NUT, y4m) in the layout each kind composes to.
 RAW_FORMATS = {"composite": "rgb24", "foreground": "rgb24", "alpha": "gray",
                "rgba": "rgba", "rgba_premultiplied": "rgba"}
-ALPHA_KINDS = ("rgba", "rgba_premultiplied")
 EVEN_ONLY = ("h264", "hevc", "av1")  # 4:2:0 encoders that refuse odd sizes
 # The smallest picture each encoder opens for (measured with this FFmpeg build: libx265
 # refuses 8x8, takes 16x16; SVT-AV1 refuses 2x2, takes 4x4); x264, VP9, ProRes take 2x2 or less.
@@ -228,7 +229,8 @@ class PyAVSink(SinkBase):
             raise OutputError(f"cannot write {self.path} ({error})") from None
         try:
             self._stream = self._add_video_stream()
-            self._audio = _AudioCopy(audio_from, self._container) if audio_from else None
+            self._audio = (_AudioCopy(audio_from, self._container, start=info.start_offset)
+                           if audio_from else None)
         except BaseException:
             self._container.close()
             _remove(self._partial)
@@ -483,15 +485,18 @@ class _AudioCopy:
     """The audio streams of ``source`` carried into ``container`` as video frames arrive.
 
     Copies packets where the container takes the codec, else re-encodes (Opus for WebM,
-    AAC elsewhere). ``pump(t)`` moves every packet that starts before ``t`` seconds;
-    ``finish(end)`` the rest that start before ``end``, then closes the input.
+    AAC elsewhere). ``pump(t)`` moves every packet that starts before ``t`` seconds of the
+    output; ``finish(end)`` the rest that start before ``end``, then closes the input.
+    ``start``: the input's seconds before the output's time 0 (a trimmed video,
+    ``StreamInfo.start_offset``): packets that start earlier are dropped, the rest shifted.
     """
 
-    def __init__(self, source: str, container) -> None:
+    def __init__(self, source: str, container, start: float = 0.0) -> None:
         try:
             self._input = av.open(source, metadata_errors="ignore")
         except (av.FFmpegError, OSError) as error:
             raise OutputError(f"cannot read audio from {source} ({error})") from None
+        self._start = start
         self._routes = {}
         webm = container.format.name == "webm"
         supported = container.supported_codecs
@@ -505,6 +510,11 @@ class _AudioCopy:
                     self._routes[stream.index] = _EncodeRoute(stream, container, encoder)
                 # else: dropped (no encoder in this FFmpeg build)
         streams = [s for s in self._input.streams.audio if s.index in self._routes]
+        if streams and start > 0:
+            try:  # near the start rather than read from the beginning; earlier packets dropped
+                self._input.seek(int(start * av.time_base), backward=True)
+            except av.FFmpegError:
+                pass  # read from the beginning
         self._packets = self._input.demux(*streams) if streams else iter(())
         self._pending = None
         self._container = container
@@ -520,8 +530,16 @@ class _AudioCopy:
                 self._pending = None  # flush markers and untimed packets
                 continue
             start = float((packet.pts if packet.pts is not None else packet.dts) * packet.time_base)
+            start -= self._start
+            if start < 0 and self._start:
+                self._pending = None  # before the trimmed video's first frame
+                continue
             if start >= until:
                 return
+            if self._start:
+                shift = round(self._start / packet.time_base)
+                packet.pts = packet.pts - shift if packet.pts is not None else None
+                packet.dts = packet.dts - shift if packet.dts is not None else None
             self._routes[packet.stream.index].send(packet, self._container)
             self._pending = None
 

@@ -17,6 +17,7 @@ from typing import Iterator, Optional, Protocol, Sequence, Union, runtime_checka
 from ..errors import DeviceError, InputError
 from ..frames import DecodedFrame, StreamInfo
 from .images import ImageSequenceSource, is_image_path, is_sequence_pattern
+from .trim import TrimmedSource, trim
 
 
 @runtime_checkable
@@ -65,8 +66,7 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
         from .pyav import PyAVSource
 
         return PyAVSource(path, **stream)
-    if os.path.isdir(path) or (not os.path.exists(path) and is_sequence_pattern(path)) \
-            or (os.path.isfile(path) and is_image_path(path)):
+    if is_picture_input(path):
         return ImageSequenceSource(path, fps=fps)
     if not os.path.exists(path):
         raise InputError(f"input not found: {path}")
@@ -77,6 +77,13 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     from .pyav import PyAVSource
 
     return PyAVSource(path, **stream)
+
+
+def is_picture_input(path: str) -> bool:
+    """A directory of pictures, a ``%05d.png`` pattern or one picture (not a video)."""
+    path = str(path)
+    return os.path.isdir(path) or (not os.path.exists(path) and is_sequence_pattern(path)) \
+        or (os.path.isfile(path) and is_image_path(path))
 
 
 def _open_nvdec(path: str):
@@ -100,4 +107,4 @@ def _open_nvdec(path: str):
     return None
 
 
-__all__ = ["Source", "open_source", "ImageSequenceSource"]
+__all__ = ["Source", "open_source", "is_picture_input", "ImageSequenceSource", "TrimmedSource", "trim"]

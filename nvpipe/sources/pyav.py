@@ -383,6 +383,41 @@ class PyAVSource:
             index += 1
             pending = next(self._frames, None)
 
+    def seek(self, seconds: float) -> float:
+        """Before iterating: decode from the keyframe at or before ``seconds`` after the first
+        frame instead of from the start (``nvpipe.sources.trim`` drops the frames up to
+        ``seconds``). Returns the first frame's time, the origin of ``seconds``. Where the
+        container cannot seek, or lands after the target, decoding starts at the first frame
+        as before. ``damage`` then no longer compares against the declared frame count."""
+        if self._started:
+            raise RuntimeError("seek before iterating")
+        first = self._first
+        if first.pts is None:  # no timestamps to seek by
+            return 0.0
+        origin = float((first.pts - self._pts_origin) * self._time_base)
+        if not self.location.is_file:
+            return origin  # a stream: read on to the start
+        target = first.pts + int(seconds / self._time_base)
+        try:
+            self._container.seek(target, stream=self._stream, backward=True)
+        except av.FFmpegError:
+            return origin  # nothing moved: the decoder still holds the first frame's place
+        self._frames.close()
+        self._declared_frames = None  # the frames before the keyframe are never decoded
+        self._frames = self._decode()
+        landed = next(self._frames, None)
+        if landed is None or (landed.pts is not None and landed.pts > target):
+            # Past the target (a sparse or broken index): from the first frame again.
+            self._frames.close()
+            try:
+                self._container.seek(first.pts, stream=self._stream, backward=True)
+            except av.FFmpegError as error:
+                raise InputError(f"cannot seek in {self.path} ({_reason(error)})") from None
+            self._frames = self._decode()
+            landed = next(self._frames, None)
+        self._first = landed
+        return origin
+
     def _reformatter_for(self, frame):
         if frame.format.name in _DIRECT_8BIT or frame.format.name in _DIRECT_HIGH \
                 or frame.format.name in _SEMIPLANAR:
