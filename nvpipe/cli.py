@@ -100,6 +100,7 @@ def _seconds(name: str, *, zero_allowed: bool):
 
 parse_start = _seconds("start", zero_allowed=True)
 parse_duration = _seconds("duration", zero_allowed=False)
+parse_timeout = _seconds("timeout", zero_allowed=False)
 
 
 def parse_fps(text: str) -> float:
@@ -131,16 +132,6 @@ def parse_option(text: str) -> tuple[str, str]:
     return key, value
 
 
-def parse_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seconds must be a number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"seconds must be positive, got {text}")
-    return value
-
-
 def add_stream_arguments(run: argparse.ArgumentParser) -> None:
     """Live inputs and stream outputs (nvpipe.sources.live, nvpipe.sinks.stream)."""
     streams = run.add_argument_group(
@@ -162,7 +153,7 @@ def add_stream_arguments(run: argparse.ArgumentParser) -> None:
                          help="key and fill: also write the alpha as a grey video (the key) "
                               "to OUT; the main output is then the fill (the foreground, "
                               "unless --type says otherwise)")
-    streams.add_argument("--timeout", type=parse_seconds, metavar="SECONDS",
+    streams.add_argument("--timeout", type=parse_timeout, metavar="SECONDS",
                          help="end a stream input after this long without data (default: "
                               "10 for URLs; pipes wait for their end)")
     live = streams.add_mutually_exclusive_group()
