@@ -23,7 +23,6 @@ about 40 frames of look-ahead, 1.7 s at 24 fps).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Optional
 
