@@ -177,9 +177,10 @@ def job_settings(job: Job) -> str:
         "ratio": job.ratio, "variant": job.variant, "weights": job.weights,
         "background": job.background, "chunk": job.chunk, "dtype": job.dtype,
         "resize": job.resize, "outputs": outputs}
-    # Trimming and a sequence's rate shape the outputs too; recorded only when given, so
-    # the records of batches run without them stay valid.
-    for name, untrimmed in (("start", 0.0), ("duration", None), ("frames", None), ("fps", None)):
+    # Trimming, a sequence's rate and the cut reset shape the outputs too; recorded only
+    # when not the default, so the records of batches run without them stay valid.
+    for name, untrimmed in (("start", 0.0), ("duration", None), ("frames", None), ("fps", None),
+                            ("cut_reset", True)):
         if getattr(job, name) != untrimmed:
             settings[name] = getattr(job, name)
     return settings_fingerprint(settings)

@@ -292,14 +292,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _stream_job(job, args: argparse.Namespace):
-    """The job with the stream options of ``add_stream_arguments`` applied."""
+    """The job with the stream outputs' options of ``add_stream_arguments`` applied (the
+    main output's kind and format, ``--key``) and the ``--input-option`` pairs."""
     from dataclasses import replace
 
     from .job import OutputSpec
+    from .sinks import is_stream_output
 
     outputs = list(job.outputs)
     main = outputs[0]
-    if _is_stream(main.path) and args.kind is None and args.background is None:
+    if is_stream_output(main.path) and args.kind is None and args.background is None:
         # Like .mov/.webm for files: alpha where the stream format keeps it (rawvideo NUT).
         from .sinks.stream import stream_format
 
@@ -310,17 +312,11 @@ def _stream_job(job, args: argparse.Namespace):
             main = replace(main, kind="foreground")
         outputs.append(OutputSpec(args.key, kind="alpha", crf=main.crf, bitrate=main.bitrate,
                                   preset=main.preset, format=args.output_format
-                                  if _is_stream(args.key) else None))
+                                  if is_stream_output(args.key) else None))
     outputs[0] = replace(main, format=args.output_format)
-    return replace(job, outputs=outputs, input_format=args.input_format,
-                   input_options=dict(args.input_option), timeout=args.timeout,
-                   live=args.live, cut_reset=args.cut_reset)
-
-
-def _is_stream(path: str) -> bool:
-    from .sinks import is_stream_output
-
-    return is_stream_output(path)
+    # --input-format, --timeout, --live/--no-live and --no-cut-reset reach the job by their Job field
+    # names (BatchOptions.from_args); the repeated --input-option pairs become its dict.
+    return replace(job, outputs=outputs, input_options=dict(args.input_option))
 
 
 def _live_line(stats) -> None:
