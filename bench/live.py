@@ -18,7 +18,6 @@ import importlib.util
 import json
 import os
 import platform
-import socket
 import sys
 import tempfile
 import threading
@@ -34,17 +33,12 @@ SHARED = Path(os.environ.get("NVPIPE_SHARED", REPO.parent / "shared"))
 CLIPS = ("person_fullbody_360x640.mp4", "four_people_1080p.mp4")
 
 
-def _stream_clip():
+def _sender():
+    """bench/stream_clip.py as a module (bench/ is a folder of scripts)."""
     spec = importlib.util.spec_from_file_location("stream_clip", REPO / "bench" / "stream_clip.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.stream_clip
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return module
 
 
 def measure(clip: Path, loops: int, folder: Path) -> dict:
@@ -55,9 +49,10 @@ def measure(clip: Path, loops: int, folder: Path) -> dict:
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
         size, rate, frames = f"{stream.width}x{stream.height}", float(stream.average_rate), stream.frames
-    port = _free_port()
+    streamer = _sender()
+    port = streamer.free_udp_port()
     sent = {}
-    sender = threading.Thread(target=lambda: sent.update(n=_stream_clip()(
+    sender = threading.Thread(target=lambda: sent.update(n=streamer.stream_clip(
         str(clip), f"udp://127.0.0.1:{port}", loops=loops, start_delay=1.0)), daemon=True)
     out = folder / f"{clip.stem}.mp4"
     job = Job(input=f"udp://127.0.0.1:{port}?fifo_size=5000000&overrun_nonfatal=1",

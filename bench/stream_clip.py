@@ -10,12 +10,20 @@ due; ``--loops`` sends it again after itself (timestamps continued), for longer 
 from __future__ import annotations
 
 import argparse
+import socket
 import threading
 import time
 from fractions import Fraction
 from typing import Optional
 
 import av
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that nothing holds now (the receiver binds it next)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def stream_clip(clip: str, url: str, *, loops: int = 1, container_format: str = "mpegts",

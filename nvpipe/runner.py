@@ -40,6 +40,8 @@ ENCODE_QUEUE_DEPTH = FILE_PACING.encode
 COMPOSE_RING = FILE_PACING.compose_ring
 # A live run's --verbose report comes at most this often (seconds).
 LIVE_REPORT_INTERVAL = 1.0
+# The live receive thread's name: the one stage thread a stopping run may leave behind.
+RECEIVE_THREAD = "nvpipe-receive"
 
 ProgressCallback = Callable[[int, Optional[int], float], None]
 
@@ -424,7 +426,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         inboxes = {path: queue.Queue(pacing.encode) for path in outputs.sinks}
         frames = source
         if mailbox is not None:
-            threads.append(threading.Thread(target=receive_worker, name="nvpipe-receive",
+            threads.append(threading.Thread(target=receive_worker, name=RECEIVE_THREAD,
                                             daemon=True, args=(source, mailbox, stages)))
             frames = mailbox.drain(stages.stop)
         threads.append(threading.Thread(
@@ -470,7 +472,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     except BaseException as error:
         stages.fail(error)
     finally:
-        _join_all(threads, stages, give_up_on=("nvpipe-receive",) if mailbox else ())
+        _join_all(threads, stages, give_up_on=(RECEIVE_THREAD,) if mailbox else ())
         _close_source(source, threads)
         if telemetry is not None:
             telemetry.stop()
@@ -494,7 +496,7 @@ def _close_source(source, threads: list[threading.Thread]) -> None:
     """Closes the source, unless its receive thread is still blocked in a read (a silent
     stream at Ctrl-C): closing under it would free what it reads. The process's exit, or
     the read's timeout, ends that thread; it closes nothing."""
-    if any(t.name == "nvpipe-receive" and t.is_alive() for t in threads):
+    if any(t.name == RECEIVE_THREAD and t.is_alive() for t in threads):
         return
     source.close()
 

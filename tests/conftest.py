@@ -162,6 +162,14 @@ def small_clip(tmp_path_factory):
                      frames=CLIP_FRAMES, size=(144, 256))
 
 
+def count_frames(path) -> int:
+    """Decodes every video frame of a file (raises if it is broken) and counts them."""
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
 def zero_packet(source: Path, target: Path, number: int = 20) -> Path:
     """``source`` with the bytes of its video packet ``number`` zeroed (a P-frame of the
     shared clips): that packet fails to decode every time, even with frame threads (a few

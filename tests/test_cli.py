@@ -15,7 +15,7 @@ import torch
 
 from nvpipe.cli import main
 
-from conftest import CLIP_FRAMES
+from conftest import CLIP_FRAMES, count_frames
 
 
 def _sha(path) -> str:
@@ -119,12 +119,6 @@ def test_bad_input_one_line_nonzero(case, small_clip, weights_env, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if ".partial" in p.name] == []
 
 
-def _playable_frames(path) -> int:
-    """Decodes the whole file; raises if it is broken."""
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
-
-
 def test_null_output_converts_every_frame_and_writes_nothing(small_clip, weights_env, tmp_path):
     """``nvpipe run in.mp4 /dev/null`` (FFmpeg's -f null): the whole pipeline, no file."""
     import os
@@ -191,7 +185,7 @@ def test_ctrl_c_leaves_playable_file_of_frames_done(weights_env, tmp_path, foota
     assert "Traceback" not in stderr, stderr
     assert "interrupted after" in stderr
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no partial file left
-    assert 0 < _playable_frames(out) < 100
+    assert 0 < count_frames(out) < 100
 
 
 def test_ctrl_c_before_any_frame_leaves_nothing(weights_env, tmp_path, footage):
@@ -221,7 +215,7 @@ def test_batch_converts_good_reports_bad_and_resumes(small_clip, weights_env, tm
     assert code != 0
     assert "broken.mp4" in stderr and "Traceback" not in stderr
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["a.mp4", "b.mp4"]
-    assert _playable_frames(out / "a.mp4") == CLIP_FRAMES
+    assert count_frames(out / "a.mp4") == CLIP_FRAMES
     mtime = os.path.getmtime(out / "a.mp4")
     code, _, stderr = _cli("run", str(clips / "[ab].mp4"), out, "--quiet")
     assert code == 0, stderr
@@ -237,8 +231,8 @@ def test_convert_video_takes_rvm_arguments(small_clip, weights_env, tmp_path):
         output_composition=str(tmp_path / "com.mp4"), output_alpha=str(tmp_path / "pha.mp4"),
         output_video_mbps=4, seq_chunk=4, progress=False, device="cpu", dtype=torch.float32)
     assert result.frames == CLIP_FRAMES
-    assert _playable_frames(tmp_path / "com.mp4") == CLIP_FRAMES
-    assert _playable_frames(tmp_path / "pha.mp4") == CLIP_FRAMES
+    assert count_frames(tmp_path / "com.mp4") == CLIP_FRAMES
+    assert count_frames(tmp_path / "pha.mp4") == CLIP_FRAMES
 
 
 def test_session_matches_network_and_resets(weights_env, small_clip):

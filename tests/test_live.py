@@ -6,7 +6,6 @@ time with ``bench/stream_clip.py`` (remuxed MPEG-TS, as ``ffmpeg -re -c copy`` w
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLIP_FRAMES, load_bench_script, make_clip
+from conftest import CLIP_FRAMES, count_frames, load_bench_script, make_clip
 
 from nvpipe.live import LIVE_PACING, LatencyLog, LatestFrames
 from nvpipe.sources.live import PipeReader, locate_input
@@ -93,14 +92,7 @@ def test_pipe_reader_ends_on_timeout_and_on_stop():
 
 # -- helpers --------------------------------------------------------------------------------
 def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _frames_of(path) -> int:
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
+    return load_bench_script("stream_clip").free_udp_port()
 
 
 def _nvpipe(*args) -> list[str]:
@@ -174,7 +166,7 @@ def test_stdin_redirected_from_an_mp4_with_its_index_at_the_end(small_clip, weig
                                       "--ratio", "0.5"), stdin=data, capture_output=True,
                               text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert _frames_of(tmp_path / "out.mp4") == CLIP_FRAMES
+    assert count_frames(tmp_path / "out.mp4") == CLIP_FRAMES
     process = subprocess.Popen(_nvpipe("run", "-", tmp_path / "piped.mp4"),
                                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
     _, err = process.communicate(small_clip.read_bytes(), timeout=120)
@@ -197,7 +189,7 @@ def test_named_pipe_input_and_y4m_output(small_clip, weights_env, tmp_path):
     assert process.returncode == 0, err.decode()
     (tmp_path / "out.y4m").write_bytes(out)
     assert out.startswith(b"YUV4MPEG2 W144 H256")
-    assert _frames_of(tmp_path / "out.y4m") == CLIP_FRAMES
+    assert count_frames(tmp_path / "out.y4m") == CLIP_FRAMES
 
 
 def test_stdout_needs_a_format_and_y4m_refuses_alpha(small_clip, weights_env):
@@ -245,7 +237,7 @@ def test_udp_stream_converted_live_until_it_ends(live_clip, weights_env, tmp_pat
     assert process.returncode == 0, stderr
     assert "Traceback" not in stderr
     assert sender.sent == 3 * 48
-    written = _frames_of(out)
+    written = count_frames(out)
     assert 0 < written <= 3 * 48
     live_line = next(line for line in stderr.splitlines() if line.startswith("nvpipe: live:"))
     assert f"{written} frames written" in live_line and "latency p50" in live_line
@@ -286,7 +278,7 @@ def test_sigterm_mid_stream_leaves_a_playable_file(live_clip, weights_env, tmp_p
     assert process.returncode == 143, stderr
     assert "terminated after" in stderr and "Traceback" not in stderr
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
-    assert _frames_of(out) > 0
+    assert count_frames(out) > 0
 
 
 def test_slow_network_drops_frames_and_latency_stays_bounded(live_clip, weights_env, tmp_path,
@@ -314,7 +306,7 @@ def test_slow_network_drops_frames_and_latency_stays_bounded(live_clip, weights_
     sender.join(timeout=30)
     live = result.live
     assert live is not None and sender.sent == 144
-    assert live.dropped > 0 and live.written == result.frames == _frames_of(tmp_path / "out.mp4")
+    assert live.dropped > 0 and live.written == result.frames == count_frames(tmp_path / "out.mp4")
     assert live.received == live.written + live.dropped
     assert live.fps < 1 / slow_call + 0.5
     # Each frame waits at most for the frames in flight ahead of it, each a network call
@@ -334,7 +326,7 @@ def test_file_input_never_drops(small_clip, weights_env, tmp_path, monkeypatch):
     result = run(Job(input=str(small_clip), outputs=[OutputSpec(str(tmp_path / "out.mp4"))],
                      ratio=0.5))
     assert result.live is None and result.frames == CLIP_FRAMES
-    assert _frames_of(tmp_path / "out.mp4") == CLIP_FRAMES
+    assert count_frames(tmp_path / "out.mp4") == CLIP_FRAMES
 
 
 def test_stream_output_over_udp_received_and_counted(small_clip, weights_env):
@@ -519,7 +511,7 @@ def test_input_format_and_options_reach_the_demuxer(small_clip, weights_env, tmp
                                 "--ratio", "0.5"),
                         input=stream, capture_output=True, timeout=300)
     assert ok.returncode == 0, ok.stderr.decode()
-    assert _frames_of(tmp_path / "out.mp4") == CLIP_FRAMES
+    assert count_frames(tmp_path / "out.mp4") == CLIP_FRAMES
     wrong = subprocess.run(_nvpipe("run", "-", tmp_path / "bad.mp4", "--input-format", "nut"),
                            input=stream, capture_output=True, timeout=120)
     lines = [line for line in wrong.stderr.decode().splitlines() if line.strip()]

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLIP_FRAMES, make_clip, zero_packet
+from conftest import CLIP_FRAMES, count_frames, make_clip, zero_packet
 
 
 def _cli(*args, timeout=600, **popen):
@@ -42,12 +42,6 @@ def _line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1, stderr
     return lines[0]
-
-
-def _frames(path) -> int:
-    """Decodes every frame (raises on a broken file) and counts them."""
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
 
 
 def _sha(path) -> str:
@@ -97,7 +91,7 @@ def test_failed_overwrite_keeps_the_good_file(truncated_clip, footage, weights_e
         assert code == 1
         line = _line(stderr)
         assert "damaged" in line and "of 50 frames could not be decoded (truncated" in line
-        assert _sha(previous) == before and _frames(previous) == 50
+        assert _sha(previous) == before and count_frames(previous) == 50
         assert line.endswith(f"left unchanged: {previous}"), line
     assert _hidden(tmp_path) == []
 
@@ -122,9 +116,9 @@ def test_batch_resume_redoes_every_incomplete_output(small_clip, footage, trunca
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "interrupted after" in stderr and "long.mp4" in stderr and "incomplete" in stderr
-    assert _frames(out / "a.mp4") == CLIP_FRAMES
-    assert 0 < _frames(out / "long.mp4") < 100  # the frames done, playable
-    assert 0 < _frames(out / "cut.mp4") < 50    # --keep-partial kept the decodable frames
+    assert count_frames(out / "a.mp4") == CLIP_FRAMES
+    assert 0 < count_frames(out / "long.mp4") < 100  # the frames done, playable
+    assert 0 < count_frames(out / "cut.mp4") < 50    # --keep-partial kept the decodable frames
     record = json.loads((out / ".nvpipe-batch.json").read_text())["outputs"]
     assert record["a.mp4"]["state"] == "complete"
     assert record["long.mp4"]["state"] == "started"
@@ -139,7 +133,7 @@ def test_batch_resume_redoes_every_incomplete_output(small_clip, footage, trunca
     assert "cut.mp4: redo cut.mp4" in stderr
     assert "1 converted, 1 skipped, 1 failed" in stderr
     assert os.path.getmtime(out / "a.mp4") == a_mtime
-    assert _frames(out / "long.mp4") == 100
+    assert count_frames(out / "long.mp4") == 100
     assert _sha(out / "cut.mp4") == cut_partial  # a failed redo replaces nothing
     assert json.loads((out / ".nvpipe-batch.json").read_text())["outputs"]["long.mp4"][
         "state"] == "complete"
@@ -173,7 +167,7 @@ def test_batch_resume_after_a_killed_run(small_clip, weights_env, tmp_path):
     code, stderr = _cli("run", clips, out, "--ratio", "0.5", "--quiet")
     assert code == 0, stderr
     assert "redo a.mp4" in stderr and "1 converted" in stderr
-    assert _frames(out / "a.mp4") == CLIP_FRAMES
+    assert count_frames(out / "a.mp4") == CLIP_FRAMES
     assert _hidden(out) == [".nvpipe-batch.json", ".nvpipe-batch.lock"]
 
 
@@ -232,7 +226,7 @@ def test_a_second_writer_of_the_same_output_is_refused(footage, weights_env, tmp
         assert "is being written by another nvpipe run (pid " in _line(stderr)
     _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr
-    assert _frames(target) == 100  # the first run's video, whole
+    assert count_frames(target) == 100  # the first run's video, whole
     assert _hidden(tmp_path) == []
 
 
@@ -278,7 +272,7 @@ def test_damaged_input_decodes_every_frame_it_can(damaged_clip, weights_env, tmp
     code, stderr = _cli("run", damaged_clip, out, "--ratio", "0.25", "--quiet", "--keep-partial")
     assert code == 1
     assert "kept " in _line(stderr) and "(49 frames, incomplete)" in stderr
-    assert _frames(out) == 49  # every frame but the damaged one (it stopped at 20 before)
+    assert count_frames(out) == 49  # every frame but the damaged one (it stopped at 20 before)
 
 
 def test_sigterm_is_handled_like_ctrl_c(footage, weights_env, tmp_path):
@@ -291,7 +285,7 @@ def test_sigterm_is_handled_like_ctrl_c(footage, weights_env, tmp_path):
     assert process.returncode == 143, stderr
     assert "Traceback" not in stderr and "terminated after" in stderr, stderr
     assert "(incomplete" in stderr or "frames, incomplete)" in stderr
-    assert 0 < _frames(out) < 100
+    assert 0 < count_frames(out) < 100
     assert _hidden(tmp_path) == []
 
 
