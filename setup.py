@@ -8,10 +8,10 @@ setup(
     description="Human video matting with RVM: NVDEC, Triton kernels, CUDA graphs; CPU fallback",
     license="GPL-3.0-only",
     python_requires=">=3.10",
-    # kernels/ sits at the top of the repository but installs as nvpipe.kernels: a PyPI
-    # package named `kernels` exists and libraries probe for it.
+    # kernels/ sits at the top of the repository and installs as nvpipe.kernels (a PyPI
+    # package named `kernels` exists and libraries probe for it). nvpipe/kernels is a link
+    # to it, so a checkout on PYTHONPATH imports exactly as an installed package does.
     packages=["nvpipe", "nvpipe.sources", "nvpipe.sinks", "nvpipe.examples", "nvpipe.kernels", "rvm"],
-    package_dir={"nvpipe.kernels": "kernels"},
     # The CPU kernels' C source: built on first use (kernels/native.py) or by CMakeLists.txt.
     package_data={"nvpipe.kernels": ["cpu/*.c"]},
     install_requires=[
