@@ -1,6 +1,6 @@
 """nvpipe: fast human video matting (Robust Video Matting) on NVIDIA GPUs and CPUs."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="nvpipe",
@@ -11,7 +11,7 @@ setup(
     # kernels/ sits at the top of the repository and installs as nvpipe.kernels (a PyPI
     # package named `kernels` exists and libraries probe for it). nvpipe/kernels is a link
     # to it, so a checkout on PYTHONPATH imports exactly as an installed package does.
-    packages=["nvpipe", "nvpipe.sources", "nvpipe.sinks", "nvpipe.examples", "nvpipe.kernels", "rvm"],
+    packages=find_packages(include=["nvpipe", "nvpipe.*", "rvm"]),
     # The CPU kernels' C source: built on first use (kernels/native.py) or by CMakeLists.txt.
     package_data={"nvpipe.kernels": ["cpu/*.c"]},
     install_requires=[
@@ -25,9 +25,9 @@ setup(
         # pillow: tests read PNGs; matplotlib: the benchmark plot's test.
         "test": ["pytest>=7", "onnxruntime>=1.17", "triton>=3.0", "pillow>=9", "matplotlib>=3.7"],
         "bench": ["matplotlib>=3.7"],
-        "cluster": ["ray>=2.10"],  # nvpipe run ... --cluster (nvpipe.schedule)
+        "cluster": ["ray>=2.10"],  # nvpipe run ... --cluster (nvpipe.app.schedule)
         "gpu": ["pynvvideocodec>=2.2", "triton>=3.0", "nvidia-ml-py>=12"],
     },
-    entry_points={"console_scripts": ["nvpipe=nvpipe.cli:main"]},
+    entry_points={"console_scripts": ["nvpipe=nvpipe.app.cli:main"]},
     classifiers=["License :: OSI Approved :: GNU General Public License v3 (GPLv3)"],
 )

@@ -73,7 +73,7 @@ def make_clip(path: Path, width: int, height: int, frames: int) -> None:
 def _timed_cli(clip: Path, out: str) -> float:
     """The fps the CLI's summary reports: its run, weights loading included, as
     ``convert_video``'s timer includes them."""
-    done = subprocess.run([sys.executable, "-m", "nvpipe.cli", "run", str(clip), out,
+    done = subprocess.run([sys.executable, "-m", "nvpipe.app.cli", "run", str(clip), out,
                            "--overwrite", "--device", "cpu"], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(done.stderr)

@@ -10,7 +10,7 @@ where there is no cut.
    the network gives B with no memory of A). Per frame after the cut, over the first 30:
    the mean absolute difference of the alpha to the reference's.
 2. The detector's histogram distances over every consecutive pair of frames of the shared
-   footage (``nvpipe.cuts``, on the network's input as the runner converts it), and the
+   footage (``nvpipe.engine.cuts``, on the network's input as the runner converts it), and the
    frames it takes for cuts.
 """
 
@@ -39,7 +39,7 @@ TRUE_CUTS = {"nasa_13013.mp4": [202]}
 
 def rgb_frames(path: str, limit: int | None = None) -> list[torch.Tensor]:
     """A clip's frames as ``[3,H,W]`` float32 RGB, converted as the pipeline does."""
-    from nvpipe.convert import Converter
+    from nvpipe.engine.convert import Converter
     from nvpipe.sources import open_source
 
     frames = []
@@ -102,8 +102,8 @@ def measure_reset(shot_a: str, shot_b: str, frames_a: int) -> dict:
 
 
 def measure_false_cuts(paths: list[str]) -> dict:
-    from nvpipe.convert import Converter
-    from nvpipe.cuts import CUT_THRESHOLD, CutDetector
+    from nvpipe.engine.convert import Converter
+    from nvpipe.engine.cuts import CUT_THRESHOLD, CutDetector
     from nvpipe.job import auto_ratio
     from nvpipe.sources import open_source
 

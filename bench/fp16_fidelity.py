@@ -5,7 +5,7 @@
     python bench/fp16_fidelity.py --clips person_fullbody_360x640.mp4 --max-frames 10   # quick
 
 Each clip is decoded and converted by the pipeline's own CPU path
-(``nvpipe.sources.open_source`` + ``nvpipe.convert.Converter``, which applies rotation),
+(``nvpipe.sources.open_source`` + ``nvpipe.engine.convert.Converter``, which applies rotation),
 once per frame, into float32 inputs (the reference) and float16 / bfloat16 inputs (what
 the GPU converter hands the network in those modes). Every mode keeps its own recurrent
 state across the clip's frames. The alpha compared is the full-resolution one, from the
@@ -220,7 +220,7 @@ def measure_clip(path: Path, reference, networks: dict, max_frames: int, ratio_o
                  pairs=()) -> dict:
     """Per-frame alpha differences of each network to FP32 (and of each ``pairs`` entry,
     two network names, to each other) over the first ``max_frames`` frames."""
-    from nvpipe.convert import Converter
+    from nvpipe.engine.convert import Converter
     from nvpipe.job import auto_ratio
     from nvpipe.sources import open_source
 
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
         "machine": machine(), "weights": os.path.basename(args.weights), "target_mad": TARGET_MAD,
         "criterion": CRITERION,
         "method": "emulated reduced precision (see the script's docstring); decode+convert by "
-                  "nvpipe.sources.open_source + nvpipe.convert.Converter; alpha from "
+                  "nvpipe.sources.open_source + nvpipe.engine.convert.Converter; alpha from "
                   "kernels.matting_tail_reference; states carried per mode",
         "max_frames_per_clip": args.max_frames, "max_frames_per_color_clip": args.color_frames, "clips": [],
     }

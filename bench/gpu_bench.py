@@ -42,7 +42,7 @@ SIZES = {"1080p": (1920, 1080, 0.25), "2160p": (3840, 2160, 0.125)}  # the issue
 
 def gpu_facts() -> dict:
     """GPU name, driver, CUDA/torch/Triton/PyNvVideoCodec versions for the results file."""
-    from nvpipe.telemetry import nvml_driver_version
+    from nvpipe.platform.telemetry import nvml_driver_version
 
     facts = {"torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
              "host": platform.node(), "driver": nvml_driver_version()}
@@ -55,7 +55,7 @@ def gpu_facts() -> dict:
             facts[module.lower()] = __import__(module).__version__
         except Exception as error:  # noqa: BLE001 - PyNvVideoCodec raises RuntimeError
             facts[module.lower()] = f"unavailable ({type(error).__name__})"
-    from nvpipe.gpu import nvenc_status
+    from nvpipe.platform.gpu import nvenc_status
 
     facts["nvenc"] = nvenc_status(0, "h264")[1]
     return facts
@@ -123,8 +123,8 @@ def bench_network(width: int, height: int, ratio: float, weights: Optional[str] 
     - ``fp16_graph_network_only_fps[T]``: the graph alone.
     """
     from nvpipe import kernels
-    from nvpipe.convert import downsample
-    from nvpipe.cuda_graphs import GraphedMatting
+    from nvpipe.engine.convert import downsample
+    from nvpipe.engine.matting.graphed import GraphedMatting
 
     src = torch.rand(1, 3, height, width, device="cuda")
     result = {"width": width, "height": height, "ratio": ratio, "iterations": iterations}
@@ -178,7 +178,7 @@ def bench_decode(path: str, ratio: float, max_frames: Optional[int] = None,
     Returns ``{"frames", "seconds", "fps", "codec", "size"}``; the clock runs from the first
     ``Decode`` call to the last conversion's completion (source opening excluded).
     """
-    from nvpipe.convert import Converter
+    from nvpipe.engine.convert import Converter
     from nvpipe.sources.nvdec import NvdecSource
 
     source = NvdecSource(path)
@@ -258,10 +258,10 @@ def memory_peak(path: str, ratio: float, weights: Optional[str] = None,
     minus what was in use before this function started.
     """
     from nvpipe import kernels
-    from nvpipe.convert import Converter
-    from nvpipe.cuda_graphs import GraphedMatting
+    from nvpipe.engine.convert import Converter
+    from nvpipe.engine.matting.graphed import GraphedMatting
     from nvpipe.sources.nvdec import NvdecSource
-    from nvpipe.telemetry import Telemetry
+    from nvpipe.platform.telemetry import Telemetry
 
     # Earlier stages leave torch's allocator cache full; emptied, NVML sees this stage's growth.
     torch.cuda.synchronize()
@@ -325,7 +325,7 @@ def bench_end_to_end(path: str, ratio: float, weights: Optional[str] = None, rep
     "encoders", "telemetry"}`` (NVML summary of the last run).
     """
     from nvpipe.job import Job, OutputSpec
-    from nvpipe.runner import run
+    from nvpipe.engine.runner import run
 
     network = load_network(weights, torch.float16)
     runs, wall_runs, result = [], [], None
@@ -408,7 +408,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               "nothing measured", file=sys.stderr)
         return 2
     from nvpipe.errors import DeviceError
-    from nvpipe.gpu import check_cuda_ready
+    from nvpipe.platform.gpu import check_cuda_ready
     from nvpipe.job import auto_ratio
 
     try:

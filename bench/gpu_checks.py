@@ -35,7 +35,7 @@ from typing import Callable, Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
-from nvpipe.threads import tune_for_pipeline  # noqa: E402
+from nvpipe.platform.threads import tune_for_pipeline  # noqa: E402
 
 tune_for_pipeline()
 
@@ -89,7 +89,7 @@ def gpu_problem() -> Optional[str]:
 
 
 def libcuda_current() -> int:
-    from nvpipe.gpu import cuda_driver
+    from nvpipe.platform.gpu import cuda_driver
 
     driver = cuda_driver()
     return driver.current() if driver is not None else -1
@@ -126,7 +126,7 @@ def real_frames(path: Path, count: int, device: str = "cuda") -> list[torch.Tens
 
 def step_context(results: Results, args) -> None:
     """The stray context: what nvpipe's probes do to this thread's current context."""
-    from nvpipe import gpu
+    from nvpipe.platform import gpu
 
     x = torch.arange(1 << 20, device="cuda", dtype=torch.float32)
     torch.cuda.synchronize()
@@ -235,8 +235,8 @@ def step_network(results: Results, args) -> None:
     """Network fps on real frames: FP32 eager, FP16 TorchScript-frozen eager, FP16 graphs."""
     import rvm
     from nvpipe import kernels
-    from nvpipe.convert import downsample
-    from nvpipe.matting import MattingStage, recurrent_state_shapes
+    from nvpipe.engine.convert import downsample
+    from nvpipe.engine.matting import MattingStage, recurrent_state_shapes
 
     weights = args.weights
     for size, (width, height, ratio) in SIZES.items():
@@ -416,8 +416,8 @@ def step_fidelity(results: Results, args) -> None:
     """FP16 (the GPU default, under graphs) vs FP32 alpha on every frame of the 1080p clip."""
     import rvm
     from nvpipe import kernels
-    from nvpipe.convert import downsample
-    from nvpipe.matting import MattingStage
+    from nvpipe.engine.convert import downsample
+    from nvpipe.engine.matting import MattingStage
 
     path = Path(args.shared) / "footage/four_people_1080p.mp4"
     ratio = 0.25

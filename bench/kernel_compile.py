@@ -107,7 +107,7 @@ class _Shapes:
         return torch.empty(shape, dtype=dtype)
 
     def hwc(self, channels: int) -> torch.Tensor:
-        """A uint8 (H, W, C) sink buffer viewed as planes, as nvpipe.compose hands it over."""
+        """A uint8 (H, W, C) sink buffer viewed as planes, as nvpipe.engine.compose hands it over."""
         if channels == 1:
             return torch.empty(self.height, self.width, dtype=torch.uint8)[None]
         return torch.empty(self.height, self.width, channels, dtype=torch.uint8).permute(2, 0, 1)
@@ -116,7 +116,7 @@ class _Shapes:
         return torch.empty(self.height + (self.height + 1) // 2, self.width, dtype=dtype)
 
     def background(self) -> torch.Tensor:
-        return torch.empty(3, self.height, self.width, dtype=torch.uint8)  # nvpipe.backgrounds' frames
+        return torch.empty(3, self.height, self.width, dtype=torch.uint8)  # nvpipe.sources.backgrounds' frames
 
 
 def _variants(sizes=DEFAULT_SIZES) -> dict[str, Callable[[], object]]:
@@ -142,7 +142,7 @@ def _size_variants(x: _Shapes) -> dict[str, Callable[[], object]]:
         "p016_to_rgb+downsample fp16": lambda: K.p016_to_rgb(
             x.nv12(torch.uint16), downsample=ratio, impl="triton"),
         "p016_to_rgb fp16": lambda: K.p016_to_rgb(x.nv12(torch.uint16), impl="triton"),
-        # Kernel 2: the fused tail into each sink layout nvpipe.compose uses.
+        # Kernel 2: the fused tail into each sink layout nvpipe.engine.compose uses.
         "matting_tail composite/colour -> rgb24": lambda: K.matting_tail(
             *x.coefficients(), x.src(), output="composite", background=green, out=x.hwc(3),
             out_dtype=torch.uint8, impl="triton"),
@@ -260,12 +260,9 @@ def compile_all(archs: list[int], only: list[str] | None = None, sizes=DEFAULT_S
     from triton.runtime.driver import driver
     from triton.runtime.jit import JITFunction
 
-    import nvpipe.kernels._common as common
-
     report = Report(triton=triton.__version__, torch=torch.__version__, archs=archs, sizes=list(sizes))
     launched: list = []
     original_run = JITFunction.run
-    original_use_triton = common.use_triton
     original_driver = getattr(driver, "_active", None)  # None on a machine without a GPU
 
     def compile_only(self, *args, grid, warmup, **kwargs):
@@ -277,9 +274,10 @@ def compile_all(archs: list[int], only: list[str] | None = None, sizes=DEFAULT_S
     JITFunction.run = compile_only
     # CPU tensors stand in for CUDA ones: every public function takes its Triton branch.
     modules = [sys.modules[name] for name in list(sys.modules)
-               if name.startswith("nvpipe.kernels") and hasattr(sys.modules[name], "use_triton")]
+               if name.startswith("nvpipe.kernels") and hasattr(sys.modules[name], "choose_implementation")]
+    originals = {module: module.choose_implementation for module in modules}
     for module in modules:
-        module.use_triton = lambda tensor, impl: True
+        module.choose_implementation = lambda impl, tensor, native_unfit: "triton"
     try:
         variants = _variants(sizes)
         for arch in archs:
@@ -307,7 +305,7 @@ def compile_all(archs: list[int], only: list[str] | None = None, sizes=DEFAULT_S
     finally:
         JITFunction.run = original_run
         for module in modules:
-            module.use_triton = original_use_triton
+            module.choose_implementation = originals[module]
         driver._active = original_driver
     return report
 

@@ -4,7 +4,7 @@
 
 For each clip a sender (``bench/stream_clip.py``: MPEG-TS, packets when their timestamps
 fall due) streams it ``--loops`` times to ``udp://127.0.0.1:PORT`` while
-``nvpipe.runner.run`` converts the stream live to an MP4 (composite, automatic ratio, the
+``nvpipe.engine.runner.run`` converts the stream live to an MP4 (composite, automatic ratio, the
 CLI's defaults). Reported per clip: frames sent, received, written and dropped (oldest
 first), the processing rate (frames written per second from the first arrival to the
 last write) and the latency of each written frame from its arrival at nvpipe to its write
@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from nvpipe.threads import tune_for_pipeline
+from nvpipe.platform.threads import tune_for_pipeline
 
 tune_for_pipeline()  # the threading environment `nvpipe run` uses, before torch loads
 

@@ -1,5 +1,5 @@
 """How good the progress bar's time left is: one real run, the estimate at each frame against
-the time the run really had left, for nvpipe.progress (recent frames) and for the whole-run
+the time the run really had left, for nvpipe.app.progress (recent frames) and for the whole-run
 average it replaced (``(total - done) / (done / elapsed)``, warm-up included).
 
     python bench/progress_eta.py IN [--ratio R] [--out bench/results/progress-eta.json]
@@ -23,10 +23,10 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
 
-    import nvpipe.cli  # noqa: F401 - the CLI's threading set-up before torch
+    import nvpipe.app.cli  # noqa: F401 - the CLI's threading set-up before torch
     from nvpipe.job import Job, OutputSpec
-    from nvpipe.progress import ProgressBar
-    from nvpipe.runner import run
+    from nvpipe.app.progress import ProgressBar
+    from nvpipe.engine.runner import run
 
     bar = ProgressBar("eta", stream=io.StringIO())
     samples = []

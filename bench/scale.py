@@ -59,7 +59,7 @@ def run_mode(mode: list[str], clips: Path, work: Path, device: str, ratio: str) 
     shutil.rmtree(out, ignore_errors=True)
     env = dict(os.environ, NVPIPE_DEVICE=device, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "nvpipe.cli", "run", str(clips), str(out),
+    done = subprocess.run([sys.executable, "-m", "nvpipe.app.cli", "run", str(clips), str(out),
                            "--ratio", ratio, "--quiet", *mode],
                           capture_output=True, text=True, env=env)
     wall = time.perf_counter() - started

@@ -39,7 +39,7 @@ from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from nvpipe.threads import tune_for_pipeline  # noqa: E402
+from nvpipe.platform.threads import tune_for_pipeline  # noqa: E402
 
 tune_for_pipeline()  # the same threading environment `nvpipe run` uses, before torch loads
 
@@ -111,9 +111,9 @@ def bench_stages(path: str, ratio: float, device: torch.device, frames: int,
     """fps of each stage alone, on the first ``frames`` frames of ``path``."""
     import rvm
     from nvpipe import kernels
-    from nvpipe.convert import Converter
-    from nvpipe.matting import MattingStage
-    from nvpipe.runner import default_dtype
+    from nvpipe.engine.convert import Converter
+    from nvpipe.engine.matting import MattingStage
+    from nvpipe.engine.runner import default_dtype
     from nvpipe.sinks.pyav import DEFAULT_QUALITY, encoder_threads
 
     dtype = default_dtype(device.type)
@@ -306,7 +306,7 @@ def cpu_model() -> str:
 
 
 def machine(device: str) -> dict:
-    from nvpipe.telemetry import nvml_driver_version
+    from nvpipe.platform.telemetry import nvml_driver_version
 
     facts = {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
              "torch_threads": torch.get_num_threads(), "python": platform.python_version(),

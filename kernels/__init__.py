@@ -1,13 +1,10 @@
 """GPU kernels of the pipeline (Triton), each beside its plain PyTorch reference.
 
-Dispatch (``_common.DISPATCH_RULE``): every public function takes ``impl``.
-``impl="triton"``: the Triton kernel, for CUDA tensors, or for CPU tensors under
-``TRITON_INTERPRET=1`` (the tests' interpreter). ``impl="reference"``: the plain PyTorch
-reference. ``impl="native"``: the fused C kernels of ``kernels/native.py``, for CPU tensors
-and the outputs the CPU pipeline uses (a ``KernelError`` where none applies).
-``impl=None`` (the default): Triton for CUDA tensors; for CPU tensors the C kernels where
-they apply and load, else the reference; ``TRITON_INTERPRET=1`` does not change it. Importing this package works without Triton
-installed (the references and C kernels still run).
+Every public function takes ``impl`` (``"triton"``, ``"native"``: the C kernels,
+``"reference"``: plain PyTorch, or None: the default for the tensor's device); one function,
+``_dispatch.choose_implementation``, decides which runs, and its docstring states the rule.
+Importing this package works without Triton installed (the references and C kernels
+still run).
 
 ``small_size(H, W, r)`` is the network's low-resolution size, ``(floor(H*r), floor(W*r))``:
 every stage that sizes ``rgb_small`` / ``src_sm`` buffers should take it from here.

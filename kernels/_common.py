@@ -1,15 +1,5 @@
-"""Shared pieces of the kernels: Triton availability, the dispatch rule, the low-resolution
-size, colour matrices.
-
-Dispatch (``DISPATCH_RULE``, stated word for word in ``kernels/__init__.py`` and
-docs/design.md): every public function takes ``impl``. ``impl="triton"``: the Triton
-kernel, for CUDA tensors, or for CPU tensors under ``TRITON_INTERPRET=1`` (the tests'
-interpreter). ``impl="reference"``: the plain PyTorch reference. ``impl="native"``: the
-fused C kernels of ``kernels/native.py``, for CPU tensors and the outputs the CPU pipeline
-uses (a ``KernelError`` where none applies). ``impl=None`` (the default): Triton for CUDA
-tensors; for CPU tensors the C kernels where they apply and load, else the reference;
-``TRITON_INTERPRET=1`` does not change it.
-"""
+"""Shared pieces of the kernels: Triton availability, the low-resolution size, colour
+matrices. Which implementation runs is decided in one place, ``_dispatch``."""
 
 from __future__ import annotations
 
@@ -38,18 +28,6 @@ KIND_CODES = {"composite": 0, "foreground": 1, "alpha": 2, "rgba": 3, "rgba_prem
 
 IMPLS = (None, "triton", "reference", "native")  # native: kernels/cpu/*.c, CPU only
 
-# The dispatch rule, once; the module docstrings and docs/design.md quote it
-# (tests/test_kernels_dispatch.py checks that they do, and that use_triton follows it).
-DISPATCH_RULE = (
-    'impl="triton": the Triton kernel, for CUDA tensors, or for CPU tensors under '
-    'TRITON_INTERPRET=1 (the tests\' interpreter). impl="reference": the plain PyTorch '
-    'reference. impl="native": the fused C kernels of kernels/native.py, for CPU tensors '
-    'and the outputs the CPU pipeline uses (a KernelError where none applies). '
-    'impl=None (the default): Triton for CUDA '
-    'tensors; for CPU tensors the C kernels where they apply and load, else the '
-    'reference; TRITON_INTERPRET=1 does not change it.'
-)
-
 # Luma weights (Kr, Kb) of each matrix; Kg = 1 - Kr - Kb (ITU-R BT.601-7, BT.709-6, BT.2020-2).
 LUMA_WEIGHTS = {
     "bt601": (0.299, 0.114),
@@ -73,26 +51,6 @@ class KernelError(NvpipeError):
 def interpreting() -> bool:
     """True when Triton runs kernels on the CPU (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
-
-
-def use_triton(tensor: torch.Tensor, impl: Optional[str]) -> bool:
-    """True when a call whose main input is ``tensor`` runs the Triton kernel (``DISPATCH_RULE``);
-    otherwise the caller takes the C kernels (``native.wanted``) or the reference."""
-    if impl not in IMPLS:
-        raise KernelError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if impl in ("reference", "native"):
-        return False
-    interpreted = tensor.device.type == "cpu" and interpreting()
-    runnable = HAVE_TRITON and (tensor.is_cuda or interpreted)
-    if impl is None:
-        # The interpreter only when asked for: it runs programs one by one (far slower
-        # than the C kernels), and the pipeline's two threads would queue on LAUNCH_LOCK.
-        return HAVE_TRITON and tensor.is_cuda
-    if impl == "triton" and not runnable:
-        raise KernelError(
-            "impl='triton' needs triton and a CUDA tensor (or TRITON_INTERPRET=1 for CPU tensors)"
-        )
-    return runnable
 
 
 def small_size(height: int, width: int, ratio: float) -> tuple[int, int]:

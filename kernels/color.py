@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from . import native
+from ._dispatch import NATIVE, TRITON, choose_implementation
 from ._common import (
     LAUNCH_LOCK,
     HAVE_TRITON,
@@ -24,7 +25,6 @@ from ._common import (
     small_size,
     tl,
     triton,
-    use_triton,
     yuv_to_rgb_coefficients,
 )
 
@@ -243,7 +243,7 @@ def _yuv420_to_rgb_triton(frame, coefficients, out_dtype, downsample, height, wi
 
 
 def _convert(frame, dtypes, max_code, full_scale, matrix, full_range, out_dtype, downsample,
-             height, width, out, out_small, impl, reference: bool) -> Tensors:
+             height, width, out, out_small, impl) -> Tensors:
     if frame.dtype not in dtypes:
         raise KernelError(f"frame must be {' or '.join(map(str, dtypes))}, got {frame.dtype}")
     check_float_dtype(out_dtype, "out_dtype")
@@ -253,13 +253,13 @@ def _convert(frame, dtypes, max_code, full_scale, matrix, full_range, out_dtype,
         _check_out(out_small, (3, *small_size(h, w, downsample)), out_dtype, frame.device, "out_small")
     coefficients = yuv_to_rgb_coefficients(matrix, full_range, max_code, full_scale)
     args = (frame, coefficients, out_dtype, downsample, height, width, out, out_small)
-    if not reference and use_triton(frame, impl):
-        return _yuv420_to_rgb_triton(*args)
     native_fits = out_dtype == torch.float32 and all(
         buffer is None or buffer.is_contiguous() for buffer in (out, out_small))
-    if impl == "native" and not native_fits:
-        raise KernelError("impl='native' writes float32 into new or contiguous outputs only")
-    if not reference and native_fits and native.wanted(impl, frame):
+    which = choose_implementation(impl, frame, native_unfit=None if native_fits else
+                                  "writes float32 into new or contiguous outputs only")
+    if which == TRITON:
+        return _yuv420_to_rgb_triton(*args)
+    if which == NATIVE:
         samples = frame.view(torch.uint16) if frame.dtype == torch.int16 else frame
         rgb, small = native.yuv420_to_rgb(samples, coefficients, h, w, downsample, out, out_small)
         return rgb if downsample is None else (rgb, small)
@@ -302,13 +302,13 @@ def nv12_to_rgb(
         ``rgb [3, H, W]``, or ``(rgb, rgb_small)`` when ``downsample`` is given.
     """
     return _convert(frame, (torch.uint8,), 255.0, 255.0, matrix, full_range, out_dtype, downsample,
-                    height, width, out, out_small, impl, reference=False)
+                    height, width, out, out_small, impl)
 
 
 def nv12_to_rgb_reference(frame: torch.Tensor, **kwargs) -> Tensors:
     """Plain PyTorch :func:`nv12_to_rgb` (same arguments, no ``impl``): the CPU path."""
     kwargs = _with_defaults(kwargs)
-    return _convert(frame, (torch.uint8,), 255.0, 255.0, impl=None, reference=True, **kwargs)
+    return _convert(frame, (torch.uint8,), 255.0, 255.0, impl="reference", **kwargs)
 
 
 def p016_to_rgb(
@@ -337,7 +337,7 @@ def p016_to_rgb(
     """
     full_scale = _p016_full_scale(bit_depth)
     return _convert(frame, (torch.uint16, torch.int16), 65535.0, full_scale, matrix, full_range, out_dtype,
-                    downsample, height, width, out, out_small, impl, reference=False)
+                    downsample, height, width, out, out_small, impl)
 
 
 def p016_to_rgb_reference(frame: torch.Tensor, *, bit_depth: int = 10, **kwargs) -> Tensors:
@@ -345,7 +345,7 @@ def p016_to_rgb_reference(frame: torch.Tensor, *, bit_depth: int = 10, **kwargs)
     kwargs = _with_defaults(kwargs)
     if frame.dtype == torch.int16:
         frame = frame.view(torch.uint16)
-    return _convert(frame, (torch.uint16,), 65535.0, _p016_full_scale(bit_depth), impl=None, reference=True,
+    return _convert(frame, (torch.uint16,), 65535.0, _p016_full_scale(bit_depth), impl="reference",
                     **kwargs)
 
 

@@ -145,19 +145,6 @@ def _floats(values) -> ctypes.Array:
     return (ctypes.c_float * len(values))(*values)
 
 
-def wanted(impl: Optional[str], *tensors: torch.Tensor) -> bool:
-    """Whether a dispatcher should call these kernels: CPU tensors, impl None or "native",
-    and the library loads. ``impl="native"`` raises when it cannot run."""
-    on_cpu = all(t is None or t.device.type == "cpu" for t in tensors)
-    if impl == "native":
-        if not on_cpu:
-            raise KernelError("impl='native' runs on CPU tensors only")
-        if library() is None:
-            raise KernelError(unavailable_reason() or "CPU kernels unavailable")
-        return True
-    return impl is None and on_cpu and library() is not None
-
-
 # ------------------------------------------------------------------------- the kernels
 
 

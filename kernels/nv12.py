@@ -15,7 +15,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton, use_triton
+from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton
+from ._dispatch import NATIVE, TRITON, choose_implementation
 from . import native
 from ._tiles import Background, TailArgs, background_args, compose_reference, fgr_pha_reference, tail_block_shape
 
@@ -170,10 +171,9 @@ def _flat(coefficients) -> list[float]:
 def _to_nv12(values: torch.Tensor, coefficients, out: Optional[torch.Tensor], impl: Optional[str]) -> torch.Tensor:
     channels, height, width = values.shape
     out = _nv12_out(out, height, width, values.device)
-    if impl == "native":
-        raise KernelError("impl='native': no C kernel converts RGB or alpha to NV12 (the CPU pipeline "
-                          "uses matting_tail_nv12)")
-    if not use_triton(values, impl):
+    which = choose_implementation(impl, values, native_unfit="no C kernel converts RGB or alpha to "
+                                  "NV12 (the CPU pipeline uses matting_tail_nv12)")
+    if which != TRITON:
         return _to_nv12_reference(_as_float(values), coefficients, out)
     block_h, block_w, warps = _nv12_block_shape()
     grid = (triton.cdiv(height, block_h), triton.cdiv(width, block_w))
@@ -290,9 +290,10 @@ def matting_tail_nv12(
     args = TailArgs(coeff_a, coeff_b, src, output, background, None, torch.float32)
     coefficients = _alpha_coefficients(full_range) if output == "alpha" else rgb_to_yuv_coefficients(matrix, full_range)
     out = _nv12_out(out, args.height, args.width, src.device)
-    if not use_triton(src, impl) and native.wanted(impl, src):
+    which = choose_implementation(impl, src, native_unfit=None)
+    if which == NATIVE:
         return native.matting_tail_nv12(args, coefficients, out)
-    if not use_triton(src, impl):
+    if which != TRITON:
         values = compose_reference(fgr_pha_reference(args), args)[0]
         return _to_nv12_reference(values, coefficients, out)
     block_h, block_w, warps = _nv12_block_shape()

@@ -16,7 +16,8 @@ from typing import Optional
 import torch
 
 from . import native
-from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, tl, triton, use_triton
+from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, tl, triton
+from ._dispatch import NATIVE, TRITON, choose_implementation
 from ._tiles import (
     OUTPUT_CHANNELS,
     Background,
@@ -152,11 +153,11 @@ def matting_tail(
     ``pha = clamp(o[3:], 0, 1)``. Arithmetic is float32 throughout.
     """
     args = TailArgs(coeff_a, coeff_b, src, output, background, out, out_dtype)
-    if use_triton(src, impl):
+    which = choose_implementation(impl, src, native_unfit=None if args.out_dtype == torch.uint8
+                                  else "writes uint8 outputs only (what encoders take)")
+    if which == TRITON:
         return _matting_tail_triton(args)
-    if impl == "native" and args.out_dtype != torch.uint8:
-        raise KernelError("impl='native' writes uint8 outputs only (what encoders take)")
-    if args.out_dtype == torch.uint8 and native.wanted(impl, src):
+    if which == NATIVE:
         return args.unbatch(native.matting_tail_u8(args, args.allocate()))
     return _matting_tail_reference(args)
 

@@ -1,6 +1,6 @@
 """nvpipe: human video matting (Robust Video Matting) at GPU speed, with a CPU fallback.
 
-Public API (re-exported lazily from private modules, so ``nvpipe.cli`` can tune the
+Public API (re-exported lazily from private modules, so ``nvpipe.app.cli`` can tune the
 threading environment before torch loads):
 - ``convert_video(...)``: RVM's converter's arguments, nvpipe's pipeline.
 - ``Job``, ``OutputSpec``, ``run``: a conversion as data, and running it.
@@ -10,7 +10,7 @@ threading environment before torch loads):
 
 import importlib
 
-from .threads import tune_for_pipeline
+from nvpipe.platform.threads import tune_for_pipeline
 
 # The Python entry points get the CLI's threading set-up: it must come before torch loads
 # (OpenMP reads it once), and ``import nvpipe`` is usually that moment.
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "convert_video": ".api",
     "Job": ".job", "OutputSpec": ".job",
-    "run": ".runner", "RunResult": ".runner", "Interrupted": ".runner",
+    "run": ".engine.runner", "RunResult": ".engine.runner", "Interrupted": ".engine.runner",
     "MattingSession": ".session", "Matte": ".session",
     "NvpipeError": ".errors", "InputError": ".errors", "OutputError": ".errors",
     "DeviceError": ".errors",

@@ -7,17 +7,17 @@ from typing import Optional, Union
 
 import torch
 
-from .batch import carries_alpha
-from .errors import NvpipeError
-from .job import RVM_GREEN, Job, OutputSpec  # noqa: F401 - RVM_GREEN: its default background
-from .runner import RunResult, default_dtype, run
+from nvpipe.app.batch import carries_alpha
+from nvpipe.errors import NvpipeError
+from nvpipe.job import RVM_GREEN, Job, OutputSpec  # noqa: F401 - RVM_GREEN: its default background
+from nvpipe.engine.runner import RunResult, default_dtype, run
 
 
 def _as_network(model, device: str, dtype: torch.dtype):
     """None, a variant name, an ``rvm.MattingNetwork``, any module holding RVM's state_dict,
     or a TorchScript module (frozen ones too) -> a network for the matting stage on
-    ``device`` in ``dtype`` (``nvpipe.adapters.as_network``)."""
-    from .adapters import as_network
+    ``device`` in ``dtype`` (``nvpipe.model.adapters.as_network``)."""
+    from nvpipe.model.adapters import as_network
 
     return as_network(model, device, dtype)
 
@@ -42,7 +42,7 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     outputs, so ``overwrite`` defaults to True here. ``device``/``dtype`` default to the
     model's; without a model module, to the CPU and to float16 on CUDA (float32 on the CPU).
     """
-    from .progress import ProgressBar
+    from nvpipe.app.progress import ProgressBar
 
     if input_source is None:
         raise NvpipeError("input_source is required")
@@ -51,7 +51,7 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     if not any((output_composition, output_alpha, output_foreground)):
         raise NvpipeError("give at least one of output_composition, output_alpha, "
                           "output_foreground")
-    from .adapters import device_and_dtype
+    from nvpipe.model.adapters import device_and_dtype
 
     device, dtype = device_and_dtype(model, device, dtype)  # the model's, as RVM's converter
     device = torch.device(device if device is not None else "cpu").type

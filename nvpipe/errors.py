@@ -8,6 +8,15 @@ class NvpipeError(Exception):
     """
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions the CLI prints as one line: nvpipe's own, and the stand-alone ``rvm``
+    package's ``WeightsError`` once rvm is loaded (``except user_errors() as error:``)."""
+    import sys
+
+    rvm = sys.modules.get("rvm")
+    return (NvpipeError, rvm.WeightsError) if rvm is not None else (NvpipeError,)
+
+
 class InputError(NvpipeError):
     """The input could not be read or decoded."""
 
@@ -18,3 +27,13 @@ class OutputError(NvpipeError):
 
 class DeviceError(NvpipeError):
     """The requested device cannot run (no driver, PyNvVideoCodec or Triton missing)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the run stops and keeps the frames done."""
+
+
+def raise_terminated(signum, frame) -> None:
+    """The SIGTERM handler of the CLI and batch workers
+    (``signal.signal(signal.SIGTERM, raise_terminated)`` in the main thread)."""
+    raise Terminated

@@ -92,3 +92,9 @@ class DecodedFrame:
 
 
 __all__ = ["ColorSpec", "StreamInfo", "DecodedFrame", "MATRICES", "untagged_color"]
+
+
+def frame_ticks(fps, time_base) -> int:
+    """One frame's duration in ``time_base`` units at ``fps`` (at least 1 tick): the step
+    between the timestamps of frames that arrive without their own."""
+    return max(1, round(1 / (Fraction(fps) * Fraction(time_base))))

@@ -59,7 +59,7 @@ class Job:
     with a ``start`` the outputs' timestamps begin at 0, audio trimmed alike); ``fps`` is the
     frame rate given to a picture sequence (default 30; videos keep their own timing).
     Where the outputs end up when the run completes, fails or is interrupted is the policy
-    of ``nvpipe.outputs``.
+    of ``nvpipe.sinks.outputs``.
     """
 
     input: str
@@ -85,7 +85,7 @@ class Job:
     input_options: dict = field(default_factory=dict)
     timeout: Optional[float] = None
     live: Optional[bool] = None
-    cut_reset: bool = True  # reset the network's memory at scene cuts (nvpipe.cuts)
+    cut_reset: bool = True  # reset the network's memory at scene cuts (nvpipe.engine.cuts)
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

@@ -9,10 +9,10 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
-from .convert import downsample
-from .job import auto_ratio
-from .matting import MattingStage
-from .runner import default_dtype
+from nvpipe.engine.convert import downsample
+from nvpipe.job import auto_ratio
+from nvpipe.engine.matting import MattingStage
+from nvpipe.engine.runner import default_dtype
 
 
 @dataclass
@@ -42,7 +42,7 @@ class MattingSession:
     ``process(frame)`` takes an RGB frame: a uint8 ``(H, W, 3)`` NumPy array, or a torch
     tensor ``[3,H,W]`` (float in [0,1] or uint8) on the CPU or a CUDA device, and returns
     when the matte is ready (on CUDA, after its stream finished). Scene cuts are detected
-    on the network's low-resolution input (``nvpipe.cuts``) and reset the memory there,
+    on the network's low-resolution input (``nvpipe.engine.cuts``) and reset the memory there,
     as the command line does, unless ``cut_reset=False``; ``reset()`` does it by hand.
     ``cuts`` lists the frames (counted from 0) where a cut reset it; ``latency()`` gives
     the p50/p99 seconds of ``process`` calls. The ratio defaults to
@@ -55,8 +55,8 @@ class MattingSession:
                  cut_reset: bool = True):
         import rvm
 
-        from .cuts import CutDetector
-        from .live import LatencyLog
+        from nvpipe.engine.cuts import CutDetector
+        from nvpipe.engine.pacing import LatencyLog
 
         self.device = torch.device(device)
         self.dtype = dtype or default_dtype(self.device.type)
@@ -94,7 +94,7 @@ class MattingSession:
 
     @torch.inference_mode()
     def process(self, frame) -> Matte:
-        from . import kernels
+        from nvpipe import kernels
 
         called = time.monotonic()
         src = self._as_tensor(frame)
@@ -112,7 +112,7 @@ class MattingSession:
             self._stage.reset()
             self.cuts.append(self.frames)
         self.frames += 1
-        coeff_a, coeff_b = self._stage(small[None], src[None] if self._stage.needs_source else None)
+        coeff_a, coeff_b = self._stage(small[None], [src])
         fgr_pha = kernels.matting_tail(coeff_a[0], coeff_b[0], src, output="rgba",
                                        out_dtype=self.dtype)
         if self.device.type == "cuda":

@@ -1,10 +1,8 @@
-"""The one error type of the rvm package."""
-
-try:  # rvm ships inside nvpipe's distribution; its CLI prints NvpipeError as one line.
-    from nvpipe.errors import NvpipeError as _UserError
-except ImportError:  # rvm used on its own
-    _UserError = Exception
+"""The one error type of the rvm package (which stands alone: it imports nothing of nvpipe)."""
 
 
-class WeightsError(_UserError):
-    """Weights could not be found, fetched, verified or read (one line, names the file)."""
+class WeightsError(Exception):
+    """Weights could not be found, fetched, verified or read (one line, names the file).
+
+    nvpipe's command line prints it as one line, like its own errors
+    (``nvpipe.errors.user_errors``)."""

@@ -185,6 +185,34 @@ def zero_packet(source: Path, target: Path, number: int = 20) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def _official_network_once():
+    import rvm
+
+    return rvm.load(str(_shared_path("weights/rvm_mobilenetv3_fp32.onnx")))
+
+
+@pytest.fixture
+def official_network(_official_network_once):
+    """The official MobileNetV3 network (``rvm.load`` of the shared ONNX weights), loaded
+    once per test session; each test gets its own copy (stages move networks in place)."""
+    import copy
+
+    return copy.deepcopy(_official_network_once)
+
+
+# Poison for output buffers, so a kernel that skips a sample is seen: NaN for floats, 0xAB
+# for bytes (no kernel writes 171 into the tests' outputs by chance on every sample).
+POISON_BYTE = 0xAB
+
+
+def poisoned(shape, dtype) -> torch.Tensor:
+    """A buffer of ``shape``/``dtype`` filled with poison (``POISON_BYTE`` or NaN)."""
+    if dtype == torch.uint8:
+        return torch.full(shape, POISON_BYTE, dtype=dtype)
+    return torch.full(shape, float("nan"), dtype=dtype)
+
+
 @pytest.fixture
 def weights_env(onnx_weights, monkeypatch):
     """The official ONNX weights as the default weights (NVPIPE_WEIGHTS)."""
@@ -200,3 +228,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(config, items):
+    """``fast`` marks every test that is not ``slow``: ``pytest -m fast`` is the inner loop."""
+    for item in items:
+        if item.get_closest_marker("slow") is None:
+            item.add_marker(pytest.mark.fast)

@@ -8,7 +8,7 @@ composite as MPEG-TS to a URL.
     python -m nvpipe.examples.live_matte udp://127.0.0.1:5000 - | ffplay -
     python -m nvpipe.examples.live_matte /dev/video0 udp://127.0.0.1:6000 --input-format v4l2
 
-A reader thread keeps only the newest frame (``nvpipe.live.LatestFrames``), so when
+A reader thread keeps only the newest frame (``nvpipe.engine.pacing.LatestFrames``), so when
 matting is slower than the source, frames are dropped rather than queued: latency stays
 bounded. At the end it prints the frames matted, dropped, and the per-call latency.
 """
@@ -56,7 +56,7 @@ def open_output(target: str, width: int, height: int, rate: int):
 
 def main(argv=None) -> int:
     from nvpipe import MattingSession
-    from nvpipe.live import LatestFrames
+    from nvpipe.engine.pacing import LatestFrames
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input", help="a camera or stream URL")

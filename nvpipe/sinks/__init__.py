@@ -1,9 +1,9 @@
 """Sinks: where output frames go. ``open_sink`` picks one from the output's name and codec.
 
 Every sink implements the contract of :class:`nvpipe.sinks.Sink` (``_base.py``): it writes
-into a staging path that ``nvpipe.outputs.Outputs`` gives it, ``finish()`` completes a
+into a staging path that ``nvpipe.sinks.outputs.Outputs`` gives it, ``finish()`` completes a
 playable file there and ``discard()`` removes it; where the file ends up (the target, or
-nowhere) is the run's output policy in ``nvpipe.outputs``, not the sink's.
+nowhere) is the run's output policy in ``nvpipe.sinks.outputs``, not the sink's.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from ..errors import OutputError
-from ..frames import StreamInfo
-from ..job import OutputSpec
-from ._base import Sink, SinkBase
-from .encoders import NVENC_FORMATS, choose_encoder, nvenc_codec, requests_nvenc
-from .images import PngSequenceSink, is_sequence_output, sequence_location
-from .null import NullSink, is_null_output
-from .pyav import CONTAINERS, PyAVSink, resolve_codec
-from .stream import StreamSink, is_stream_output
+from nvpipe.errors import OutputError
+from nvpipe.frames import StreamInfo
+from nvpipe.job import OutputSpec
+from nvpipe.sinks._base import Sink, SinkBase
+from nvpipe.sinks.encoders import NVENC_FORMATS, choose_encoder, nvenc_codec, requests_nvenc
+from nvpipe.sinks.images import PngSequenceSink, is_sequence_output, sequence_location
+from nvpipe.sinks.null import NullSink, is_null_output
+from nvpipe.sinks.pyav import CONTAINERS, PyAVSink, resolve_codec
+from nvpipe.sinks.stream import StreamSink, is_stream_output
 
 
 def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
@@ -57,7 +57,7 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
     if requests_nvenc(spec):
         nvenc_codec(spec)  # OutputError for what NVENC cannot write, before importing it
         try:
-            from .nvenc import NvencSink
+            from nvpipe.sinks.nvenc import NvencSink
         except ImportError as error:
             raise OutputError(f"NVENC output is not available ({error})") from None
         return NvencSink(spec, info, staging=staging, audio_from=audio_from)

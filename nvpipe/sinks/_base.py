@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from ..frames import ColorSpec
+from nvpipe.frames import ColorSpec
 
 
 @runtime_checkable
 class Sink(Protocol):
-    """One output being encoded into its staging path (``nvpipe.outputs`` owns the target).
+    """One output being encoded into its staging path (``nvpipe.sinks.outputs`` owns the target).
 
     Attributes:
         pixel_format: what ``write`` takes: ``"rgb24"`` ``(H, W, 3)``, ``"rgba"``
@@ -21,6 +21,8 @@ class Sink(Protocol):
             uint8 NumPy arrays or CPU tensors.
         encoder_name: the encoder, for the run's summary.
         frames_written: frames ``write`` has taken.
+        notes: what the run's summary should say of this output (audio not copied or
+            dropped, and why); read after ``finish``.
     """
 
     pixel_format: str
@@ -28,6 +30,7 @@ class Sink(Protocol):
     accepts_cuda: bool
     encoder_name: str
     frames_written: int
+    notes: list[str]
 
     def write(self, array, pts: int) -> None:
         """Encodes one frame; ``pts`` in the input's ``time_base``."""
@@ -45,3 +48,4 @@ class SinkBase:
 
     accepts_cuda = False
     frames_written = 0
+    notes: tuple[str, ...] = ()

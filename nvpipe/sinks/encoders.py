@@ -10,8 +10,8 @@ import os
 from dataclasses import replace
 from typing import Callable
 
-from ..errors import OutputError
-from ..job import ALPHA_KINDS, OutputSpec
+from nvpipe.errors import OutputError
+from nvpipe.job import ALPHA_KINDS, OutputSpec
 
 # Container -> the codecs NVENC output can be muxed into it as.
 NVENC_FORMATS = {".mp4": ("h264", "hevc", "av1"), ".mkv": ("h264", "hevc", "av1"),

@@ -3,7 +3,7 @@ such as ``out/frame_%05d.png``. Numbering starts at 0 and counts written frames.
 
 Kinds: ``rgba``/``rgba_premultiplied`` -> RGBA PNGs; ``alpha`` -> 8-bit grey PNGs;
 ``composite``/``foreground`` -> RGB PNGs. The pictures are written into a staging folder
-that ``nvpipe.outputs`` moves into place. PNGs carry no audio: ``dropped_audio`` says when
+that ``nvpipe.sinks.outputs`` moves into place. PNGs carry no audio: ``notes`` says when
 the input had some.
 """
 
@@ -15,12 +15,12 @@ from typing import Optional
 
 import av
 
-from ..errors import OutputError
-from ..frames import ColorSpec, StreamInfo
-from ..job import ALPHA_KINDS, OutputSpec
-from ..sources.images import is_sequence_pattern
-from .pyav import as_numpy, video_frame
-from ._base import SinkBase
+from nvpipe.errors import OutputError
+from nvpipe.frames import ColorSpec, StreamInfo
+from nvpipe.job import ALPHA_KINDS, OutputSpec
+from nvpipe.sources.images import is_sequence_pattern
+from nvpipe.sinks.pyav import as_numpy, video_frame
+from nvpipe.sinks._base import SinkBase
 
 DEFAULT_NAME = "%05d.png"
 
@@ -29,7 +29,7 @@ def is_sequence_output(path: str) -> bool:
     """A folder (existing, ending in a separator, or a name without extension) or a
     printf pattern with one integer field (``%05d``). An existing folder named like a video
     file (``dir.mp4``) is not: writing PNGs into it is never what was meant."""
-    from .pyav import CONTAINERS
+    from nvpipe.sinks.pyav import CONTAINERS
 
     path = str(path)
     if path == os.devnull:  # the null output (nvpipe.sinks.null), not a folder
@@ -81,7 +81,8 @@ class PngSequenceSink(SinkBase):
         self.color = ColorSpec("bt709", True)
         self.frames_written = 0
         self.files: list[str] = []
-        self.dropped_audio = audio_from is not None
+        self.notes = ([f"{spec.path}: PNG pictures carry no audio; the input's audio was not written"]
+                      if audio_from is not None else [])
         self._finished = False
         self._encoder: Optional[av.CodecContext] = None
 

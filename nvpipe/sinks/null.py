@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
-from ..frames import StreamInfo, untagged_color
-from ..job import OutputSpec
-from ._base import SinkBase
+from nvpipe.frames import StreamInfo, untagged_color
+from nvpipe.job import OutputSpec
+from nvpipe.sinks._base import SinkBase
 
 
 def is_null_output(path) -> bool:

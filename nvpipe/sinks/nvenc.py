@@ -19,7 +19,7 @@ Muxing is PyAV's (``add_mux_stream``), packet by packet, so nothing accumulates 
 encoder runs without B-frames, so packets leave in input order and DTS equals PTS; each
 packet's PTS is the input frame's own (``inputTimeStamp`` carries the frame's index through
 the encoder). Audio is copied from the input, interleaved as the video advances. The file is
-written at the staging path that ``nvpipe.outputs`` gives and moves into place.
+written at the staging path that ``nvpipe.sinks.outputs`` gives and moves into place.
 """
 
 from __future__ import annotations
@@ -31,11 +31,12 @@ from typing import Optional
 
 import torch
 
-from ..errors import OutputError
-from ..frames import StreamInfo, untagged_color
-from ..job import OutputSpec
-from ._base import SinkBase
-from .encoders import nvenc_codec
+from nvpipe.errors import OutputError
+from nvpipe.frames import StreamInfo, frame_ticks, untagged_color
+from nvpipe.job import OutputSpec
+from nvpipe.sinks._base import SinkBase
+from nvpipe.sinks.encoders import nvenc_codec
+from nvpipe.sinks.audio import AudioCopy
 
 _CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}  # NVENC_FORMATS' muxers
 # x264-style preset names -> NVENC P1 (fastest) .. P7 (best quality).
@@ -85,12 +86,12 @@ class PacketMuxer:
 
     Args:
         path: the output (.mp4/.mov/.mkv), named in messages.
-        staging: the file written (``nvpipe.outputs`` moves it onto ``path``).
+        staging: the file written (``nvpipe.sinks.outputs`` moves it onto ``path``).
         codec: ``"h264"``, ``"hevc"`` or ``"av1"``.
         width, height: the coded picture size.
         fps: the nominal frame rate (container metadata; timing comes from the PTS).
         time_base: the unit of the ``pts``/``dts`` given to ``mux``.
-        audio_from: a file whose audio streams are copied (packets untouched), or None.
+        audio_from: a file whose audio streams are copied (``nvpipe.sinks.audio``), or None.
         audio_start: seconds of ``audio_from`` before the video's time 0 (a trimmed input,
             ``StreamInfo.start_offset``): earlier audio packets are dropped, the rest shifted.
         audio_end: where the audio stops (seconds of the output; None: all of it).
@@ -128,78 +129,21 @@ class PacketMuxer:
             raise OutputError(f"cannot write {codec} into {self.path.name}: {error}") from None
         self._video.time_base = self.time_base
         self.packets = 0
-        self.audio_note = ""
-        self._audio_input = None
-        self._audio_map: dict = {}
-        self._audio_packets = None
-        self._pending_audio = None
-        self._audio_start, self._audio_end = audio_start, audio_end
-        if audio_from is not None:
-            self._open_audio(audio_from)
+        self._audio = (AudioCopy(audio_from, self._container, start=audio_start, end=audio_end)
+                       if audio_from is not None else None)
         self._finished = False
 
-    def _open_audio(self, audio_from: str) -> None:
-        import av
-
-        try:
-            source = av.open(str(audio_from), metadata_errors="ignore")
-        except Exception as error:  # noqa: BLE001
-            self.audio_note = f"audio not copied: cannot open {audio_from} ({error})"
-            return
-        for stream in source.streams.audio:
-            try:
-                self._audio_map[stream.index] = self._container.add_stream_from_template(stream)
-            except Exception as error:  # noqa: BLE001 - codec the container cannot hold
-                self.audio_note = f"audio stream {stream.index} not copied: {error}"
-        if not self._audio_map:
-            source.close()
-            return
-        self._audio_input = source
-        if self._audio_start > 0:
-            try:  # near the start rather than read from the beginning; earlier packets dropped
-                source.seek(int(self._audio_start * av.time_base), backward=True)
-            except av.FFmpegError:
-                pass
-        self._audio_packets = source.demux(*[source.streams[i] for i in self._audio_map])
-
-    def _audio_time(self, packet) -> float:
-        """A packet's start in the output's seconds."""
-        return float(packet.pts * packet.time_base) - self._audio_start
-
-    def _next_audio(self):
-        if self._pending_audio is None and self._audio_packets is not None:
-            for packet in self._audio_packets:
-                if packet.size and packet.pts is not None and not (
-                        self._audio_start and self._audio_time(packet) < 0):
-                    self._pending_audio = packet
-                    break
-            else:
-                self._audio_packets = None
-        return self._pending_audio
-
-    def _mux_audio_until(self, seconds: Optional[float]) -> None:
-        if self._audio_end is not None:
-            seconds = self._audio_end if seconds is None else min(seconds, self._audio_end)
-        while True:
-            packet = self._next_audio()
-            if packet is None:
-                return
-            if seconds is not None and self._audio_time(packet) >= seconds:
-                return
-            self._pending_audio = None
-            if self._audio_start:
-                shift = round(self._audio_start / packet.time_base)
-                packet.pts -= shift
-                if packet.dts is not None:
-                    packet.dts -= shift
-            packet.stream = self._audio_map[packet.stream.index]
-            self._container.mux(packet)
+    @property
+    def notes(self) -> list[str]:
+        """Audio not copied, and why (``nvpipe.sinks.audio``)."""
+        return list(self._audio.notes) if self._audio is not None else []
 
     def mux(self, data: bytes, pts: int, dts: int, keyframe: bool) -> None:
         """One encoded video packet; ``pts``/``dts`` in ``time_base``, non-decreasing ``dts``."""
         import av
 
-        self._mux_audio_until(float(pts * self.time_base) + self.AUDIO_LEAD)
+        if self._audio is not None:
+            self._audio.pump(float(pts * self.time_base) + self.AUDIO_LEAD)
         packet = av.Packet(bytes(data))
         packet.stream = self._video
         packet.time_base = self.time_base
@@ -213,12 +157,12 @@ class PacketMuxer:
             return
         self._finished = True
         try:
-            if copy_audio and self.packets:
-                self._mux_audio_until(None)
+            if self._audio is not None and copy_audio and self.packets:
+                self._audio.finish(None)
             self._container.close()
         finally:
-            if self._audio_input is not None:
-                self._audio_input.close()
+            if self._audio is not None:
+                self._audio.close()
 
     def finish(self) -> None:
         """Copy the rest of the audio and finish the file at ``staging``."""
@@ -270,7 +214,7 @@ class NvencSink(SinkBase):
             preset P1..P7); kinds with alpha are refused.
         info: the output's stream facts (display-oriented ``width``/``height``, ``fps``,
             ``time_base`` of the pts given to ``write``).
-        staging: the file written (``nvpipe.outputs`` moves it onto the output's path).
+        staging: the file written (``nvpipe.sinks.outputs`` moves it onto the output's path).
         audio_from: copy this file's audio (normally the input), or None.
         gpu_id: the CUDA device holding the frames and the encoder.
 
@@ -286,7 +230,7 @@ class NvencSink(SinkBase):
 
     def __init__(self, spec: OutputSpec, info: StreamInfo, *, staging: str,
                  audio_from: Optional[str] = None, gpu_id: int = 0):
-        from ..gpu import import_pynvvideocodec, nvenc_status
+        from nvpipe.platform.gpu import import_pynvvideocodec, nvenc_status
 
         self.spec = spec
         self.codec = nvenc_codec(spec)
@@ -306,7 +250,7 @@ class NvencSink(SinkBase):
         self.color = untagged_color(self.height)
         self.encoder_name = f"nvenc {self.codec} ({self.options['preset']}, {self.options['rc']})"
         self.time_base = Fraction(info.time_base)
-        self._frame_ticks = max(1, round(1 / (Fraction(info.fps) * self.time_base)))
+        self._frame_ticks = frame_ticks(info.fps, self.time_base)
         self._muxer = PacketMuxer(spec.path, self.codec, self.width, self.height, info.fps,
                                   self.time_base, staging=staging, audio_from=audio_from,
                                   audio_start=info.start_offset, audio_end=info.duration)
@@ -321,7 +265,7 @@ class NvencSink(SinkBase):
 
     def _create_encoder(self) -> None:
         # Created on the first write, i.e. on the encode thread, with the device current.
-        from ..gpu import PrimaryContext, keep_cuda_context
+        from nvpipe.platform.gpu import PrimaryContext, keep_cuda_context
 
         self._stream = torch.cuda.Stream(self.device)
         self._context = PrimaryContext(self.device.index)
@@ -354,6 +298,10 @@ class NvencSink(SinkBase):
     def _forget_finished_inputs(self) -> None:
         while self._in_flight and self._in_flight[0][1].query():
             self._in_flight.popleft()
+
+    @property
+    def notes(self) -> list[str]:
+        return self._muxer.notes
 
     def write(self, frame: torch.Tensor, pts: Optional[int]) -> torch.cuda.Event:
         """Encode one CUDA NV12 frame (see the class docstring); returns its release event."""

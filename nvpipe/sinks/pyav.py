@@ -48,10 +48,11 @@ from typing import Optional
 import av
 import numpy as np
 
-from ..errors import OutputError
-from ..frames import ColorSpec, StreamInfo, untagged_color
-from ..job import ALPHA_KINDS, OutputSpec
-from ._base import SinkBase
+from nvpipe.errors import OutputError
+from nvpipe.frames import ColorSpec, StreamInfo, untagged_color
+from nvpipe.job import ALPHA_KINDS, OutputSpec
+from nvpipe.sinks._base import SinkBase
+from nvpipe.sinks.audio import AudioCopy
 
 CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".webm": "webm"}
 DEFAULT_CODEC = {".mp4": "h264", ".mkv": "h264", ".mov": "prores", ".webm": "vp9"}
@@ -229,7 +230,7 @@ class PyAVSink(SinkBase):
             raise OutputError(f"cannot write {self.path} ({error})") from None
         try:
             self._stream = self._add_video_stream()
-            self._audio = (_AudioCopy(audio_from, self._container, start=info.start_offset)
+            self._audio = (AudioCopy(audio_from, self._container, start=info.start_offset)
                            if audio_from else None)
         except BaseException:
             self._container.close()
@@ -312,6 +313,11 @@ class PyAVSink(SinkBase):
         return stream
 
     # -- frames ------------------------------------------------------------------------
+    @property
+    def notes(self) -> list[str]:
+        """What the run's summary should say of this output (audio not copied, and why)."""
+        return list(self._audio.notes) if self._audio is not None else []
+
     def write(self, array, pts: int) -> None:
         """Encodes one frame.
 
@@ -479,110 +485,6 @@ def _remove(path: str) -> None:
         os.remove(path)
     except FileNotFoundError:
         pass
-
-
-class _AudioCopy:
-    """The audio streams of ``source`` carried into ``container`` as video frames arrive.
-
-    Copies packets where the container takes the codec, else re-encodes (Opus for WebM,
-    AAC elsewhere). ``pump(t)`` moves every packet that starts before ``t`` seconds of the
-    output; ``finish(end)`` the rest that start before ``end``, then closes the input.
-    ``start``: the input's seconds before the output's time 0 (a trimmed video,
-    ``StreamInfo.start_offset``): packets that start earlier are dropped, the rest shifted.
-    """
-
-    def __init__(self, source: str, container, start: float = 0.0) -> None:
-        try:
-            self._input = av.open(source, metadata_errors="ignore")
-        except (av.FFmpegError, OSError) as error:
-            raise OutputError(f"cannot read audio from {source} ({error})") from None
-        self._start = start
-        self._routes = {}
-        webm = container.format.name == "webm"
-        supported = container.supported_codecs
-        for stream in self._input.streams.audio:
-            name = stream.codec_context.name
-            if name in supported and (not webm or name in ("opus", "vorbis")):
-                self._routes[stream.index] = _CopyRoute(container.add_stream_from_template(stream))
-            else:
-                encoder = "libopus" if webm else "aac"
-                if encoder in av.codecs_available:
-                    self._routes[stream.index] = _EncodeRoute(stream, container, encoder)
-                # else: dropped (no encoder in this FFmpeg build)
-        streams = [s for s in self._input.streams.audio if s.index in self._routes]
-        if streams and start > 0:
-            try:  # near the start rather than read from the beginning; earlier packets dropped
-                self._input.seek(int(start * av.time_base), backward=True)
-            except av.FFmpegError:
-                pass  # read from the beginning
-        self._packets = self._input.demux(*streams) if streams else iter(())
-        self._pending = None
-        self._container = container
-
-    def pump(self, until: float) -> None:
-        while True:
-            if self._pending is None:
-                self._pending = next(self._packets, None)
-                if self._pending is None:
-                    return
-            packet = self._pending
-            if packet.size == 0 or (packet.pts is None and packet.dts is None):
-                self._pending = None  # flush markers and untimed packets
-                continue
-            start = float((packet.pts if packet.pts is not None else packet.dts) * packet.time_base)
-            start -= self._start
-            if start < 0 and self._start:
-                self._pending = None  # before the trimmed video's first frame
-                continue
-            if start >= until:
-                return
-            if self._start:
-                shift = round(self._start / packet.time_base)
-                packet.pts = packet.pts - shift if packet.pts is not None else None
-                packet.dts = packet.dts - shift if packet.dts is not None else None
-            self._routes[packet.stream.index].send(packet, self._container)
-            self._pending = None
-
-    def finish(self, end: float) -> None:
-        self.pump(end)
-        for route in self._routes.values():
-            route.flush(self._container, end)
-        self.close()
-
-    def close(self) -> None:
-        self._input.close()
-
-
-class _CopyRoute:
-    def __init__(self, out_stream) -> None:
-        self.out_stream = out_stream
-
-    def send(self, packet, container) -> None:
-        packet.stream = self.out_stream
-        container.mux(packet)
-
-    def flush(self, container, end: float) -> None:
-        pass
-
-
-class _EncodeRoute:
-    """Decode -> (the encoder's own resampling) -> encode, for codecs the container lacks."""
-
-    def __init__(self, in_stream, container, encoder: str) -> None:
-        self.in_stream = in_stream
-        rate = 48000 if encoder == "libopus" else in_stream.codec_context.sample_rate
-        self.out_stream = container.add_stream(encoder, rate=rate)
-        layout = in_stream.codec_context.layout
-        self.out_stream.layout = "stereo" if layout.nb_channels >= 2 else "mono"
-
-    def send(self, packet, container) -> None:
-        for frame in self.in_stream.codec_context.decode(packet):
-            for out in self.out_stream.encode(frame):
-                container.mux(out)
-
-    def flush(self, container, end: float) -> None:
-        for out in self.out_stream.encode(None):
-            container.mux(out)
 
 
 __all__ = ["PyAVSink", "resolve_codec", "check_quality", "video_frame", "CONTAINERS", "as_numpy"]

@@ -1,7 +1,7 @@
 """Stream outputs: standard output (``-``) and network URLs (udp, srt, rtmp...).
 
 A stream is written as it goes and cannot be taken back, so it has no staging file: the
-output policy of ``nvpipe.outputs`` treats it as ``streamed`` (finished, never placed).
+output policy of ``nvpipe.sinks.outputs`` treats it as ``streamed`` (finished, never placed).
 The muxer is ``--format`` (FFmpeg's ``-f``), or for a URL the one its scheme needs:
 
 ===================  ==============  ===============================================
@@ -28,10 +28,10 @@ from typing import Optional
 
 import av
 
-from ..errors import OutputError
-from ..frames import StreamInfo
-from ..job import OutputSpec
-from .pyav import ALPHA_KINDS, ENCODERS, PyAVSink, CODEC_ALIASES
+from nvpipe.errors import OutputError
+from nvpipe.frames import StreamInfo, frame_ticks
+from nvpipe.job import OutputSpec
+from nvpipe.sinks.pyav import ALPHA_KINDS, ENCODERS, PyAVSink, CODEC_ALIASES
 
 STDOUT_NAMES = ("-", "pipe:", "pipe:1", "/dev/stdout")
 FORMAT_ALIASES = {"y4m": "yuv4mpegpipe", "mkv": "matroska", "ts": "mpegts"}
@@ -49,7 +49,7 @@ SCHEME_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rtp
 
 def is_stream_output(path) -> bool:
     """Standard output or a URL (``scheme://``)."""
-    from ..sources.live import url_scheme
+    from nvpipe.sources.live import url_scheme
 
     text = str(path)
     return text in STDOUT_NAMES or (bool(url_scheme(text)) and url_scheme(text) != "file")
@@ -61,7 +61,7 @@ def stream_format(path: str, requested: Optional[str]) -> str:
     Raises:
         OutputError: standard output without ``--format``, an unknown format or scheme.
     """
-    from ..sources.live import url_scheme
+    from nvpipe.sources.live import url_scheme
 
     if requested:
         name = FORMAT_ALIASES.get(requested.lower(), requested.lower())
@@ -141,7 +141,7 @@ class StreamSink(PyAVSink):
         muxers (NUT) abort the process on a repeated one, which inputs without real
         timestamps give (every frame at 0)."""
         if self._last_pts is not None and int(pts) <= self._last_pts:
-            pts = self._last_pts + max(1, round(1 / (self.fps * self.time_base)))
+            pts = self._last_pts + frame_ticks(self.fps, self.time_base)
         super().write(array, pts)
 
     def discard(self) -> None:

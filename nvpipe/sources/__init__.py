@@ -14,10 +14,10 @@ import warnings
 from fractions import Fraction
 from typing import Iterator, Optional, Protocol, Sequence, Union, runtime_checkable
 
-from ..errors import DeviceError, InputError
-from ..frames import DecodedFrame, StreamInfo
-from .images import ImageSequenceSource, is_image_path, is_sequence_pattern
-from .trim import TrimmedSource, trim
+from nvpipe.errors import DeviceError, InputError
+from nvpipe.frames import DecodedFrame, StreamInfo
+from nvpipe.sources.images import ImageSequenceSource, is_image_path, is_sequence_pattern
+from nvpipe.sources.trim import TrimmedSource, trim
 
 
 @runtime_checkable
@@ -55,7 +55,7 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     Raises:
         InputError: missing, unreadable, non-video or truncated input.
     """
-    from .live import locate_input
+    from nvpipe.sources.live import locate_input
 
     path = str(path)
     if device not in ("cpu", "cuda"):
@@ -63,7 +63,7 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     stream = dict(input_format=input_format, input_options=input_options, timeout=timeout,
                   live=live, stop=stop)
     if not locate_input(path, live=live, input_format=input_format).is_file or input_format:
-        from .pyav import PyAVSource
+        from nvpipe.sources.pyav import PyAVSource
 
         return PyAVSource(path, **stream)
     if is_picture_input(path):
@@ -74,7 +74,7 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
         nvdec = _open_nvdec(path)
         if nvdec is not None:
             return nvdec
-    from .pyav import PyAVSource
+    from nvpipe.sources.pyav import PyAVSource
 
     return PyAVSource(path, **stream)
 
@@ -90,7 +90,7 @@ def _open_nvdec(path: str):
     """An ``NvdecSource`` for ``path``, or None (after a one-line warning) where NVDEC
     cannot decode it here; ``InputError`` for a file that no decoder can read."""
     try:
-        from .nvdec import NvdecSource, NvdecUnsupported
+        from nvpipe.sources.nvdec import NvdecSource, NvdecUnsupported
     except ImportError as error:
         warnings.warn(f"{path}: NVDEC decoding is not available ({error}); decoding on the CPU",
                       stacklevel=3)

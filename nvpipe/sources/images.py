@@ -12,8 +12,8 @@ import av
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..frames import ColorSpec, DecodedFrame, StreamInfo
+from nvpipe.errors import InputError
+from nvpipe.frames import ColorSpec, DecodedFrame, StreamInfo
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _PRINTF_INTEGER = re.compile(r"%(0?)(\d*)d")

@@ -1,7 +1,7 @@
 """Inputs that are not files: standard input, named pipes, FFmpeg URLs, capture devices.
 
 ``locate_input`` says what an input names and whether it is *live* (it arrives in real
-time, so the runner must drop frames rather than fall behind; see ``nvpipe.live``):
+time, so the runner must drop frames rather than fall behind; see ``nvpipe.engine.pacing``):
 
 =================================================  =======  ==========================
 input                                              kind     live by default

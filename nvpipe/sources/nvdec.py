@@ -25,9 +25,9 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from ..errors import InputError
-from ..frames import DecodedFrame, StreamInfo
-from ..gpu import (PrimaryContext, caps_supported, decoder_caps, import_pynvvideocodec,
+from nvpipe.errors import InputError
+from nvpipe.frames import DecodedFrame, StreamInfo, frame_ticks
+from nvpipe.platform.gpu import (PrimaryContext, caps_supported, decoder_caps, import_pynvvideocodec,
                    keep_cuda_context)
 
 # Codecs NVDEC decodes that the pipeline accepts (StreamInfo.codec is PyAV's decoder name).
@@ -182,7 +182,7 @@ class NvdecSource:
             raise NvdecUnsupported(f"NVDEC cannot decode {self.path} ({self.info.codec}, "
                                    f"{self.info.bit_depth}-bit): {error}") from None
         self._high_bit_depth = self.info.bit_depth > 8
-        self._frame_ticks = max(1, round(1 / (Fraction(self.info.fps) * self.info.time_base)))
+        self._frame_ticks = frame_ticks(self.info.fps, self.info.time_base)
         # getPTS() counts in the demuxer's time base; frames are labelled in info.time_base.
         self._pts_scale = Fraction(1)
         if hasattr(self._demuxer, "GetTimebaseNum"):
@@ -316,7 +316,7 @@ class NvdecSource:
 
 def probe(path: str) -> StreamInfo:
     """The stream's facts as the CPU source reads them (PyAV: colour, rotation, timing)."""
-    from .pyav import PyAVSource
+    from nvpipe.sources.pyav import PyAVSource
 
     source = PyAVSource(path, threads=1)
     try:

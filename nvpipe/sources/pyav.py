@@ -32,8 +32,8 @@ import av
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..frames import ColorSpec, DecodedFrame, StreamInfo, untagged_color
+from nvpipe.errors import InputError
+from nvpipe.frames import ColorSpec, DecodedFrame, StreamInfo, frame_ticks, untagged_color
 
 # FFmpeg AVColorSpace values (libavutil/pixfmt.h) -> the matrices the kernels implement.
 _MATRIX_BY_COLORSPACE = {
@@ -183,7 +183,7 @@ class PyAVSource:
     def __init__(self, path: str, *, threads: int = 0, input_format: Optional[str] = None,
                  input_options: Optional[dict] = None, timeout: Optional[float] = None,
                  live: Optional[bool] = None, stop=None) -> None:
-        from .live import locate_input
+        from nvpipe.sources.live import locate_input
 
         self.path = str(path)
         self.location = locate_input(self.path, live=live, input_format=input_format)
@@ -208,7 +208,7 @@ class PyAVSource:
 
     def _open_container(self, input_format, options: dict, timeout, stop):
         """``av.open`` for each kind of input (``nvpipe.sources.live``)."""
-        from .live import DEFAULT_URL_TIMEOUT, PipeReader
+        from nvpipe.sources.live import DEFAULT_URL_TIMEOUT, PipeReader
 
         location = self.location
         kind = location.kind
@@ -301,7 +301,7 @@ class PyAVSource:
         if container.streams.audio and not self.location.is_file:
             self.notes.append(f"the audio of {self.path} is not carried (only a file's "
                               f"audio is copied into the outputs)")
-        self._frame_ticks = max(1, round(1 / (Fraction(fps) * self._time_base)))
+        self._frame_ticks = frame_ticks(fps, self._time_base)
         # Live streams start mid-way (MPEG-TS clocks start anywhere): outputs start at 0.
         self._pts_origin = (first.pts or 0) if self.live else 0
         self._started = False

@@ -20,8 +20,8 @@ import re
 from dataclasses import replace
 from typing import Iterator, Optional
 
-from ..errors import InputError
-from ..frames import DecodedFrame
+from nvpipe.errors import InputError
+from nvpipe.frames import DecodedFrame
 
 # A frame belongs to the trimmed range when its time is within this of the range (a
 # 1/24 s grid stored in 1/12288 s ticks is exact; this only absorbs float rounding).

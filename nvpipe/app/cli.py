@@ -1,0 +1,391 @@
+"""``nvpipe`` command line: a thin shell over ``nvpipe.engine.runner.run`` and ``nvpipe.app.batch``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from typing import Optional, Sequence
+
+from nvpipe.platform.threads import tune_for_pipeline
+
+tune_for_pipeline()  # before anything imports torch
+
+from nvpipe.errors import NvpipeError, raise_terminated, user_errors  # noqa: E402
+from nvpipe.app.progress import ProgressBar  # noqa: E402,F401 - tqdm; also convert_video's
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line, not the whole usage block."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(part) for part in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 1280x720, got {text!r}") from None
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
+    return width, height
+
+
+def parse_bitrate(text: str) -> int:
+    """'8M', '800k' or '2500000' -> bits per second."""
+    scale = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale != 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bitrate must look like 8M or 800k, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"bitrate must be positive, got {text!r}")
+    return int(value)
+
+
+def parse_ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratio must be a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"ratio must be in (0, 1], got {text}")
+    return value
+
+
+def _whole_number_at_least_1(name: str):
+    """An argparse type: a whole number >= 1, errors naming the option (``chunk``, ``jobs``)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1, got {value}")
+        return value
+
+    return parse
+
+
+parse_chunk = _whole_number_at_least_1("chunk")
+parse_jobs = _whole_number_at_least_1("jobs")
+parse_frames = _whole_number_at_least_1("frames")
+
+
+def _seconds(name: str, *, zero_allowed: bool):
+    """An argparse type: a time as ffmpeg takes it (``12.5``, ``HH:MM:SS.ms``) in seconds."""
+    def parse(text: str) -> float:
+        from nvpipe.sources.trim import parse_time
+
+        try:
+            value = parse_time(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        if value < 0 or (value == 0 and not zero_allowed):
+            raise argparse.ArgumentTypeError(
+                f"{name} must be {'0 or more' if zero_allowed else 'more than 0'} seconds, "
+                f"got {text!r}")
+        return value
+
+    return parse
+
+
+parse_start = _seconds("start", zero_allowed=True)
+parse_duration = _seconds("duration", zero_allowed=False)
+parse_timeout = _seconds("timeout", zero_allowed=False)
+
+
+def parse_fps(text: str) -> float:
+    """``25``, ``29.97`` or ``30000/1001``."""
+    from fractions import Fraction
+
+    try:
+        value = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"fps must look like 25, 29.97 or 30000/1001, "
+                                         f"got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"fps must be positive, got {text!r}")
+    return float(value)
+
+
+CODEC_HELP = ("h264 (.mp4/.mkv/.mov; the default for .mp4/.mkv), hevc (H.265, smaller files; "
+              ".mp4/.mkv/.mov), av1 (smallest, slowest on the CPU; .mp4/.mkv/.webm), prores "
+              "(ProRes 4444 with alpha for editing; .mov, the default there, or .mkv), vp9 (with "
+              "alpha; .webm, the default there, or .mkv), png (RGBA pictures; OUT a folder or "
+              "%%05d.png). Default: from OUT's extension")
+
+
+def parse_option(text: str) -> tuple[str, str]:
+    """``key=value`` (``--input-option``) -> ``(key, value)``."""
+    key, equals, value = text.partition("=")
+    if not equals or not key:
+        raise argparse.ArgumentTypeError(f"input option must look like key=value, got {text!r}")
+    return key, value
+
+
+def add_stream_arguments(run: argparse.ArgumentParser) -> None:
+    """Live inputs and stream outputs (nvpipe.sources.live, nvpipe.sinks.stream)."""
+    streams = run.add_argument_group(
+        "streams", "IN may be - (standard input), a named pipe, an FFmpeg URL (udp://, "
+                   "srt://, rtmp://, rtsp://, http://) or a camera (/dev/video0); OUT may be "
+                   "- (standard output) or a URL (udp://, srt://, rtmp://). Live inputs "
+                   "(network streams, cameras) drop the oldest frames when conversion falls "
+                   "behind, so latency stays bounded; files, pipes and http never drop.")
+    streams.add_argument("--input-format", metavar="FMT",
+                         help="the input's demuxer or device, as ffmpeg -f (mpegts, v4l2, ...)")
+    streams.add_argument("--input-option", metavar="KEY=VALUE", type=parse_option,
+                         action="append", default=[],
+                         help="a demuxer/protocol option, as ffmpeg -KEY VALUE (repeatable), "
+                              "e.g. fifo_size=1000000 or video_size=1280x720")
+    streams.add_argument("--format", dest="output_format", metavar="FMT",
+                         help="a stream output's format: nut (rawvideo, keeps alpha), y4m, "
+                              "mpegts, flv, matroska (default for URLs: from the scheme)")
+    streams.add_argument("--key", metavar="OUT",
+                         help="key and fill: also write the alpha as a grey video (the key) "
+                              "to OUT; the main output is then the fill (the foreground, "
+                              "unless --type says otherwise)")
+    streams.add_argument("--timeout", type=parse_timeout, metavar="SECONDS",
+                         help="end a stream input after this long without data (default: "
+                              "10 for URLs; pipes wait for their end)")
+    live = streams.add_mutually_exclusive_group()
+    live.add_argument("--live", dest="live", action="store_true", default=None,
+                      help="pace as live (drop frames rather than fall behind) whatever IN is")
+    live.add_argument("--no-live", dest="live", action="store_false",
+                      help="never drop frames, even for a network stream")
+    streams.add_argument("--no-cut-reset", dest="cut_reset", action="store_false",
+                         help="do not reset the network's memory at scene cuts (default: "
+                              "reset, so the last shot does not linger in the next)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nvpipe.app.commands import VARIANT_HELP
+    from nvpipe.job import CODECS, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS, OUTPUT_KINDS, VARIANTS
+
+    parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = commands.add_parser(
+        "run", help="convert a video, an image sequence, or a batch of videos",
+        description="Convert IN to OUT. IN may be a video, an image sequence (directory or "
+                    "%05d.png pattern), or for a batch a directory of videos or a glob; OUT "
+                    "is then a directory or a template containing {stem}.")
+    run.add_argument("input", metavar="IN")
+    run.add_argument("output", metavar="OUT")
+    run.add_argument("--ratio", type=parse_ratio, default=None,
+                     help="downsample ratio for the network (default: min(512/max(H,W), 1))")
+    run.add_argument("--device", choices=("auto", *DEVICES),
+                     default=os.environ.get("NVPIPE_DEVICE", "auto"),
+                     help="auto (default, or $NVPIPE_DEVICE): the GPU pipeline where it can run "
+                          "here (see `nvpipe info`), else the CPU")
+    run.add_argument("--variant", choices=VARIANTS, default="mobilenetv3", help=VARIANT_HELP)
+    run.add_argument("--weights", metavar="PATH", help=".pth or .onnx weights (default: "
+                     "$NVPIPE_WEIGHTS, the cache, then the official file)")
+    run.add_argument("--background", metavar="B", default=None,
+                     help="composite background: a colour (#00ff00, green, 0,255,0), an image "
+                          f"or a video; 'none' writes RGBA (default: {DEFAULT_GREEN}; RGBA for "
+                          ".mov/.webm/PNG outputs)")
+    run.add_argument("--alpha", metavar="PATH", help="also write the alpha matte here")
+    run.add_argument("--foreground", metavar="PATH", help="also write the foreground here")
+    run.add_argument("--type", dest="kind", default=None,
+                     choices=OUTPUT_KINDS,
+                     help="what OUT holds (default: composite, or rgba for alpha formats)")
+    run.add_argument("--codec", choices=CODECS, help=CODEC_HELP)
+    quality = run.add_mutually_exclusive_group()
+    quality.add_argument("--crf", type=int, help="constant quality (lower is better)")
+    quality.add_argument("--bitrate", type=parse_bitrate, help="e.g. 8M")
+    run.add_argument("--preset", help="encoder preset (x264: ultrafast..veryslow)")
+    run.add_argument("--encoder", choices=ENCODERS, default="auto",
+                     help="with --device cuda: NVENC where the GPU has it (auto), always, or "
+                          "PyAV on the CPU; alpha formats always encode on the CPU")
+    run.add_argument("--chunk", type=parse_chunk, default=1, metavar="T",
+                     help="frames per network call (default 1)")
+    run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
+    run.add_argument("--dtype", choices=DTYPES,
+                     help="network precision (default: float32 on cpu, float16 on cuda)")
+    run.add_argument("--start", type=parse_start, default=0.0, metavar="T",
+                     help="skip the input's first T seconds (12.5 or HH:MM:SS.ms, as ffmpeg "
+                          "-ss); the output and its audio begin there, at time 0")
+    run.add_argument("--duration", type=parse_duration, default=None, metavar="T",
+                     help="convert T seconds (from --start), audio trimmed alike")
+    run.add_argument("--frames", type=parse_frames, default=None, metavar="N",
+                     help="stop after N frames")
+    run.add_argument("--fps", type=parse_fps, default=None, metavar="R",
+                     help="frame rate of a picture-sequence input (default 30; 29.97, "
+                          "30000/1001); videos keep their own timing, so it is refused for them")
+    run.add_argument("-y", "--overwrite", action="store_true",
+                     help="replace existing outputs (only ever by a complete output)")
+    run.add_argument("--keep-partial", action="store_true",
+                     help="when the run fails (a damaged input, say), keep the frames done as "
+                          "a playable file; never over an existing file. Ctrl-C always keeps them")
+    # Scale-out (nvpipe.app.schedule): a batch's clips in parallel, here or on a Ray cluster.
+    run.add_argument("--jobs", type=parse_jobs, default=1, metavar="N",
+                     help="batches: N clips at once, each in its own process (default 1; "
+                          "`nvpipe info` says how many this machine takes)")
+    run.add_argument("--cluster", metavar="ADDRESS",
+                     help="batches: each clip a task on the Ray cluster at ADDRESS "
+                          "(HOST:6379, ray://HOST:10001) or 'auto' (this machine's Ray, "
+                          "started if none); outputs go to OUT, which every node must see")
+    add_stream_arguments(run)
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="stages, encoders and telemetry; tracebacks of internal errors")
+
+    commands.add_parser("info", help="what this machine can do (GPU, decoders, weights)")
+    commands.add_parser("doctor", help="same as info")
+    from nvpipe.app.commands import add_commands  # --version, export, weights
+
+    add_commands(parser, commands)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        if args.command in ("info", "doctor"):
+            from nvpipe.app.info import format_report
+
+            print(format_report())
+            return 0
+        from nvpipe.app.commands import COMMANDS, run_command
+
+        if args.command in COMMANDS:
+            return run_command(args)
+        return _run(args)
+    except user_errors() as error:
+        print(f"nvpipe: error: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as interrupt:
+        from nvpipe.engine.runner import Interrupted
+        from nvpipe.errors import Terminated
+
+        terminated = isinstance(interrupt, Terminated) or getattr(interrupt, "terminated", False)
+        how = "terminated" if terminated else "interrupted"
+        if isinstance(interrupt, Interrupted):
+            done = interrupt.result
+            print(f"nvpipe: {how} after {done.frames} frames; {_kept(done)}", file=sys.stderr)
+        else:
+            print(f"nvpipe: {how}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - one line unless asked for the traceback
+        if getattr(args, "verbose", False) or os.environ.get("NVPIPE_DEBUG"):
+            raise
+        print(f"nvpipe: internal error: {type(error).__name__}: {error} "
+              "(run with --verbose for the traceback)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _stream_job(job, args: argparse.Namespace):
+    """The job with the stream outputs' options of ``add_stream_arguments`` applied (the
+    main output's kind and format, ``--key``) and the ``--input-option`` pairs."""
+    from dataclasses import replace
+
+    from nvpipe.job import OutputSpec
+    from nvpipe.sinks import is_stream_output
+
+    outputs = list(job.outputs)
+    main = outputs[0]
+    if is_stream_output(main.path) and args.kind is None and args.background is None:
+        # Like .mov/.webm for files: alpha where the stream format keeps it (rawvideo NUT).
+        from nvpipe.sinks.stream import stream_format
+
+        keeps_alpha = stream_format(str(main.path), args.output_format) == "nut"
+        main = replace(main, kind="rgba" if keeps_alpha and not args.key else "composite")
+    if args.key:
+        if args.kind is None:
+            main = replace(main, kind="foreground")
+        outputs.append(OutputSpec(args.key, kind="alpha", crf=main.crf, bitrate=main.bitrate,
+                                  preset=main.preset, format=args.output_format
+                                  if is_stream_output(args.key) else None))
+    outputs[0] = replace(main, format=args.output_format)
+    # --input-format, --timeout, --live/--no-live and --no-cut-reset reach the job by their Job field
+    # names (BatchOptions.from_args); the repeated --input-option pairs become its dict.
+    return replace(job, outputs=outputs, input_options=dict(args.input_option))
+
+
+def _live_line(stats) -> None:
+    print(f"nvpipe: live: {stats.describe()}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from nvpipe.app.batch import BatchOptions, is_batch
+    from nvpipe.app.schedule import run_batch
+    from nvpipe.engine.runner import run
+    from nvpipe.sources import is_picture_input
+
+    from nvpipe.platform.gpu import resolve_device
+
+    from nvpipe.job import DEVICES
+
+    requested = args.device
+    if requested not in ("auto", *DEVICES):  # a bad $NVPIPE_DEVICE (argparse checks only flags)
+        raise NvpipeError(f"NVPIPE_DEVICE must be auto, cpu or cuda, got {requested!r}")
+    if args.cluster and requested == "auto":
+        not_cuda = None  # the cluster's GPUs decide, not this machine's (schedule.cluster_device)
+    else:
+        args.device, not_cuda = resolve_device(args.device)
+    if args.verbose and requested == "auto":
+        print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
+              file=sys.stderr)
+    options = BatchOptions.from_args(args)
+    batch = is_batch(args.input)
+    if args.fps is not None and (batch or not is_picture_input(args.input)):
+        raise NvpipeError("--fps is for picture-sequence inputs (a folder or %05d.png): a "
+                          "video keeps its own timing")
+    if batch:
+        summary = run_batch(args.input, args.output, options,
+                            progress_factory=None if args.quiet else ProgressBar,
+                            jobs=args.jobs, cluster=args.cluster)
+        print(summary.report(), file=sys.stderr)
+        return EXIT_FAILED if summary.failed else 0
+
+    if args.jobs > 1 or args.cluster:
+        raise NvpipeError("--jobs and --cluster are for batches: give a folder of videos or a glob")
+    job = _stream_job(options.job(args.input, args.output, alpha=args.alpha,
+                                  foreground=args.foreground), args)
+    bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
+    try:
+        result = run(job, progress=bar, verbose=args.verbose,
+                     live_report=_live_line if args.verbose else None)
+    finally:
+        if bar:
+            bar.finish()
+    for note in result.notes:
+        print(f"nvpipe: note: {note}", file=sys.stderr)
+    if result.cuts and not args.quiet:
+        shown = ", ".join(str(i) for i in result.cuts[:10]) + (", ..." if len(result.cuts) > 10 else "")
+        print(f"nvpipe: reset the network's memory at {len(result.cuts)} scene "
+              f"cut{'s' * (len(result.cuts) > 1)} (frames {shown})", file=sys.stderr)
+    if result.live is not None and not args.quiet:
+        print(f"nvpipe: live: {result.live.describe()}", file=sys.stderr)
+    if args.verbose:
+        for path, encoder in result.encoders.items():
+            print(f"nvpipe: {path}: encoder {encoder}", file=sys.stderr)
+        if result.telemetry:
+            print(f"nvpipe: telemetry {result.telemetry}", file=sys.stderr)
+    if not args.quiet:
+        encoders = ", ".join(sorted(set(result.encoders.values())))
+        print(f"nvpipe: {result.frames} frames in {result.seconds:.1f} s "
+              f"({result.fps:.1f} fps on {job.device}, {encoders}) -> {', '.join(result.outputs)}",
+              file=sys.stderr)
+    return 0
+
+
+def _kept(result) -> str:
+    from nvpipe.engine.runner import describe_outcome
+
+    return describe_outcome(result.placed, keep_partial=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

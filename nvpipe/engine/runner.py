@@ -1,0 +1,590 @@
+"""The runner: one job through Source -> Convert -> Matting -> Compose -> Sinks.
+
+Threads: a decode thread (source + conversion), the calling thread (network + compose)
+and one encode thread per output, joined by bounded queues of typed items. A live input
+adds a receive thread in front, whose one-frame mailbox drops the oldest frame when the
+pipeline falls behind (``nvpipe.engine.pacing``: the pacing, chosen once per job). How frames
+cross between them (streams, events, host copies) is the job's ``transfer``, chosen once
+(``nvpipe.engine.transfer``). The first error anywhere stops every stage and is raised once from
+``run``. Where the outputs end up is ``nvpipe.sinks.outputs``' policy: all committed when the
+run completes, all discarded when it fails, the frames done kept (never over an existing
+file) when it is interrupted (Ctrl-C, SIGTERM, ``stop.set()``) or ``job.keep_partial``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from nvpipe.engine.compose import ComposeTarget, Composer
+from nvpipe.engine.convert import Converter
+from nvpipe.errors import InputError, NvpipeError, Terminated
+from nvpipe.frames import StreamInfo
+from nvpipe.job import DEFAULT_GREEN, Job, OutputSpec, auto_ratio
+from nvpipe.engine.pacing import FILE_PACING, LatencyLog, LatestFrames, LiveStats, Pacing, pacing_for
+from nvpipe.engine.matting import MattingStage
+from nvpipe.sinks.outputs import Outputs, Placed
+
+# Queue depths of files (nvpipe.engine.pacing.FILE_PACING; live inputs take LIVE_PACING's).
+DECODE_QUEUE_DEPTH = FILE_PACING.decoded
+ENCODE_QUEUE_DEPTH = FILE_PACING.encode
+# A composed buffer comes round again this many frames later: by then its encoder has taken
+# the next frame off the queue, so it is done with this one.
+COMPOSE_RING = FILE_PACING.compose_ring
+# A live run's --verbose report comes at most this often (seconds).
+LIVE_REPORT_INTERVAL = 1.0
+# The live receive thread's name: the one stage thread a stopping run may leave behind.
+RECEIVE_THREAD = "nvpipe-receive"
+
+ProgressCallback = Callable[[int, Optional[int], float], None]
+
+
+@dataclass
+class RunResult:
+    """What a finished (or interrupted) run did. ``placed``: each output's outcome."""
+
+    frames: int
+    seconds: float
+    outputs: list[str]
+    encoders: dict[str, str] = field(default_factory=dict)
+    interrupted: bool = False
+    telemetry: dict = field(default_factory=dict)
+    placed: list[Placed] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    live: Optional[LiveStats] = None  # a live input's drops, rate and latency
+    cuts: list[int] = field(default_factory=list)  # frames where the memory was reset
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM: ``terminated``) during a run; ``result`` says what was kept."""
+
+    def __init__(self, result: RunResult, terminated: bool = False):
+        super().__init__()
+        self.result = result
+        self.terminated = terminated
+
+
+# -- the items between stages ----------------------------------------------------------------
+@dataclass
+class ConvertedFrame:
+    """Decode thread -> network: the converted frame, and when it is ready (CUDA event)."""
+
+    index: int
+    pts: Optional[int]
+    src: torch.Tensor      # [3, H, W], the job's dtype, on the job's device
+    src_sm: torch.Tensor   # [3, h, w], the network's input
+    ready: object = None
+    arrival: Optional[float] = None  # time.monotonic() when the frame reached nvpipe
+    cut: bool = False  # the first frame of a new shot: the network's memory is reset
+
+
+@dataclass
+class EncodeItem:
+    """Network thread -> one encoder: a composed frame in its sink's pixel format."""
+
+    pts: Optional[int]
+    array: object          # numpy / CPU tensor, or a CUDA tensor for CUDA sinks
+    ready: object = None
+    arrival: Optional[float] = None
+
+
+class _End:
+    """The end of a queue's items (the producer finished, or the run is stopping)."""
+
+
+END = _End()
+
+
+class Stages:
+    """The run's stop flag and first error, and queue operations that give up on a stop."""
+
+    def __init__(self, stop: Optional[threading.Event]):
+        self.stop = stop or threading.Event()
+        self.error: Optional[BaseException] = None
+        self._lock = threading.Lock()
+
+    def fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error = error
+        self.stop.set()
+
+    def put(self, q: queue.Queue, item) -> bool:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, q: queue.Queue):
+        while True:
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                if self.stop.is_set():
+                    return END
+
+    def finish_queue(self, q: queue.Queue) -> None:
+        """Puts END even when the run is stopping (the consumer may be waiting on it)."""
+        while True:
+            try:
+                q.put(END, timeout=0.05)
+                return
+            except queue.Full:
+                if self.stop.is_set():
+                    return
+
+
+# -- the stage threads ---------------------------------------------------------------------
+def receive_worker(source, mailbox: LatestFrames, stages: Stages) -> None:
+    """A live source -> ``mailbox``, never waiting on the pipeline: each frame is stamped
+    with its arrival and replaces the oldest one waiting (``mailbox.dropped`` counts)."""
+    try:
+        for frame in source:
+            frame.arrival = time.monotonic()
+            mailbox.put(frame)
+            if stages.stop.is_set():
+                return
+    except BaseException as error:  # noqa: BLE001
+        stages.fail(error)
+    finally:
+        mailbox.close()
+
+
+def decode_worker(frames, converter: Converter, transfer, out: queue.Queue, stages: Stages,
+                  cuts=None) -> None:
+    """Frames (a source, or a live mailbox's ``drain``) -> Converter -> ``out``
+    (``ConvertedFrame``s, then END). ``cuts``: a ``nvpipe.engine.cuts.CutDetector`` marking the
+    frames that start a new shot."""
+    transfer.stage_thread_started()
+    try:
+        with torch.inference_mode(), transfer.decode_stream():
+            for frame in frames:
+                if stages.stop.is_set():
+                    return
+                arrival = frame.arrival if frame.arrival is not None else time.monotonic()
+                src, src_sm = converter(frame)
+                if frame.release is not None:  # a borrowed NVDEC surface
+                    frame.release()
+                cut = cuts(src_sm) if cuts is not None else False
+                item = ConvertedFrame(frame.index, frame.pts, src, src_sm, transfer.converted(),
+                                      arrival, cut)
+                if not stages.put(out, item):
+                    return
+    except BaseException as error:  # noqa: BLE001 - reported once by run()
+        stages.fail(error)
+    finally:
+        stages.finish_queue(out)
+
+
+def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages, busy: dict, path: str,
+                  latency: Optional[LatencyLog] = None) -> None:
+    """``inbox`` (``EncodeItem``s) -> ``sink.write``, until END; ``busy[path]`` adds up the
+    seconds spent writing (how close the encoder is to being the run's ceiling), and
+    ``latency`` each frame's seconds from arrival to written."""
+    transfer.stage_thread_started()
+    try:
+        while True:
+            item = stages.get(inbox)
+            if item is END:
+                return
+            transfer.wait(item.ready)
+            started = time.perf_counter()
+            sink.write(item.array, item.pts)
+            busy[path] += time.perf_counter() - started
+            if latency is not None:
+                latency.record(item.arrival)
+    except BaseException as error:  # noqa: BLE001
+        stages.fail(error)
+
+
+def chunks(decoded: queue.Queue, size: int, stages: Stages) -> Iterator[list[ConvertedFrame]]:
+    """Up to ``size`` converted frames at a time; the last chunk may be shorter, and so is
+    one before a cut (a chunk never spans two shots). Stops (without the partial chunk)
+    when the run is stopping."""
+    chunk: list[ConvertedFrame] = []
+    while True:
+        item = stages.get(decoded)
+        if item is END:
+            if chunk and not stages.stop.is_set():
+                yield chunk
+            return
+        if item.cut and chunk:
+            yield chunk
+            chunk = []
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+
+
+# -- the job's parts -------------------------------------------------------------------------
+def default_dtype(device: str) -> torch.dtype:
+    """The network's precision unless asked: FP16 on CUDA (tensor cores), FP32 on the CPU."""
+    return torch.float16 if device == "cuda" else torch.float32
+
+
+def _dtype_for(job: Job) -> torch.dtype:
+    if job.dtype is not None:
+        return {"float32": torch.float32, "float16": torch.float16}[job.dtype]
+    return default_dtype(job.device)
+
+
+def output_info(info: StreamInfo, resize: Optional[tuple[int, int]]) -> StreamInfo:
+    """The stream the sinks write: the input's timing at its displayed (or resized) size."""
+    width, height = resize if resize is not None else info.display_size
+    return replace(info, width=width, height=height, rotation=0)
+
+
+def choose_encoder(spec: OutputSpec, job: Job) -> OutputSpec:
+    """``spec`` routed to NVENC or the CPU by ``nvpipe.sinks.encoders.choose_encoder``."""
+    from nvpipe.sinks import choose_encoder as route
+
+    def has_nvenc(codec: str) -> bool:
+        from nvpipe.platform.gpu import has_nvenc as probe
+
+        return probe(codec=codec)
+
+    return route(spec, device=job.device, policy=job.encoder, has_nvenc=has_nvenc)
+
+
+def load_network(job: Job, dtype: torch.dtype):
+    import rvm
+
+    if job.weights is not None and os.path.isdir(job.weights):
+        raise NvpipeError(f"--weights {job.weights} is a folder: give a .pth or .onnx file")
+    try:
+        # The matting stage prepares it for the device (nvpipe.engine.matting.prepare_network).
+        return rvm.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
+    except rvm.WeightsError as error:
+        raise NvpipeError(str(error)) from None
+
+
+def _compose_targets(outputs: Outputs, kinds: dict[str, str]) -> list[ComposeTarget]:
+    return [ComposeTarget(path, kinds[path], sink.pixel_format, sink.color.matrix,
+                          sink.color.full_range) for path, sink in outputs.sinks.items()]
+
+
+@dataclass
+class Pipeline:
+    """The stages of one job between its source and its sinks, and how frames cross."""
+
+    converter: Converter
+    matting: MattingStage
+    composer: Composer
+    transfer: object  # nvpipe.engine.transfer.HostTransfer | CudaTransfer
+    pacing: Pacing = FILE_PACING
+    cuts: object = None  # nvpipe.engine.cuts.CutDetector, or None (--no-cut-reset)
+
+    def matte(self, chunk: list[ConvertedFrame]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network on a chunk, after its conversions are ready."""
+        self.transfer.network_waits_for([f.ready for f in chunk],
+                                        [t for f in chunk for t in (f.src, f.src_sm)])
+        return self.matting(torch.stack([f.src_sm for f in chunk]), [f.src for f in chunk])
+
+    def compose(self, coeff_a, coeff_b, frame: ConvertedFrame) -> tuple[dict, object]:
+        """Every output's frame, delivered where its sink reads it, and when it is ready."""
+        return self.transfer.to_sinks(self.composer(coeff_a, coeff_b, frame.src, frame.index))
+
+    def warm_up(self, job: Job, size: tuple[int, int], ratio: float, device: torch.device,
+                dtype: torch.dtype) -> None:
+        """CUDA (and live runs): graph capture and every kernel's first compilation (on the
+        CPU, the first call's one-time costs) before any thread starts, so no other thread's
+        CUDA work can invalidate the capture and no frame waits on a compiler (0.5-1.5 s a
+        kernel, cold cache). The state is reset after."""
+        from nvpipe import kernels
+
+        height, width = size
+        with torch.inference_mode(), self.transfer.network_stream():
+            small = (job.chunk, 3, *kernels.small_size(height, width, ratio))
+            self.matting.prepare(small)
+            self.converter.warm_up()
+            black = torch.zeros((job.chunk, 3, height, width), dtype=dtype, device=device)
+            coeff_a, coeff_b = self.matting(torch.zeros(small, dtype=dtype, device=device), black)
+            self.composer.warm_up(coeff_a[0], coeff_b[0], black[0])
+            self.matting.reset()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+
+
+def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: Outputs,
+                    network, device: torch.device, dtype: torch.dtype,
+                    pacing: Pacing = FILE_PACING) -> Pipeline:
+    from nvpipe.sources.backgrounds import open_background
+    from nvpipe.engine.transfer import transfer_for
+
+    width, height = sink_info.width, sink_info.height
+    ratio = job.ratio if job.ratio is not None else auto_ratio(width, height)
+    kinds = {str(spec.path): spec.kind for spec in job.outputs}
+    background = None
+    if "composite" in kinds.values():
+        background = open_background(job.background or DEFAULT_GREEN, width, height)
+    if network is None:
+        network = load_network(job, dtype)
+    # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
+    converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
+                          ring_size=pacing.decoded + job.chunk + 2)
+    matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
+    cuts = None
+    if job.cut_reset:
+        from nvpipe.engine.cuts import CutDetector
+
+        cuts = CutDetector()
+    pipeline = Pipeline(converter, matting,
+                        Composer(_compose_targets(outputs, kinds), background,
+                                 ring_size=pacing.compose_ring),
+                        transfer_for(device, outputs.sinks, pacing.compose_ring, matting.stream),
+                        pacing, cuts)
+    if device.type == "cuda" or pacing.live:
+        # Live runs warm up on the CPU too: the first network call's one-time costs (1-2 s
+        # on 2 cores) would otherwise be the first frames' latency.
+        pipeline.warm_up(job, (height, width), ratio, device, dtype)
+    return pipeline
+
+
+def _open_outputs(job: Job, source, device: torch.device) -> tuple[StreamInfo, Outputs]:
+    from nvpipe.sinks import open_sink
+
+    info = source.info
+    sink_info = output_info(info, job.resize)
+    specs = [choose_encoder(spec, job) for spec in job.outputs]
+    opener = functools.partial(open_sink, shares_cores_with_network=device.type == "cpu")
+    return sink_info, Outputs(specs, sink_info, overwrite=job.overwrite, open_sink=opener,
+                              audio_from=job.input if info.has_audio else None)
+
+
+def run(job: Job, *, progress: Optional[ProgressCallback] = None,
+        stop: Optional[threading.Event] = None, network: Optional[torch.nn.Module] = None,
+        verbose: bool = False, live_report: Optional[Callable[[LiveStats], None]] = None
+        ) -> RunResult:
+    """Run ``job`` to completion; see the module docstring for threads, errors and outputs.
+
+    ``network`` overrides loading weights from ``job`` (an ``rvm.MattingNetwork`` already on
+    the job's device and dtype). ``live_report`` is called about once a second of a live
+    run with its figures so far. Raises ``NvpipeError`` for anything the user can fix, its
+    message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
+    """
+    from nvpipe.sources import open_source, trim
+
+    if not job.outputs:
+        raise NvpipeError("nothing to write: give at least one output")
+    if job.device == "cuda":
+        from nvpipe.platform.gpu import check_cuda_ready
+
+        # Pictures decode on the CPU: PyNvVideoCodec is only needed for video inputs, and
+        # the NVDEC source raises DeviceError naming it when it cannot load.
+        check_cuda_ready(need_decoder=False)
+    dtype = _dtype_for(job)
+    device = torch.device(job.device)
+    started = time.perf_counter()
+    stages = Stages(stop)
+    source = trim(open_source(job.input, device=job.device, fps=job.fps,
+                              input_format=job.input_format, input_options=job.input_options,
+                              timeout=job.timeout, live=job.live, stop=stages.stop), job)
+    try:
+        sink_info, outputs = _open_outputs(job, source, device)
+    except BaseException:
+        source.close()
+        raise
+    pacing = pacing_for(source.live)
+    encoder_busy = {path: 0.0 for path in outputs.sinks}
+    latency = {path: LatencyLog() for path in outputs.sinks}
+    mailbox = LatestFrames(pacing.mailbox) if pacing.live else None
+    frames_done = 0
+    cuts: list[int] = []
+    telemetry = None
+    threads: list[threading.Thread] = []
+    try:
+        pipeline = _build_pipeline(job, source.info, sink_info, outputs, network, device, dtype,
+                                   pacing)
+        if verbose and device.type == "cuda":
+            from nvpipe.platform.telemetry import Telemetry
+
+            telemetry = Telemetry()
+            telemetry.start()
+        decoded: queue.Queue = queue.Queue(pacing.decoded)
+        inboxes = {path: queue.Queue(pacing.encode) for path in outputs.sinks}
+        frames = source
+        if mailbox is not None:
+            threads.append(threading.Thread(target=receive_worker, name=RECEIVE_THREAD,
+                                            daemon=True, args=(source, mailbox, stages)))
+            frames = mailbox.drain(stages.stop)
+        threads.append(threading.Thread(
+            target=decode_worker, name="nvpipe-decode", daemon=True,
+            args=(frames, pipeline.converter, pipeline.transfer, decoded, stages, pipeline.cuts)))
+        threads += [threading.Thread(
+            target=encode_worker, name="nvpipe-encode", daemon=True,
+            args=(sink, inboxes[path], pipeline.transfer, stages, encoder_busy, path,
+                  latency[path]))
+            for path, sink in outputs.sinks.items()]
+        for thread in threads:
+            thread.start()
+
+        # The main loop: network and compose on this thread, everything else on theirs.
+        total = source.info.frame_count
+        reported = time.perf_counter()
+        with torch.inference_mode(), pipeline.transfer.network_stream():
+            for chunk in chunks(decoded, job.chunk, stages):
+                if chunk[0].cut:  # chunks() starts a chunk at each cut
+                    pipeline.matting.reset()
+                    cuts.append(chunk[0].index)
+                coeff_a, coeff_b = pipeline.matte(chunk)
+                for i, frame in enumerate(chunk):
+                    composed, ready = pipeline.compose(coeff_a[i], coeff_b[i], frame)
+                    if not all(stages.put(inboxes[path],
+                                          EncodeItem(frame.pts, array, ready, frame.arrival))
+                               for path, array in composed.items()):
+                        break  # stopping: chunks() ends too
+                    frames_done += 1
+                    if progress is not None:
+                        progress(frames_done, total, time.perf_counter() - started)
+                if live_report is not None and mailbox is not None \
+                        and time.perf_counter() - reported >= LIVE_REPORT_INTERVAL:
+                    reported = time.perf_counter()
+                    live_report(_live_stats(mailbox, latency, outputs))
+
+        for inbox in inboxes.values():
+            stages.finish_queue(inbox)
+        for thread in threads:
+            thread.join()
+        if stages.error is None and source.damage is not None:
+            stages.fail(InputError(f"{job.input} is damaged: {source.damage}"))
+    except BaseException as error:
+        stages.fail(error)
+    finally:
+        _join_all(threads, stages, give_up_on=(RECEIVE_THREAD,) if mailbox else ())
+        _close_source(source, threads)
+        if telemetry is not None:
+            telemetry.stop()
+    live = _live_stats(mailbox, latency, outputs) if mailbox is not None else None
+    return _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
+                        notes=list(source.notes), live=live, cuts=cuts)
+
+
+def _live_stats(mailbox: LatestFrames, latency: dict[str, LatencyLog],
+                outputs: Outputs) -> LiveStats:
+    """A live run's figures; latency and rate are the first output's (the main one)."""
+    first = next(iter(outputs.sinks))
+    log = latency[first]
+    percentiles = log.percentiles() or (None, None)
+    return LiveStats(received=mailbox.received, written=outputs.sinks[first].frames_written,
+                     dropped=mailbox.dropped, fps=log.rate(),
+                     latency_p50=percentiles[0], latency_p99=percentiles[1])
+
+
+def _close_source(source, threads: list[threading.Thread]) -> None:
+    """Closes the source, unless its receive thread is still blocked in a read (a silent
+    stream at Ctrl-C): closing under it would free what it reads. The process's exit, or
+    the read's timeout, ends that thread; it closes nothing."""
+    if any(t.name == RECEIVE_THREAD and t.is_alive() for t in threads):
+        return
+    source.close()
+
+
+def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
+                 started: float, telemetry, encoder_busy: dict, *, notes: list[str],
+                 live: Optional[LiveStats] = None, cuts: Optional[list[int]] = None) -> RunResult:
+    """Applies the output policy to how the run ended; returns or raises accordingly."""
+    error = stages.error
+    interrupted = isinstance(error, KeyboardInterrupt) or (error is None and stages.stop.is_set())
+    failed = error is not None and not isinstance(error, KeyboardInterrupt)
+    encoders = {path: sink.encoder_name for path, sink in outputs.sinks.items()}
+    notes += [note for sink in outputs.sinks.values() for note in sink.notes]
+    if failed:
+        started_writing = any(sink.frames_written for sink in outputs.sinks.values())
+        placed = outputs.keep_partial() if job.keep_partial else outputs.discard()
+        if isinstance(error, NvpipeError):
+            if not started_writing:
+                raise error
+            raise type(error)(f"{error}; {describe_outcome(placed, job.keep_partial)}") from None
+        raise error
+    placed = outputs.keep_partial() if interrupted else outputs.commit()
+    seconds = time.perf_counter() - started
+    bound = encoder_bound(encoder_busy, encoders, seconds, job.device)
+    if bound:
+        notes.append(bound)
+    result = RunResult(frames=frames_done, seconds=seconds,
+                       outputs=[p.path for p in placed], interrupted=interrupted,
+                       encoders=encoders, placed=placed, notes=notes, live=live,
+                       cuts=list(cuts or ()),
+                       telemetry=telemetry.summary() if telemetry is not None else {})
+    if isinstance(error, KeyboardInterrupt):
+        raise Interrupted(result, terminated=isinstance(error, Terminated)) from None
+    return result
+
+
+# An encoder writing this share of the run's time or more is what holds the run back.
+ENCODER_BOUND_SHARE = 0.9
+
+
+def encoder_bound(busy: dict[str, float], encoders: dict[str, str], seconds: float,
+                  device: str) -> Optional[str]:
+    """A note when a CPU encoder was the run's ceiling on the GPU path (on the CPU path the
+    network shares the cores, so an encoder's busy time there says little)."""
+    if device != "cuda" or seconds <= 0:
+        return None
+    on_cpu = {path: spent for path, spent in busy.items() if "(CPU)" in encoders[path]}
+    path, spent = max(on_cpu.items(), key=lambda item: item[1], default=(None, 0.0))
+    if path is None or spent < ENCODER_BOUND_SHARE * seconds:
+        return None
+    return (f"encoder-bound: {encoders[path]} writing {os.path.basename(path)} was busy "
+            f"{spent / seconds:.0%} of the run; a faster --preset (superfast, ultrafast) or "
+            f"a GPU with NVENC goes faster")
+
+
+def describe_outcome(placed: list[Placed], keep_partial: bool) -> str:
+    """What became of a run's outputs, for a one-line message."""
+    from nvpipe.sinks.outputs import KEPT_PARTIAL, LEFT_UNCHANGED, NOT_WRITTEN, STREAMED, WRITTEN
+
+    kept = [p.describe() for p in placed if p.outcome in (WRITTEN, KEPT_PARTIAL, STREAMED)]
+    untouched = [p.path for p in placed if p.outcome == LEFT_UNCHANGED]
+    missing = [p.path for p in placed if p.outcome == NOT_WRITTEN]
+    parts = []
+    if kept:
+        parts.append("kept " + ", ".join(kept))
+    if missing and not kept:
+        parts.append("no output written" + ("" if keep_partial else
+                                            " (--keep-partial keeps the frames done)"))
+    elif missing:
+        parts.append("not written: " + ", ".join(missing))
+    if untouched:
+        parts.append("left unchanged: " + ", ".join(untouched))
+    return "; ".join(parts) or "nothing written"
+
+
+# A live receive thread blocked in a silent stream's read is left after this long.
+RECEIVE_GRACE_SECONDS = 1.0
+
+
+def _join_all(threads: list[threading.Thread], stages: Stages, give_up_on: tuple = ()) -> None:
+    """Join every stage thread; a second Ctrl-C while waiting only repeats the stop.
+    Threads named in ``give_up_on`` get ``RECEIVE_GRACE_SECONDS`` (a daemon blocked in a
+    network read: its stream's timeout ends it)."""
+    for thread in threads:
+        deadline = time.monotonic() + RECEIVE_GRACE_SECONDS
+        while thread.is_alive():
+            if thread.name in give_up_on and time.monotonic() > deadline:
+                break
+            try:
+                thread.join(timeout=0.1)
+            except KeyboardInterrupt as error:
+                stages.fail(error)
+
+
+__all__ = ["run", "RunResult", "Interrupted", "Terminated", "ConvertedFrame", "EncodeItem", "load_network",
+           "choose_encoder", "output_info", "default_dtype"]
