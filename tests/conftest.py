@@ -170,6 +170,16 @@ def count_frames(path) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+def decoded_frames(path) -> list:
+    """Every video frame of a file as ``(time in seconds (Fraction), RGB uint8 [H, W, 3])``."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [(frame.pts * stream.time_base, frame.to_ndarray(format="rgb24"))
+                for frame in container.decode(stream)]
+
+
 def zero_packet(source: Path, target: Path, number: int = 20) -> Path:
     """``source`` with the bytes of its video packet ``number`` zeroed (a P-frame of the
     shared clips): that packet fails to decode every time, even with frame threads (a few

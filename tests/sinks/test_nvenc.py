@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_cuda
+from conftest import decoded_frames, needs_cuda
 from nvpipe.errors import NvpipeError, OutputError
 from nvpipe.frames import StreamInfo
 from nvpipe.job import OutputSpec
@@ -73,14 +73,6 @@ def _x264_packets(frames, time_base, fps):
     return packets
 
 
-def _decoded(path):
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        frames = [(f.pts * stream.time_base, f.to_ndarray(format="rgb24"))
-                  for f in container.decode(stream)]
-    return frames
-
-
 def _frames(n, height=48, width=64):
     # Each frame a distinct flat grey so order is checkable after lossy coding.
     levels = np.random.default_rng().permutation(np.linspace(20, 235, n).astype(np.uint8))
@@ -102,7 +94,7 @@ def test_muxer_keeps_every_frame_and_irregular_timing(tmp_path, suffix):
         muxer.mux(data, int(t), int(t), key)
     muxer.finish()
     assert staging.exists() and not target.exists()  # placing it is nvpipe.sinks.outputs' job
-    decoded = _decoded(staging)
+    decoded = decoded_frames(staging)
     assert len(decoded) == len(frames)
     for (time, rgb), level, t in zip(decoded, levels, pts):
         assert abs(float(time) - float(t * time_base)) < 1e-3  # container rounding only
@@ -175,7 +167,7 @@ def test_muxer_finishes_a_playable_file_of_the_frames_so_far(tmp_path):
     for i, (data, key) in enumerate(packets[:5]):
         muxer.mux(data, i, i, key)
     muxer.finish()  # what keep_partial does after an interrupt
-    decoded = _decoded(target)
+    decoded = decoded_frames(target)
     assert len(decoded) == 5
     assert all(abs(float(rgb.mean()) - float(level)) < 3 for (_, rgb), level in zip(decoded, levels))
 
@@ -255,8 +247,68 @@ def test_nvenc_sink_round_trip_or_clear_refusal(tmp_path):
         rgb = torch.full((3, 240, 320), level / 255, device="cuda")
         sink.write(rgb_to_nv12(rgb, matrix=sink.color.matrix, full_range=False), i)
     sink.finish()
-    decoded = _decoded(target)
+    decoded = decoded_frames(target)
     assert len(decoded) == len(levels)
     for (time, rgb), level, i in zip(decoded, levels.tolist(), range(len(levels))):
         assert abs(float(time) - i / 25) < 1e-3
         assert abs(float(rgb.mean()) - level) < 4
+
+
+def _clip_with_alaw_audio(path, frames=10, size=(64, 48)):
+    """H.264 video with A-law PCM audio in .mov (MP4 cannot carry it: it must be re-encoded)."""
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        video.width, video.height, video.pix_fmt = *size, "yuv420p"
+        audio = out.add_stream("pcm_alaw", rate=8000, layout="mono")
+        for i in range(frames):
+            picture = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 9 * i, np.uint8),
+                                                 format="rgb24").reformat(format="yuv420p")
+            picture.pts = i
+            out.mux(video.encode(picture))
+            samples = av.AudioFrame.from_ndarray(
+                np.full((1, 320), 1000 * (i % 3), np.int16), format="s16", layout="mono")
+            samples.sample_rate, samples.pts = 8000, i * 320
+            out.mux(audio.encode(samples))
+        out.mux(video.encode())
+        out.mux(audio.encode())
+    return path
+
+
+def test_both_writers_share_one_audio_rule(tmp_path):
+    """A-law audio cannot go into MP4 as it is: the PyAV sink and the NVENC muxer both re-encode
+    it to AAC (nvpipe.sinks.audio), where the muxer used to drop it with a note nobody read."""
+    from nvpipe.sinks.pyav import PyAVSink
+
+    source = _clip_with_alaw_audio(tmp_path / "alaw.mov")
+    frames, _ = _frames(10)
+    muxed = tmp_path / "muxed.mp4"
+    muxer = PacketMuxer(str(muxed), "h264", 64, 48, Fraction(25), Fraction(1, 25),
+                        staging=str(muxed), audio_from=str(source))
+    for t, (data, key) in enumerate(_x264_packets(frames, Fraction(1, 25), Fraction(25))):
+        muxer.mux(data, t, t, key)
+    muxer.finish()
+    info = StreamInfo(path=str(source), width=64, height=48, fps=Fraction(25),
+                      time_base=Fraction(1, 25), frame_count=10)
+    encoded = tmp_path / "encoded.mp4"
+    sink = PyAVSink(OutputSpec(str(encoded), kind="composite"), info, staging=str(encoded),
+                    audio_from=str(source))
+    for t, rgb in enumerate(frames):
+        sink.write(rgb if sink.pixel_format == "rgb24" else
+                   av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="nv12").to_ndarray(), t)
+    sink.finish()
+    for path, notes in ((muxed, muxer.notes), (encoded, sink.notes)):
+        with av.open(str(path)) as container:
+            assert [s.codec_context.name for s in container.streams.audio] == ["aac"], path
+        assert notes == [], path
+
+
+def test_audio_that_cannot_be_read_is_a_note_not_a_failure(tmp_path):
+    target = tmp_path / "out.mp4"
+    muxer = PacketMuxer(str(target), "h264", 64, 48, Fraction(25), Fraction(1, 25),
+                        staging=str(target), audio_from=str(tmp_path / "gone.mp4"))
+    for t, (data, key) in enumerate(_x264_packets(_frames(3)[0], Fraction(1, 25), Fraction(25))):
+        muxer.mux(data, t, t, key)
+    muxer.finish()
+    assert len(muxer.notes) == 1 and muxer.notes[0].startswith("audio not copied: cannot read")
+    with av.open(str(target)) as container:
+        assert not container.streams.audio and container.streams.video[0].frames == 3

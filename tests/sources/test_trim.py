@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import decoded_frames
 from nvpipe.app.cli import main
 from nvpipe.errors import InputError
 from nvpipe.sources import open_source
@@ -155,10 +156,7 @@ def _cut_at(clip, path, frame: int):
 
 
 def _video(path):
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        decoded = [(frame.pts * stream.time_base, frame.to_ndarray(format="rgb24"))
-                   for frame in container.decode(stream)]
+    decoded = decoded_frames(path)
     return [t for t, _ in decoded], [picture for _, picture in decoded]
 
 
