@@ -260,6 +260,8 @@ def compile_all(archs: list[int], only: list[str] | None = None, sizes=DEFAULT_S
     from triton.runtime.driver import driver
     from triton.runtime.jit import JITFunction
 
+    import nvpipe.kernels  # noqa: F401 - loaded before its modules' dispatch is patched below
+
     report = Report(triton=triton.__version__, torch=torch.__version__, archs=archs, sizes=list(sizes))
     launched: list = []
     original_run = JITFunction.run

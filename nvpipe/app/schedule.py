@@ -80,7 +80,6 @@ def plan_batch(source: str, out: str, options, summary, log=sys.stderr) -> list[
     by a file nvpipe did not write) and those whose job cannot be built go into
     ``summary``. A clip to redo gets ``overwrite`` (the files there are nvpipe's partial
     ones) and its reason is printed."""
-
     inputs = batch_inputs(source)
     if not inputs:
         raise NvpipeError(f"no video files match {source!r}")

@@ -66,8 +66,6 @@ class RunResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-
-
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM: ``terminated``) during a run; ``result`` says what was kept."""
 
