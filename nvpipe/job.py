@@ -92,26 +92,101 @@ class Job:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
-        if self.ratio is not None and not 0 < self.ratio <= 1:
-            raise ValueError(f"ratio must be in (0, 1], got {self.ratio}")
+        if self.ratio is not None:
+            self.ratio = check_ratio(self.ratio)
+        if self.resize is not None:
+            self.resize = check_size(self.resize)
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {ENCODERS}, got {self.encoder!r}")
-        if self.chunk < 1:
-            raise ValueError(f"chunk must be at least 1, got {self.chunk}")
+        check_whole(self.chunk, "chunk")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if self.start < 0:
             raise ValueError(f"start must be 0 or more seconds, got {self.start}")
         if self.duration is not None and self.duration <= 0:
             raise ValueError(f"duration must be positive, got {self.duration}")
-        if self.frames is not None and self.frames < 1:
-            raise ValueError(f"frames must be at least 1, got {self.frames}")
-        if self.fps is not None and self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {self.timeout}")
+        if self.frames is not None:
+            check_whole(self.frames, "frames")
+        if self.fps is not None:
+            self.fps = check_fps(self.fps)
+        if self.timeout is not None:
+            check_positive(self.timeout, "timeout")
 
 
 def auto_ratio(width: int, height: int) -> float:
-    """The official converter's automatic downsample ratio."""
-    return min(512 / max(width, height), 1.0)
+    """The official converter's automatic downsample ratio, ``min(512 / max(H, W), 1)``,
+    raised where it would leave the short side no pixel (a 2048x2 frame: 0.25 gives 0.5 of
+    a row, so 0.5 instead)."""
+    import math
+
+    ratio = min(512 / max(width, height), 1.0)
+    short = min(width, height)
+    if short >= 1 and math.floor(short * ratio) < 1:
+        ratio = min(1.0 / short, 1.0)
+        while math.floor(short * ratio) < 1 and ratio < 1.0:  # 1/3 * 3 < 1 in floating point
+            ratio = math.nextafter(ratio, 2.0)
+    return ratio
+
+
+# -- limits: one place for the CLI's parsers, Job, convert_video and MattingSession -----------
+# A frame side above this is refused before anything is allocated: 8192 is DCI 8K (8K UHD
+# is 7680x4320); a float32 RGB 8192x8192 frame is already 0.8 GB, and the run holds dozens.
+MAX_SIDE = 8192
+# Frame rates above this are refused: no camera or codec of use here goes past 1000 fps,
+# and 1e9 fps gives frames 1 ns apart (time bases overflow, players give up).
+MAX_FPS = 1000
+
+
+def _number(value, name: str, accepted: str) -> float:
+    """``value`` as a float, or ``TypeError`` naming ``name`` and what it accepts."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {accepted}, got {value!r}")
+    return float(value)
+
+
+def check_ratio(value, name: str = "ratio") -> float:
+    """A downsample ratio in (0, 1]."""
+    ratio = _number(value, name, "a number in (0, 1]")
+    if not 0 < ratio <= 1:  # NaN fails too
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return ratio
+
+
+def check_whole(value, name: str, minimum: int = 1) -> int:
+    """A whole number >= ``minimum`` (``chunk``, ``frames``, ``seq_chunk``)."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_size(value, name: str = "resize") -> tuple[int, int]:
+    """``(width, height)``, each a whole number in 1..MAX_SIDE."""
+    if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name} must be (width, height), e.g. (1280, 720), got {value!r}")
+    width, height = (check_whole(side, name) for side in value)
+    if max(width, height) > MAX_SIDE:
+        raise ValueError(f"{name} {width}x{height} is too large: each side at most "
+                         f"{MAX_SIDE} pixels")
+    return width, height
+
+
+def check_fps(value, name: str = "fps") -> float:
+    """A frame rate in (0, MAX_FPS]."""
+    fps = _number(value, name, f"a number of frames per second in (0, {MAX_FPS}]")
+    if not 0 < fps <= MAX_FPS:
+        raise ValueError(f"{name} must be in (0, {MAX_FPS}] frames per second, got {value!r}")
+    return fps
+
+
+def check_positive(value, name: str) -> float:
+    """A number above 0 (``timeout``, ``output_video_mbps``)."""
+    number = _number(value, name, "a number above 0")
+    if not number > 0:
+        raise ValueError(f"{name} must be above 0, got {value!r}")
+    return number

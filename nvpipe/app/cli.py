@@ -30,13 +30,18 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_size(text: str) -> tuple[int, int]:
+    from nvpipe.job import check_size
+
     try:
         width, height = (int(part) for part in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 1280x720, got {text!r}") from None
     if width <= 0 or height <= 0:
         raise argparse.ArgumentTypeError(f"size must be positive, got {text!r}")
-    return width, height
+    try:
+        return check_size((width, height), "size")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_bitrate(text: str) -> int:
@@ -114,7 +119,12 @@ def parse_fps(text: str) -> float:
                                          f"got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"fps must be positive, got {text!r}")
-    return float(value)
+    from nvpipe.job import check_fps
+
+    try:
+        return check_fps(float(value))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 CODEC_HELP = ("h264 (.mp4/.mkv/.mov; the default for .mp4/.mkv), hevc (H.265, smaller files; "

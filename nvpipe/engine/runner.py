@@ -273,6 +273,17 @@ def load_network(job: Job, dtype: torch.dtype):
         raise NvpipeError(str(error)) from None
 
 
+def check_ratio_leaves_pixels(ratio: float, width: int, height: int) -> None:
+    """``NvpipeError`` where ``ratio`` leaves the network no row or column of the frame
+    (the automatic ratio never does: ``nvpipe.job.auto_ratio``)."""
+    import math
+
+    if math.floor(min(width, height) * ratio) < 1:
+        raise NvpipeError(f"ratio {ratio:g} leaves no pixels of a {width}x{height} frame: "
+                          f"give a larger one (--ratio 1 keeps every pixel) or leave it "
+                          f"automatic")
+
+
 def _compose_targets(outputs: Outputs, kinds: dict[str, str]) -> list[ComposeTarget]:
     return [ComposeTarget(path, kinds[path], sink.pixel_format, sink.color.matrix,
                           sink.color.full_range) for path, sink in outputs.sinks.items()]
@@ -328,6 +339,7 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
 
     width, height = sink_info.width, sink_info.height
     ratio = job.ratio if job.ratio is not None else auto_ratio(width, height)
+    check_ratio_leaves_pixels(ratio, width, height)
     kinds = {str(spec.path): spec.kind for spec in job.outputs}
     background = None
     if "composite" in kinds.values():

@@ -99,6 +99,20 @@ def _is_capture_device(path: str) -> bool:
         return True  # named like one: the open then says what is wrong
 
 
+def open_fifo(path: str) -> int:
+    """A named pipe's descriptor for reading, opened without waiting for a writer: a plain
+    ``open`` blocks until one connects, where neither ``--timeout`` nor the run's stop can
+    act. The descriptor is then made blocking again; ``PipeReader`` waits in ``select``,
+    which reports nothing until a writer has connected (Linux), so the timeout and a stop
+    apply from the start."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    return fd
+
+
 class PipeReader:
     """A file-like reader of a pipe's file descriptor for PyAV, that gives up after
     ``timeout`` seconds without data and when ``stop`` is set (a plain blocking read of a
@@ -118,19 +132,33 @@ class PipeReader:
         self.name = name
         self.timed_out = False
         self.bytes_read = 0
+        # Ctrl-C or SIGTERM that came during a read: PyAV's read callback swallows
+        # exceptions (it prints them and reads on), so the read ends the stream instead and
+        # the caller re-raises this (``raise_interrupt``).
+        self.interrupt: Optional[BaseException] = None
 
     def read(self, size: int) -> bytes:
         waited_since = time.monotonic()
-        while not self.stop.is_set():
-            ready, _, _ = select.select([self.fd], [], [], self.POLL_SECONDS)
-            if ready:
-                data = os.read(self.fd, size)
-                self.bytes_read += len(data)
-                return data
-            if self.timeout is not None and time.monotonic() - waited_since >= self.timeout:
-                self.timed_out = True
-                return b""
+        try:
+            while not self.stop.is_set():
+                ready, _, _ = select.select([self.fd], [], [], self.POLL_SECONDS)
+                if ready:
+                    data = os.read(self.fd, size)
+                    self.bytes_read += len(data)
+                    return data
+                if self.timeout is not None and time.monotonic() - waited_since >= self.timeout:
+                    self.timed_out = True
+                    return b""
+        except KeyboardInterrupt as interrupt:
+            self.interrupt = interrupt
+            self.stop.set()
         return b""
+
+    def raise_interrupt(self) -> None:
+        """Re-raises a Ctrl-C or SIGTERM that a read swallowed (see ``interrupt``)."""
+        if self.interrupt is not None:
+            interrupt, self.interrupt = self.interrupt, None
+            raise interrupt
 
     def close(self) -> None:
         """Closes the descriptor, unless it is standard input (fd 0 is the process's)."""
@@ -142,5 +170,5 @@ class PipeReader:
         self.fd = -1
 
 
-__all__ = ["InputLocation", "locate_input", "url_scheme", "PipeReader", "STDIN_NAMES",
+__all__ = ["InputLocation", "locate_input", "url_scheme", "PipeReader", "open_fifo", "STDIN_NAMES",
            "REAL_TIME_SCHEMES", "DEVICE_FORMATS", "DEFAULT_URL_TIMEOUT"]

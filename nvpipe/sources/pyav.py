@@ -208,13 +208,17 @@ class PyAVSource:
 
     def _open_container(self, input_format, options: dict, timeout, stop):
         """``av.open`` for each kind of input (``nvpipe.sources.live``)."""
-        from nvpipe.sources.live import DEFAULT_URL_TIMEOUT, PipeReader
+        from nvpipe.sources.live import DEFAULT_URL_TIMEOUT, PipeReader, open_fifo
 
         location = self.location
         kind = location.kind
         target = self.path
         kwargs: dict = {"metadata_errors": "ignore"}
         if input_format:
+            if input_format not in av.formats_available:
+                raise InputError(f"--input-format {input_format}: this FFmpeg has no such "
+                                 f"format (`ffmpeg -formats` lists them: mpegts, matroska, "
+                                 f"nut, ...)")
             kwargs["format"] = input_format
         if options:
             kwargs["options"] = options
@@ -223,7 +227,7 @@ class PyAVSource:
             target = self._stdin_file = os.fdopen(os.dup(0), "rb")
         elif kind in ("stdin", "pipe"):
             try:
-                fd = 0 if kind == "stdin" else os.open(self.path, os.O_RDONLY)
+                fd = 0 if kind == "stdin" else open_fifo(self.path)
             except OSError as error:
                 raise InputError(f"cannot open {self.path} ({error.strerror})") from None
             name = "standard input" if kind == "stdin" else self.path
@@ -238,17 +242,28 @@ class PyAVSource:
                                  f"{self.path} cannot be read (PyAV's wheels carry no capture "
                                  f"devices: stream the camera with ffmpeg to udp:// or a pipe)")
         try:
-            return av.open(target, **kwargs)
+            container = av.open(target, **kwargs)
         except av.FFmpegError as error:
             if self._reader is not None:
                 self._reader.close()
+                self._reader.raise_interrupt()
             if self._reader is not None and self._reader.timed_out:
                 raise InputError(f"no data from {self._reader.name} within {timeout:g} s") from None
+            if self._reader is not None and self._reader.bytes_read == 0:
+                raise InputError(f"{self._reader.name} was empty: no data came before its "
+                                 f"end") from None
             if kind == "url" and isinstance(error, av.ExitError):
                 raise InputError(f"no data from {self.path} within {self._timeout:g} s "
                                  f"(--timeout sets how long to wait)") from None
             what = "a readable video file" if location.is_file else "a readable video stream"
             raise InputError(f"not {what}: {self.path} ({_reason(error)}){self._pipe_hint()}") from None
+        if self._reader is not None:
+            try:
+                self._reader.raise_interrupt()
+            except BaseException:
+                container.close()
+                raise
+        return container
 
     def _pipe_hint(self) -> str:
         if self._reader is None:
@@ -264,6 +279,10 @@ class PyAVSource:
             kinds = sorted({s.type for s in container.streams}) or ["nothing"]
             raise InputError(f"no video stream in {self.path} (it holds {', '.join(kinds)})")
         stream = self._stream = videos[0]
+        if stream.codec_context is None:  # an unknown or damaged codec (a fuzzed header)
+            what = "a readable video file" if self.location.is_file else "a readable video stream"
+            raise InputError(f"not {what}: {self.path} (its video stream names no codec "
+                             f"FFmpeg can decode)")
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         self._time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 90000)
@@ -271,6 +290,8 @@ class PyAVSource:
         self._reformatter = None
         self._frames = self._decode()
         first = next(self._frames, None)
+        if self._reader is not None:
+            self._reader.raise_interrupt()
         if first is None:
             raise InputError(f"no video frame could be decoded from {self.path}{self._pipe_hint()}")
         cc = stream.codec_context
