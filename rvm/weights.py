@@ -121,7 +121,9 @@ def describe_weights(variant: str = "mobilenetv3", source: Optional[PathLike] = 
             path = Path(value).expanduser()
             exists = path.is_file()
             detail = f"{path} (from {'the argument' if origin == 'argument' else ENV_WEIGHTS})"
-            return WeightsInfo(variant, path, origin, exists, None, detail + ("" if exists else ", missing"))
+            state = "" if exists else (", a folder, not a weights file" if path.is_dir()
+                                       else ", missing")
+            return WeightsInfo(variant, path, origin, exists, None, detail + state)
     if default is None:
         return WeightsInfo(variant, None, "missing", False, None,
                            f"no default weights for {variant}; pass a path or set {ENV_WEIGHTS}")

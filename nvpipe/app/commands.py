@@ -99,6 +99,13 @@ def _weights(args: argparse.Namespace) -> int:
         except rvm.WeightsError as error:
             raise NvpipeError(str(error)) from None
         info = rvm.describe_weights(args.variant, args.weights)
+    if info.exists and info.verified is not False:
+        # What `nvpipe run` checks: the file loads as this variant (random bytes, a cut
+        # .onnx, or resnet50 given MobileNetV3 weights are refused here as there).
+        try:
+            rvm.load(str(info.path), variant=args.variant)
+        except rvm.WeightsError as error:
+            raise NvpipeError(f"{info.path} cannot be used: {error}") from None
     print(info)
     if not info.exists or info.verified is False:
         return 1

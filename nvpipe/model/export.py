@@ -94,7 +94,34 @@ def _check_output(out: os.PathLike | str, overwrite: bool) -> Path:
         raise NvpipeError(f"{path} exists (pass --overwrite to replace it)")
     if not path.parent.is_dir():
         raise NvpipeError(f"directory {path.parent} does not exist")
+    # Before the export (seconds of tracing): a folder that cannot be written fails now,
+    # in one line, as `nvpipe run` words it.
+    probe = path.with_name(f".{path.name}.part")
+    try:
+        probe.open("wb").close()
+        probe.unlink()
+    except OSError as error:
+        raise NvpipeError(f"cannot write to {path.parent} ({_os_reason(error)})") from None
     return path
+
+
+def _os_reason(error: OSError) -> str:
+    return error.strerror or type(error).__name__
+
+
+def _writing(path: Path):
+    """Turns an OSError while writing ``path`` (a disk that fills) into one line."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def guard():
+        try:
+            yield
+        except OSError as error:
+            raise NvpipeError(f"writing {path} failed ({_os_reason(error)}); nothing was "
+                              f"written") from None
+
+    return guard()
 
 
 def export_onnx(out, *, variant: str = "mobilenetv3", weights: Optional[str] = None,
@@ -116,7 +143,7 @@ def export_onnx(out, *, variant: str = "mobilenetv3", weights: Optional[str] = N
     dynamic_axes.update({f"r{i}o": spatial for i in range(1, 5)})
     temp = path.with_name(f".{path.name}.part")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with _writing(path), warnings.catch_warnings(), torch.no_grad():
             # The TorchScript-based exporter (dynamo=False): it keeps the custom Resize and
             # needs no onnxscript; torch marks it deprecated, hence the filter.
             warnings.simplefilter("ignore")
@@ -124,8 +151,8 @@ def export_onnx(out, *, variant: str = "mobilenetv3", weights: Optional[str] = N
                               opset_version=opset, do_constant_folding=True,
                               input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
                               dynamic_axes=dynamic_axes)
-        _name_output_channels(temp, variant)
-        os.replace(temp, path)
+            _name_output_channels(temp, variant)
+            os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     return path
@@ -151,8 +178,9 @@ def export_torchscript(out, *, variant: str = "mobilenetv3", weights: Optional[s
     scripted = torch.jit.script(_network(variant, weights, DTYPES[dtype]))
     temp = path.with_name(f".{path.name}.part")
     try:
-        scripted.save(str(temp))
-        os.replace(temp, path)
+        with _writing(path):
+            scripted.save(str(temp))
+            os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     return path
