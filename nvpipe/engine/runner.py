@@ -207,6 +207,10 @@ def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages, busy: dict
             busy[path] += time.perf_counter() - started
             if latency is not None:
                 latency.record(item.arrival)
+    except OSError as error:  # a sink's disk filled or went away: one line, not a traceback
+        from nvpipe.errors import OutputError
+
+        stages.fail(OutputError(f"writing {path} failed ({error.strerror or error})"))
     except BaseException as error:  # noqa: BLE001
         stages.fail(error)
 
@@ -523,7 +527,14 @@ def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
                 raise error
             raise type(error)(f"{error}; {describe_outcome(placed, job.keep_partial)}") from None
         raise error
-    placed = outputs.keep_partial() if interrupted else outputs.commit()
+    try:
+        placed = outputs.keep_partial() if interrupted else outputs.commit(
+            keep_partial=job.keep_partial)
+    except NvpipeError as error:  # a full disk at the end, --keep-partial: what was kept
+        placed = getattr(error, "placed", None)
+        if placed is None:
+            raise
+        raise type(error)(f"{error}; {describe_outcome(placed, True)}") from None
     seconds = time.perf_counter() - started
     bound = encoder_bound(encoder_busy, encoders, seconds, job.device)
     if bound:

@@ -32,7 +32,7 @@ import re
 import secrets
 import shutil
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from nvpipe.errors import OutputError
 from nvpipe.frames import StreamInfo
@@ -313,6 +313,7 @@ class Outputs:
         self._targets = [_Target(spec, info, run_id) for spec in specs]
         self.sinks: dict[str, object] = {}
         self._ended = False
+        self._finish_errors: list[str] = []
         try:
             for target in self._targets:
                 target.check(overwrite)
@@ -331,23 +332,43 @@ class Outputs:
         if exc_type is not None and not self._ended:
             self.discard()
 
-    def _finish_all(self) -> None:
-        """Finishes every sink's file in its staging place; the first failure discards all."""
+    def _finish_all(self, keep_partial: bool = False) -> list[_Target]:
+        """Finishes every sink's file in its staging place; the first failure discards all,
+        unless ``keep_partial``: then the targets that failed (a full disk) are returned."""
+        failed = []
         for target in self._targets:
             sink = self.sinks.get(target.path)
             try:
                 sink.finish()
+            except (OutputError, OSError) as error:
+                if not keep_partial:
+                    self.discard()
+                    raise
+                failed.append(target)
+                self._finish_errors.append(str(error) if isinstance(error, OutputError) else
+                                           f"finishing {target.path} failed "
+                                           f"({_os_reason(error)})")
             except BaseException:
                 self.discard()
                 raise
+        return failed
 
-    def commit(self) -> list[Placed]:
+    def commit(self, *, keep_partial: bool = False) -> list[Placed]:
         """The run completed: all outputs onto their targets, or none (see the module doc).
+        With ``keep_partial`` an output that cannot be finished (its disk filled) is
+        dropped and the others are kept as by :meth:`keep_partial`; the ``OutputError``
+        then carries their outcomes as ``placed``.
 
         Raises:
-            OutputError: an output could not be finished or placed (nothing is left then).
+            OutputError: an output could not be finished or placed (nothing is left then,
+                unless ``keep_partial``).
         """
-        self._finish_all()
+        failed = self._finish_all(keep_partial)
+        if failed:
+            placed = self.keep_partial(failed=failed)
+            error = OutputError("; ".join(self._finish_errors))
+            error.placed = placed
+            raise error
         placed: list[_Target] = []
         try:
             for target in self._targets:
@@ -368,11 +389,13 @@ class Outputs:
         self._end()
         return result
 
-    def keep_partial(self) -> list[Placed]:
+    def keep_partial(self, failed: Sequence[_Target] = ()) -> list[Placed]:
         """Keeps the frames done as playable files where no target existed (see the module
-        docstring); outputs with no frame, or over an existing target, are removed."""
+        docstring); outputs with no frame, or over an existing target, or in ``failed``
+        (they could not be finished), are removed."""
         keep = [t for t in self._targets if t.kind not in ("null", "stream")
-                and self.sinks[t.path].frames_written > 0 and not t.exists()]
+                and self.sinks[t.path].frames_written > 0 and not t.exists()
+                and t not in failed]
         result = []
         for target in self._targets:
             sink = self.sinks[target.path]
@@ -385,9 +408,20 @@ class Outputs:
             outcome = (DISCARDED_NULL if target.kind == "null"
                        else LEFT_UNCHANGED if target.exists() else NOT_WRITTEN)
             result.append(self._placed(target, outcome))
-        try:
-            for target in keep:
+        # Each output is finished on its own: one that cannot be (its disk filled) is
+        # dropped, and the others keep their frames.
+        finished = []
+        for target in keep:
+            try:
                 self.sinks[target.path].finish()
+                finished.append(target)
+            except (OutputError, OSError):
+                self.sinks[target.path].discard()
+                target.remove_staging()
+                result.append(self._placed(target, LEFT_UNCHANGED if target.exists()
+                                           else NOT_WRITTEN))
+        keep = finished
+        try:
             for target in keep:
                 target.place(replace=False)
                 result.append(self._placed(target, KEPT_PARTIAL))
