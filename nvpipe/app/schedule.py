@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -460,15 +461,90 @@ def connect(address: str):
     ray = import_ray()
     if ray.is_initialized():
         return ray, False
-    try:
-        if address == "auto":
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
-        else:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
-    except Exception as error:  # noqa: BLE001 - Ray's connection errors vary by version
+    # Ray's notice that it turned token authentication on is not the user's to act on.
+    logging.getLogger("ray._private.authentication").setLevel(logging.ERROR)
+    # Nor that ray.init ran off the main thread (below): nvpipe handles SIGTERM itself.
+    logging.getLogger("ray._private.worker").addFilter(
+        lambda record: not str(record.msg).startswith("SIGTERM handler is not set"))
+    timeout = cluster_timeout()
+    if address != "auto":
+        _probe(address, timeout)
+        kwargs = dict(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if address == "auto":  # this machine's Ray: started here, nothing to wait for
+        try:
+            ray.init(**kwargs)
+        except Exception as error:  # noqa: BLE001 - Ray's errors vary by version
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise NvpipeError(f"cannot start Ray on this machine: {first}") from None
+        return ray, True
+    outcome: dict = {}
+
+    def init() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as error:  # noqa: BLE001 - reported by the caller's thread
+            outcome["error"] = error
+
+    # ray.init retries an unanswering address for minutes and holds Ctrl-C: it runs on a
+    # thread of its own, waited for in 0.1 s slices, so both the time limit and Ctrl-C
+    # act at once (the thread is a daemon: it ends with the process).
+    thread = threading.Thread(target=init, name="nvpipe-ray-connect", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        thread.join(0.1)
+    if thread.is_alive():
+        raise NvpipeError(f"cannot reach the Ray cluster at {address!r}: no answer within "
+                          f"{timeout:g} s ({CLUSTER_TIMEOUT_ENV} sets how long to wait)")
+    error = outcome.get("error")
+    if error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            raise error
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise NvpipeError(f"cannot reach the Ray cluster at {address!r}: {first}") from None
     return ray, True
+
+
+# How long --cluster waits for the cluster to answer (seconds; the environment variable
+# sets it): Ray itself retries an unreachable address for minutes.
+CLUSTER_TIMEOUT_ENV = "NVPIPE_CLUSTER_TIMEOUT"
+DEFAULT_CLUSTER_TIMEOUT = 15.0
+
+
+def cluster_timeout() -> float:
+    text = os.environ.get(CLUSTER_TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_CLUSTER_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise NvpipeError(f"{CLUSTER_TIMEOUT_ENV} must be a number of seconds above 0, "
+                          f"got {text!r}")
+    return value
+
+
+def _probe(address: str, timeout: float) -> None:
+    """One TCP connection to ``HOST:PORT`` (``ray://`` too), so a refused or unreachable
+    address fails in one line at once, before Ray's own retries."""
+    import socket
+
+    text = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise NvpipeError(f"--cluster {address!r}: give HOST:PORT (HOST:6379, "
+                          f"ray://HOST:10001) or 'auto'")
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=min(timeout, 5.0)):
+            pass
+    except OSError as error:
+        reason = error.strerror or ("timed out" if isinstance(error, TimeoutError)
+                                    else type(error).__name__)
+        raise NvpipeError(f"cannot reach the Ray cluster at {address!r} ({reason})") from None
 
 
 def cluster_device(ray, device: str) -> str:
