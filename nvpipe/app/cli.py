@@ -258,6 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    code = _main(argv)
+    schedule = sys.modules.get("nvpipe.app.schedule")
+    if schedule is not None and schedule.ABANDONED.is_set():
+        # A Ray connection still trying on its thread (issue 22): leave without the
+        # interpreter's teardown, in which Ray's core may abort.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_terminated)

@@ -93,12 +93,18 @@ def _weights(args: argparse.Namespace) -> int:
     import rvm
 
     info = rvm.describe_weights(args.variant, args.weights)
+    if info.path is not None and info.path.is_dir():
+        raise NvpipeError(f"{info.path} is a folder, not a weights file: give a .pth or "
+                          f".onnx file")
     if info.origin == "download":  # not there, and downloading is allowed
         try:
             rvm.resolve_weights(args.weights, args.variant)
         except rvm.WeightsError as error:
             raise NvpipeError(str(error)) from None
         info = rvm.describe_weights(args.variant, args.weights)
+    if info.path is not None and info.path.is_dir():
+        raise NvpipeError(f"{info.path} is a folder, not a weights file: give a .pth or "
+                          f".onnx file")
     if info.exists and info.verified is not False:
         # What `nvpipe run` checks: the file loads as this variant (random bytes, a cut
         # .onnx, or resnet50 given MobileNetV3 weights are refused here as there).

@@ -479,6 +479,9 @@ def connect(address: str):
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise NvpipeError(f"cannot start Ray on this machine: {first}") from None
         return ray, True
+    # Ray's C++ core prints its connection retries ("Failed to connect to GCS ... within
+    # 5 seconds") on stderr; the one line below says it.
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     outcome: dict = {}
 
     def init() -> None:
@@ -493,9 +496,14 @@ def connect(address: str):
     thread = threading.Thread(target=init, name="nvpipe-ray-connect", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
-    while thread.is_alive() and time.monotonic() < deadline:
-        thread.join(0.1)
+    try:
+        while thread.is_alive() and time.monotonic() < deadline:
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        ABANDONED.set()
+        raise
     if thread.is_alive():
+        ABANDONED.set()
         raise NvpipeError(f"cannot reach the Ray cluster at {address!r}: no answer within "
                           f"{timeout:g} s ({CLUSTER_TIMEOUT_ENV} sets how long to wait)")
     error = outcome.get("error")
@@ -506,6 +514,11 @@ def connect(address: str):
         raise NvpipeError(f"cannot reach the Ray cluster at {address!r}: {first}") from None
     return ray, True
 
+
+# Set when a connection attempt was left running (timed out, or Ctrl-C): Ray's C++ core
+# may then abort (SIGABRT) while the interpreter tears down, so the CLI ends the process
+# with os._exit once its message is out (``nvpipe.app.cli.main``).
+ABANDONED = threading.Event()
 
 # How long --cluster waits for the cluster to answer (seconds; the environment variable
 # sets it): Ray itself retries an unreachable address for minutes.

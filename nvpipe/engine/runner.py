@@ -112,6 +112,7 @@ class Stages:
     def __init__(self, stop: Optional[threading.Event]):
         self.stop = stop or threading.Event()
         self.error: Optional[BaseException] = None
+        self.failed_outputs: set[str] = set()  # outputs whose writing failed (--keep-partial drops them)
         self._lock = threading.Lock()
 
     def fail(self, error: BaseException) -> None:
@@ -210,8 +211,11 @@ def encode_worker(sink, inbox: queue.Queue, transfer, stages: Stages, busy: dict
     except OSError as error:  # a sink's disk filled or went away: one line, not a traceback
         from nvpipe.errors import OutputError
 
+        stages.failed_outputs.add(path)
         stages.fail(OutputError(f"writing {path} failed ({error.strerror or error})"))
     except BaseException as error:  # noqa: BLE001
+        if isinstance(error, NvpipeError):  # OutputError: this output's disk or encoder
+            stages.failed_outputs.add(path)
         stages.fail(error)
 
 
@@ -521,7 +525,8 @@ def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
     notes += [note for sink in outputs.sinks.values() for note in sink.notes]
     if failed:
         started_writing = any(sink.frames_written for sink in outputs.sinks.values())
-        placed = outputs.keep_partial() if job.keep_partial else outputs.discard()
+        placed = (outputs.keep_partial(failed=stages.failed_outputs) if job.keep_partial
+                  else outputs.discard())
         if isinstance(error, NvpipeError):
             if not started_writing:
                 raise error

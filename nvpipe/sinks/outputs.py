@@ -365,7 +365,7 @@ class Outputs:
         """
         failed = self._finish_all(keep_partial)
         if failed:
-            placed = self.keep_partial(failed=failed)
+            placed = self.keep_partial(failed=[target.path for target in failed])
             error = OutputError("; ".join(self._finish_errors))
             error.placed = placed
             raise error
@@ -389,13 +389,13 @@ class Outputs:
         self._end()
         return result
 
-    def keep_partial(self, failed: Sequence[_Target] = ()) -> list[Placed]:
+    def keep_partial(self, failed: Sequence[str] = ()) -> list[Placed]:
         """Keeps the frames done as playable files where no target existed (see the module
-        docstring); outputs with no frame, or over an existing target, or in ``failed``
-        (they could not be finished), are removed."""
+        docstring); outputs with no frame, or over an existing target, or named in
+        ``failed`` (their writing or finishing failed: a full disk), are removed."""
         keep = [t for t in self._targets if t.kind not in ("null", "stream")
                 and self.sinks[t.path].frames_written > 0 and not t.exists()
-                and t not in failed]
+                and t.path not in failed]
         result = []
         for target in self._targets:
             sink = self.sinks[target.path]

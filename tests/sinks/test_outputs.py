@@ -338,7 +338,7 @@ def test_bad_requests_are_one_line(case, small_clip, weights_env, tmp_path):
                 "weights_folder": "is a folder: give a .pth or .onnx file",
                 "crf_99": "--crf 99 is out of range for h264 (0-51)",
                 "stdout": "writing to standard output needs --format",
-                "stdin": "not a readable video stream: -"}[case]
+                "stdin": "standard input was empty"}[case]
     if case == "folder_named_like_video":
         out = tmp_path / "dir.mp4"
         out.mkdir()

@@ -1,0 +1,309 @@
+"""Issue 22: never hang, never say "internal error". Each case of the issue: the exit code,
+the one line printed, and the files left."""
+
+import errno
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from nvpipe.app.cli import main
+
+from conftest import SHARED, count_frames, make_clip
+
+
+def _cli(*args, timeout=120, **popen):
+    done = subprocess.run([sys.executable, "-m", "nvpipe.app.cli", *map(str, args)],
+                          capture_output=True, timeout=timeout, **popen)
+    return done.returncode, done.stderr.decode(errors="replace")
+
+
+def _line(stderr: str) -> str:
+    """The one line printed: no traceback, no Ray chatter, nothing else."""
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def _main_line(capsys, *args) -> tuple[int, str]:
+    """``main`` in this process (no interpreter start-up): its exit code and one line."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    return code, _line(capsys.readouterr().err)
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# -- broken: hangs ---------------------------------------------------------------------------
+def test_fifo_without_writer_ends_at_timeout(weights_env, tmp_path):
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    code, stderr = _cli("run", fifo, tmp_path / "out.mp4", "--timeout", "2", "--quiet",
+                        timeout=60)
+    assert code == 1
+    assert f"no data from {fifo} within 2 s" in _line(stderr)
+    assert time.monotonic() - started < 30  # interpreter start-up + 2 s, not forever
+    assert _listing(tmp_path) == ["in.fifo"]
+
+
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated")])
+def test_fifo_without_writer_ends_on_ctrl_c_and_sigterm(weights_env, tmp_path, signum, code, word):
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    process = subprocess.Popen([sys.executable, "-m", "nvpipe.app.cli", "run", str(fifo),
+                                str(tmp_path / "out.mp4"), "--quiet"], stderr=subprocess.PIPE)
+    time.sleep(6)  # past start-up, into the wait for a writer
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=15)
+    assert process.returncode == code
+    assert _line(stderr.decode()) == f"nvpipe: {word}"
+    assert _listing(tmp_path) == ["in.fifo"]
+
+
+def test_cluster_refusing_address_is_one_line_at_once(small_clip, weights_env, tmp_path):
+    (tmp_path / "clips").mkdir()
+    os.link(small_clip, tmp_path / "clips" / "a.mp4")
+    started = time.monotonic()
+    code, stderr = _cli("run", tmp_path / "clips", tmp_path / "out", "--cluster",
+                        "127.0.0.1:1", "--quiet", timeout=60)
+    assert code == 1
+    assert "cannot reach the Ray cluster at '127.0.0.1:1'" in _line(stderr)
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "out").exists() or _listing(tmp_path / "out") == []
+
+
+@pytest.mark.slow
+def test_cluster_silent_address_gives_up_after_the_timeout(small_clip, weights_env, tmp_path):
+    """A port that accepts but never answers as Ray would: ray.init retries for minutes;
+    nvpipe gives up after NVPIPE_CLUSTER_TIMEOUT seconds, and Ctrl-C acts at once."""
+    (tmp_path / "clips").mkdir()
+    os.link(small_clip, tmp_path / "clips" / "a.mp4")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        env = {**os.environ, "NVPIPE_CLUSTER_TIMEOUT": "2"}
+        started = time.monotonic()
+        code, stderr = _cli("run", tmp_path / "clips", tmp_path / "out", "--cluster", address,
+                            "--quiet", env=env, timeout=90)
+        assert code == 1
+        assert "no answer within 2 s (NVPIPE_CLUSTER_TIMEOUT" in _line(stderr)
+        assert time.monotonic() - started < 45
+
+        env["NVPIPE_CLUSTER_TIMEOUT"] = "600"
+        process = subprocess.Popen([sys.executable, "-m", "nvpipe.app.cli", "run",
+                                    str(tmp_path / "clips"), str(tmp_path / "out"),
+                                    "--cluster", address, "--quiet"],
+                                   stderr=subprocess.PIPE, env=env)
+        time.sleep(8)
+        interrupted = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130
+        assert _line(stderr.decode()) == "nvpipe: interrupted"
+        assert time.monotonic() - interrupted < 10  # was 22 s inside ray.init
+
+
+# -- poor: "internal error" where the user can act --------------------------------------------
+def test_resize_beyond_the_limit_is_refused_at_parse_time(small_clip, tmp_path, capsys):
+    code, line = _main_line(capsys, "run", small_clip, tmp_path / "out.mp4", "--resize",
+                            "99999x99999")
+    assert code == 2
+    assert "99999x99999 is too large: each side at most 8192 pixels" in line
+    assert _listing(tmp_path) == []
+
+
+def test_fps_beyond_the_limit_is_refused(tmp_path, capsys):
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    code, line = _main_line(capsys, "run", pictures, tmp_path / "out.mp4", "--fps", "1e9")
+    assert code == 2
+    assert "fps must be in (0, 1000]" in line
+    assert _listing(tmp_path) == ["pictures"]
+
+
+def test_unknown_input_format_is_one_line(small_clip, weights_env, tmp_path, capsys):
+    code, line = _main_line(capsys, "run", small_clip, tmp_path / "out.mp4", "--input-format",
+                            "nosuchfmt", "--quiet")
+    assert code == 1
+    assert "--input-format nosuchfmt: this FFmpeg has no such format" in line
+    assert _listing(tmp_path) == []
+
+
+def test_stream_without_a_codec_is_not_a_readable_video(small_clip, weights_env, tmp_path, capsys):
+    """Bytes flipped in the moov's sample description: FFmpeg opens the file, its video
+    stream has no decoder (PyAV's codec_context is None)."""
+    data = small_clip.read_bytes().replace(b"avc1", b"zzzz")
+    clip = tmp_path / "fuzzed.mp4"
+    clip.write_bytes(data)
+    code, line = _main_line(capsys, "run", clip, tmp_path / "out.mp4", "--quiet")
+    assert code == 1
+    assert f"not a readable video file: {clip}" in line
+    assert clip.read_bytes() == data
+    assert _listing(tmp_path) == ["fuzzed.mp4"]
+
+
+def _mount_tmpfs(folder: Path, options: str) -> None:
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    folder = tmp_path / "ro"
+    _mount_tmpfs(folder, "ro,size=64k")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_export_into_read_only_folder_is_one_line(weights_env, read_only_folder, capsys):
+    code, line = _main_line(capsys, "export", read_only_folder / "net.onnx")
+    assert code == 1
+    assert line == f"nvpipe: error: cannot write to {read_only_folder} (Read-only file system)"
+    assert _listing(read_only_folder) == []
+
+
+# -- poor: misleading or missing messages ------------------------------------------------------
+def test_empty_standard_input_says_it_was_empty(weights_env, tmp_path):
+    code, stderr = _cli("run", "-", tmp_path / "out.mp4", "--quiet", input=b"", cwd=tmp_path)
+    assert code == 1
+    line = _line(stderr)
+    assert line == "nvpipe: error: standard input was empty: no data came before its end"
+    assert _listing(tmp_path) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    folder = tmp_path / "small"
+    _mount_tmpfs(folder, "size=8k")  # two pages: a few frames of alpha, not 40
+    yield folder
+    subprocess.run(["umount", str(folder)], check=False)
+
+
+def test_keep_partial_keeps_the_output_whose_disk_did_not_fill(weights_env, tmp_path,
+                                                             small_disk, capsys):
+    clip = make_clip(SHARED / "footage" / "person_fullbody_360x640.mp4", tmp_path / "in.mp4",
+                     frames=40, size=(144, 256))
+    out, alpha = tmp_path / "out" / "out.mp4", small_disk / "alpha.mp4"
+    out.parent.mkdir()
+    code, line = _main_line(capsys, "run", clip, out, "--alpha", alpha, "--keep-partial",
+                            "--ratio", "0.5", "--quiet")
+    assert code == 1
+    assert "No space left on device" in line
+    assert "kept " in line and "out.mp4 (40 frames, incomplete)" in line
+    assert f"not written: {alpha}" in line
+    assert count_frames(out) == 40  # every frame done, decodable
+    assert _listing(out.parent) == ["out.mp4"]  # no hidden partial, no lock left
+    assert _listing(small_disk) == []
+
+
+def test_keep_partial_mid_run_disk_full_keeps_the_others(weights_env, small_clip, tmp_path,
+                                                         monkeypatch, capsys):
+    """A sink whose disk fills after 3 frames (write raises ENOSPC): the other output keeps
+    the frames done, the failed one is dropped."""
+    import nvpipe.sinks as sinks
+
+    real_open = sinks.open_sink
+
+    class FillingSink:
+        def __init__(self, sink):
+            self._sink = sink
+
+        def __getattr__(self, name):
+            return getattr(self._sink, name)
+
+        def write(self, array, pts):
+            if self._sink.frames_written == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self._sink.write(array, pts)
+
+    def opener(spec, info, **kwargs):
+        sink = real_open(spec, info, **kwargs)
+        return FillingSink(sink) if "alpha" in str(spec.path) else sink
+
+    monkeypatch.setattr(sinks, "open_sink", opener)
+    out, alpha = tmp_path / "out.mp4", tmp_path / "alpha.mp4"
+    code, line = _main_line(capsys, "run", small_clip, out, "--alpha", alpha, "--keep-partial",
+                            "--ratio", "0.5", "--quiet")
+    assert code == 1
+    assert f"writing {alpha} failed (No space left on device)" in line
+    assert "kept " in line and "incomplete" in line and f"not written: {alpha}" in line
+    assert 1 <= count_frames(out) <= 8
+    assert _listing(tmp_path) == ["out.mp4"]
+
+
+@pytest.fixture
+def wide_clip(tmp_path):
+    """A 2048x2 clip, 4 frames."""
+    path = tmp_path / "wide.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 2048, 2, "yuv420p"
+        for i in range(4):
+            picture = np.full((2, 2048, 3), 40 * i, np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_automatic_ratio_never_leaves_zero_pixels(wide_clip, weights_env, tmp_path, capsys):
+    from nvpipe.job import auto_ratio
+
+    assert auto_ratio(2048, 2) == 0.5 and auto_ratio(1920, 1080) == 512 / 1920
+    assert all(int(short * auto_ratio(9000, short)) >= 1 for short in range(1, 40))
+    out = tmp_path / "out.mp4"
+    assert main(["run", str(wide_clip), str(out), "--quiet"]) == 0
+    assert count_frames(out) == 4
+
+
+def test_a_ratio_that_leaves_no_pixels_suggests_ratio_1(wide_clip, weights_env, tmp_path, capsys):
+    code, line = _main_line(capsys, "run", wide_clip, tmp_path / "out.mp4", "--ratio", "0.25",
+                            "--quiet")
+    assert code == 1
+    assert "ratio 0.25 leaves no pixels of a 2048x2 frame" in line and "--ratio 1" in line
+    assert _listing(tmp_path) == ["wide.mp4"]
+
+
+@pytest.mark.parametrize("case", ["random_bytes", "truncated_onnx", "folder", "resnet50_given_mobilenet"])
+def test_weights_command_checks_what_run_checks(case, onnx_weights, pth_weights, tmp_path, capsys):
+    args = []
+    if case == "random_bytes":
+        path = tmp_path / "random.pth"
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    elif case == "truncated_onnx":
+        path = tmp_path / "cut.onnx"
+        path.write_bytes(onnx_weights.read_bytes()[:100_000])
+    elif case == "folder":
+        path = tmp_path
+    else:
+        path, args = pth_weights, ["--variant", "resnet50"]
+    code, line = _main_line(capsys, "weights", "--weights", path, *args)
+    assert code == 1
+    expected = {"random_bytes": "neither a PyTorch state_dict nor an ONNX model",
+                "truncated_onnx": "not a readable ONNX model",
+                "folder": "is a folder, not a weights file",
+                "resnet50_given_mobilenet": "holds mobilenetv3 weights, but variant 'resnet50'"}
+    assert expected[case] in line
+    assert "missing" not in line
+
+
+def test_weights_command_accepts_the_official_file(onnx_weights, capsys):
+    assert main(["weights", "--weights", str(onnx_weights)]) == 0
+    assert str(onnx_weights) in capsys.readouterr().out
