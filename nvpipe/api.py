@@ -43,7 +43,16 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     model's; without a model module, to the CPU and to float16 on CUDA (float32 on the CPU).
     """
     from nvpipe.app.progress import ProgressBar
+    from nvpipe.job import check_positive, check_ratio, check_size, check_whole
 
+    # RVM's argument names in the messages (nvpipe.job's limits, one place).
+    if downsample_ratio is not None:
+        downsample_ratio = check_ratio(downsample_ratio, "downsample_ratio")
+    seq_chunk = check_whole(seq_chunk, "seq_chunk")
+    if input_resize is not None:
+        input_resize = check_size(input_resize, "input_resize")
+    if output_video_mbps is not None:
+        output_video_mbps = check_positive(output_video_mbps, "output_video_mbps")
     if input_source is None:
         raise NvpipeError("input_source is required")
     if output_type not in ("video", "png_sequence"):

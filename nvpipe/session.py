@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from nvpipe.engine.convert import downsample
-from nvpipe.job import auto_ratio
+from nvpipe.job import MAX_SIDE, auto_ratio, check_ratio
 from nvpipe.engine.matting import MattingStage
-from nvpipe.engine.runner import default_dtype
+from nvpipe.engine.runner import check_ratio_leaves_pixels, default_dtype
+from nvpipe.errors import NvpipeError
 
 
 @dataclass
@@ -62,7 +63,7 @@ class MattingSession:
         self.dtype = dtype or default_dtype(self.device.type)
         self.network = network if network is not None else rvm.load(
             weights, variant=variant, device=self.device, dtype=self.dtype)
-        self.ratio = ratio
+        self.ratio = check_ratio(ratio) if ratio is not None else None
         self._stage: Optional[MattingStage] = None
         self._size: Optional[tuple[int, int]] = None
         self._cuts = CutDetector() if cut_reset else None
@@ -80,16 +81,33 @@ class MattingSession:
         return self._latency.percentiles()
 
     def _as_tensor(self, frame) -> torch.Tensor:
+        """The frame as ``[3,H,W]`` in [0, 1], or a one-line ``ValueError``/``TypeError``
+        saying what is accepted (issue 22: nothing is taken silently unscaled)."""
         if isinstance(frame, np.ndarray):
             if frame.ndim != 3 or frame.shape[2] not in (3, 4) or frame.dtype != np.uint8:
-                raise ValueError(f"expected a uint8 (H, W, 3) array, got {frame.dtype} "
+                raise ValueError(f"frame: expected a uint8 (H, W, 3) array, got {frame.dtype} "
                                  f"{frame.shape}")
             frame = torch.from_numpy(np.ascontiguousarray(frame[..., :3])).permute(2, 0, 1)
         if not isinstance(frame, torch.Tensor) or frame.dim() != 3 or frame.shape[0] != 3:
-            raise ValueError(f"expected a [3,H,W] tensor, got {getattr(frame, 'shape', frame)}")
+            raise ValueError(f"frame: expected a [3,H,W] tensor, got "
+                             f"{tuple(frame.shape) if hasattr(frame, 'shape') else type(frame).__name__}")
+        height, width = frame.shape[1:]
+        if height == 0 or width == 0:
+            raise ValueError(f"frame: empty ({height}x{width} pixels)")
+        if max(height, width) > MAX_SIDE:
+            raise ValueError(f"frame: {width}x{height} is too large: each side at most "
+                             f"{MAX_SIDE} pixels")
+        if frame.dtype != torch.uint8 and not frame.is_floating_point():
+            raise TypeError(f"frame: expected uint8 (0..255) or float (0..1) values, got "
+                            f"{frame.dtype}")
         frame = frame.to(self.device, non_blocking=True)
         if frame.dtype == torch.uint8:
             return frame.to(self.dtype).div_(255)
+        low, high = torch.aminmax(frame)
+        if not (0.0 <= float(low) and float(high) <= 1.0):  # NaN fails both
+            raise ValueError(f"frame: float values must be in [0, 1], got "
+                             f"{float(low):g}..{float(high):g} (uint8 frames are scaled: "
+                             f"divide floats in 0..255 by 255)")
         return frame.to(self.dtype)
 
     @torch.inference_mode()
@@ -102,6 +120,10 @@ class MattingSession:
         if self._size != (height, width):
             # A new size starts a new stream: the state's shapes depend on it.
             ratio = self.ratio if self.ratio is not None else auto_ratio(width, height)
+            try:
+                check_ratio_leaves_pixels(ratio, width, height)
+            except NvpipeError as error:
+                raise ValueError(str(error).replace("--ratio 1", "ratio=1")) from None
             self._stage = MattingStage(self.network, ratio=ratio, device=self.device,
                                        dtype=self.dtype)
             self._size = (height, width)
