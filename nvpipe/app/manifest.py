@@ -25,6 +25,8 @@ import fcntl
 import hashlib
 import json
 import os
+import re
+import time
 from typing import Iterator, Optional
 
 MANIFEST_NAME = ".nvpipe-batch.json"
@@ -82,6 +84,42 @@ class BatchManifest:
         outputs = data.get("outputs") if isinstance(data, dict) else None
         return outputs if isinstance(outputs, dict) else {}
 
+    def repair(self) -> Optional[str]:
+        """A damaged record (not JSON, or not a record) is moved aside as
+        ``.nvpipe-batch.json.damaged-<time>`` and rebuilt from what can be proven: the
+        entries that still parse, are ``complete`` and whose output is exactly as they
+        recorded it (size and mtime to the nanosecond). Every other output is then not
+        trusted (``foreign``: never replaced without ``--overwrite``). Returns the note to
+        print, or None where the record was sound (or absent)."""
+        with open(os.path.join(self.folder, ".nvpipe-batch.lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                with open(self.path, "rb") as file:
+                    raw = file.read()
+            except FileNotFoundError:
+                return None
+            except OSError as error:
+                return f"the batch record {self.path} cannot be read ({error.strerror})"
+            try:
+                data = json.loads(raw)
+                if isinstance(data, dict) and isinstance(data.get("outputs"), dict):
+                    return None
+            except ValueError:
+                pass
+            aside = f"{self.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(self.path, aside)
+            proven = {name: entry for name, entry in _salvage(raw).items()
+                      if entry.get("state") == COMPLETE and entry.get("output") is not None
+                      and entry.get("output") == file_fingerprint(os.path.join(self.folder, name))}
+            temporary = f"{self.path}.{os.getpid()}.tmp"
+            with open(temporary, "w") as file:
+                json.dump({"version": 1, "outputs": proven}, file, indent=1, sort_keys=True)
+            os.replace(temporary, self.path)
+        return (f"the batch record {self.path} was damaged: kept aside as "
+                f"{os.path.basename(aside)}; rebuilt {len(proven)} entr"
+                f"{'y' if len(proven) == 1 else 'ies'} whose outputs are as recorded; other "
+                f"outputs there are not trusted (--overwrite redoes them)")
+
     def state(self, output: str, input_path: str, settings: str) -> str:
         """One of COMPLETE, INCOMPLETE, FOREIGN, STALE, ABSENT (see the module docstring)."""
         entry = self._read().get(_key(output))
@@ -111,6 +149,22 @@ class BatchManifest:
                 entries[_key(output)] = {
                     "state": COMPLETE, "input": _input_key(input_path), "settings": settings,
                     "frames": frames, "output": file_fingerprint(output)}
+
+
+def _salvage(raw: bytes) -> dict:
+    """The ``"name": {...}`` entries of a damaged record that still parse on their own."""
+    text = raw.decode("utf-8", errors="replace")
+    decoder = json.JSONDecoder()
+    found = {}
+    for match in re.finditer(r'"((?:[^"\\]|\\.)*)"\s*:\s*(?=\{)', text):
+        try:
+            entry, _ = decoder.raw_decode(text, match.end())
+            name = json.loads(f'"{match.group(1)}"')
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and "state" in entry and name not in ("outputs",):
+            found[name] = entry
+    return found
 
 
 def _key(output: str) -> str:

@@ -89,8 +89,17 @@ def plan_batch(source: str, out: str, options, summary, log=sys.stderr) -> list[
             raise NvpipeError(f"batch output must be a directory: {out!r} is a file")
         os.makedirs(out, exist_ok=True)
     clips = []
+    repaired: set = set()
     for number, input_path in enumerate(inputs, 1):
         output, out_dir = batch_outputs(input_path, out)
+        if out_dir not in repaired:  # a damaged record: said once, kept aside, rebuilt
+            from nvpipe.app.manifest import BatchManifest
+
+            repaired.add(out_dir)
+            if os.path.isdir(out_dir):
+                damage = BatchManifest(out_dir).repair()
+                if damage:
+                    print(f"nvpipe: note: {damage}", file=log)
         stem = Path(input_path).stem
         alpha = _name_for(options.alpha, stem, "_alpha", out_dir) if options.alpha else None
         foreground = (_name_for(options.foreground, stem, "_foreground", out_dir)

@@ -307,3 +307,39 @@ def test_weights_command_checks_what_run_checks(case, onnx_weights, pth_weights,
 def test_weights_command_accepts_the_official_file(onnx_weights, capsys):
     assert main(["weights", "--weights", str(onnx_weights)]) == 0
     assert str(onnx_weights) in capsys.readouterr().out
+
+
+# -- poor: batches ----------------------------------------------------------------------------
+@pytest.mark.slow  # six short conversions: ~15 s on 2 idle cores
+def test_damaged_batch_record_is_said_kept_aside_and_rebuilt(small_clip, weights_env, tmp_path,
+                                                             capsys):
+    import json
+
+    clips, out = tmp_path / "clips", tmp_path / "out"
+    clips.mkdir()
+    for name in ("a", "b", "c"):
+        os.link(small_clip, clips / f"{name}.mp4")
+    assert main(["run", str(clips), str(out), "--quiet", "--ratio", "0.5", "--frames", "2"]) == 0
+    record = out / ".nvpipe-batch.json"
+    entries = json.loads(record.read_text())["outputs"]
+    assert sorted(entries) == ["a.mp4", "b.mp4", "c.mp4"]
+    os.utime(out / "b.mp4", ns=(1, 1))  # changed since it was recorded: cannot be proven
+    text = record.read_text()
+    damaged = text[: text.index('"c.mp4"') + 20]  # cut inside c's entry
+    record.write_text(damaged)
+    capsys.readouterr()
+
+    assert main(["run", str(clips), str(out), "--quiet", "--ratio", "0.5", "--frames", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    note = [line for line in err.splitlines() if "batch record" in line]
+    assert len(note) == 1 and "was damaged: kept aside as .nvpipe-batch.json.damaged-" in note[0]
+    assert "rebuilt 1 entry" in note[0] and "not trusted" in note[0]
+    assert "skipped: " + str(clips / "a.mp4") + ": done" in err
+    assert "b.mp4 exists and was not written by this batch" in err
+    assert "c.mp4 exists and was not written by this batch" in err
+    aside = [p for p in out.iterdir() if p.name.startswith(".nvpipe-batch.json.damaged-")]
+    assert len(aside) == 1 and aside[0].read_text() == damaged
+    assert sorted(json.loads(record.read_text())["outputs"]) == ["a.mp4"]
+    for name in ("a", "b", "c"):
+        assert count_frames(out / f"{name}.mp4") == 2  # nothing replaced, nothing removed
