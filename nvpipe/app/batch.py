@@ -158,12 +158,18 @@ class BatchSummary:
     converted: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    # Clips never started because the batch could not go on (the Ray cluster was lost).
+    not_started: list[tuple[str, str]] = field(default_factory=list)
 
     def report(self) -> str:
-        lines = [f"nvpipe: batch: {len(self.converted)} converted, {len(self.skipped)} skipped, "
-                 f"{len(self.failed)} failed"]
+        counts = (f"nvpipe: batch: {len(self.converted)} converted, {len(self.skipped)} "
+                  f"skipped, {len(self.failed)} failed")
+        if self.not_started:
+            counts += f", {len(self.not_started)} not started"
+        lines = [counts]
         lines += [f"nvpipe: skipped: {path}: {reason}" for path, reason in self.skipped]
         lines += [f"nvpipe: failed: {path}: {reason}" for path, reason in self.failed]
+        lines += [f"nvpipe: not started: {path}: {reason}" for path, reason in self.not_started]
         return "\n".join(lines)
 
 

@@ -369,7 +369,7 @@ def _run(args: argparse.Namespace) -> int:
                             progress_factory=None if args.quiet else ProgressBar,
                             jobs=args.jobs, cluster=args.cluster)
         print(summary.report(), file=sys.stderr)
-        return EXIT_FAILED if summary.failed else 0
+        return EXIT_FAILED if summary.failed or summary.not_started else 0
 
     if args.jobs > 1 or args.cluster:
         raise NvpipeError("--jobs and --cluster are for batches: give a folder of videos or a glob")

@@ -604,6 +604,11 @@ def _run_on_ray(ray, clips, options, summary, jobs, show, log) -> None:
             except ray.exceptions.RayTaskError as error:  # an exception convert_clip let out
                 result = ClipResult(clip.job.input, FAILED, str(error).strip().splitlines()[0])
             except ray.exceptions.RayError as error:  # the worker or its node died
+                if not _cluster_alive(ray):
+                    _cluster_lost(type(error).__name__, [clip] + [c for c, _ in running.values()],
+                                  [c for c, _ in waiting], summary, log)
+                    display.finish()
+                    return
                 result = ClipResult(clip.job.input, DIED, type(error).__name__)
             if _settle(clip, attempt, result, display, summary, log):
                 waiting.insert(0, (clip, attempt + 1))
@@ -611,10 +616,65 @@ def _run_on_ray(ray, clips, options, summary, jobs, show, log) -> None:
         for ref in running:
             ray.cancel(ref)  # a KeyboardInterrupt in the task: it keeps what it did
         ray.wait(list(running), num_returns=len(running), timeout=60)
+        for clip, _ in running.values():  # what each clip kept, as --jobs N says it
+            print(f"nvpipe: {clip.name}: {_kept_on_disk(clip)}", file=log)
         from nvpipe.errors import Terminated
 
         raise BatchInterrupted(isinstance(interrupt, Terminated)) from None
     display.finish()
+
+
+# How long the liveness check of a cluster that failed a task may take (seconds).
+CLUSTER_PROBE_SECONDS = 10.0
+
+
+def _cluster_alive(ray) -> bool:
+    """Whether the cluster still has a live node (``ray.nodes()``, on a thread: with its
+    head gone it retries for minutes)."""
+    answer: dict = {}
+
+    def probe() -> None:
+        try:
+            answer["alive"] = any(node.get("Alive") for node in ray.nodes())
+        except Exception:  # noqa: BLE001 - any failure to answer is a lost cluster
+            answer["alive"] = False
+
+    thread = threading.Thread(target=probe, name="nvpipe-ray-probe", daemon=True)
+    thread.start()
+    thread.join(CLUSTER_PROBE_SECONDS)
+    if thread.is_alive():
+        ABANDONED.set()
+    return answer.get("alive", False)
+
+
+def _cluster_lost(why: str, running: list, waiting: list, summary, log) -> None:
+    """The cluster died under the batch: the clips it was converting failed (their hidden
+    partial files and locks removed now, not at the next run), the rest never started."""
+    from nvpipe.sinks.outputs import clean_leftovers
+
+    print(f"nvpipe: the Ray cluster was lost ({why}): {len(running)} clip"
+          f"{'s' * (len(running) != 1)} stopped, {len(waiting)} not started", file=log)
+    for clip in running:
+        for spec in clip.job.outputs:
+            clean_leftovers(str(spec.path))
+        summary.failed.append((clip.job.input, f"the Ray cluster was lost while converting "
+                                               f"it ({why}); nothing kept"))
+    for clip in waiting:
+        summary.not_started.append((clip.job.input, "the Ray cluster was lost before it "
+                                                    "started"))
+
+
+def _kept_on_disk(clip: Clip) -> str:
+    """What an interrupted clip left under its outputs' names (a task cancelled on a
+    cluster answers nothing, so the files tell): its partial outputs, or nothing."""
+    from nvpipe.app.manifest import COMPLETE, manifests_for
+
+    settings = job_settings(clip.job)
+    kept = [path for path, manifest in manifests_for(_recorded_outputs(clip.job)).items()
+            if os.path.exists(path) and manifest.state(path, clip.job.input, settings) != COMPLETE]
+    if not kept:
+        return "interrupted; nothing kept"
+    return "interrupted; kept " + ", ".join(f"{path} (incomplete)" for path in kept)
 
 
 __all__ = ["Clip", "ClipResult", "run_batch",

@@ -480,6 +480,21 @@ class Outputs:
             target.release()
 
 
+def clean_leftovers(path: str) -> bool:
+    """Removes the hidden staging files and the lock that runs which died (a lost Ray node)
+    left beside the output ``path``, unless a live run holds its lock. True when cleaned."""
+    target = _Target(OutputSpec(str(path)), None, f"nvpipe-{os.getpid()}-clean0")
+    if target.kind in ("null", "stream"):
+        return False
+    try:
+        target.take_lock()  # removes the leftovers; a live run's lock refuses
+    except OutputError:
+        return False
+    target.remove_staging()
+    target.release()
+    return True
+
+
 def _remove_path(path: str) -> None:
     try:
         if os.path.isdir(path) and not os.path.islink(path):
@@ -492,5 +507,5 @@ def _remove_path(path: str) -> None:
         pass
 
 
-__all__ = ["Outputs", "Placed", "TargetLock", "same_file", "WRITTEN", "KEPT_PARTIAL",
+__all__ = ["Outputs", "Placed", "TargetLock", "same_file", "clean_leftovers", "WRITTEN", "KEPT_PARTIAL",
            "LEFT_UNCHANGED", "NOT_WRITTEN", "STREAMED"]

@@ -343,3 +343,72 @@ def test_damaged_batch_record_is_said_kept_aside_and_rebuilt(small_clip, weights
     assert sorted(json.loads(record.read_text())["outputs"]) == ["a.mp4"]
     for name in ("a", "b", "c"):
         assert count_frames(out / f"{name}.mp4") == 2  # nothing replaced, nothing removed
+
+
+class _FakeRay:
+    """Enough of Ray for ``_run_on_ray``: every task's node dies (``get`` raises), and
+    ``nodes()`` then reports no live node, as a lost local Ray does."""
+
+    class exceptions:
+        class RayError(Exception):
+            pass
+
+        class RayTaskError(RayError):
+            pass
+
+        class NodeDiedError(RayError):
+            pass
+
+    def __init__(self):
+        self.submitted = []
+
+    def remote(self, **_):
+        fake = self
+
+        class Task:
+            def options(self, **_):
+                return self
+
+            def remote(self, clip, kill_after):
+                fake.submitted.append(clip.name)
+                return object()
+
+        return lambda function: Task()
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        raise self.exceptions.NodeDiedError("the node running this task died")
+
+    def nodes(self):
+        return [{"Alive": False}]
+
+    def cancel(self, ref):
+        pass
+
+
+def test_lost_cluster_fails_running_clips_and_leaves_the_rest_not_started(small_clip, tmp_path):
+    import io
+
+    from nvpipe.app.batch import BatchSummary
+    from nvpipe.app.schedule import Clip, _run_on_ray
+    from nvpipe.job import Job, OutputSpec
+
+    out = tmp_path / "out"
+    out.mkdir()
+    clips = [Clip(i + 1, 3, Job(str(small_clip), [OutputSpec(str(out / f"{name}.mp4"))]))
+             for i, name in enumerate("abc")]
+    # What a worker killed with its node leaves: a hidden partial file and its lock.
+    (out / ".a.nvpipe-4242-abcdef.partial.mp4").write_bytes(b"partial")
+    (out / ".a.mp4.nvpipe-lock").write_text("4242")
+    summary, log, fake = BatchSummary(), io.StringIO(), _FakeRay()
+    _run_on_ray(fake, clips, None, summary, 2, False, log)
+    assert fake.submitted == ["person.mp4", "person.mp4"]  # a and b started, c never
+    assert [reason for _, reason in summary.failed] == [
+        "the Ray cluster was lost while converting it (NodeDiedError); nothing kept"] * 2
+    assert summary.not_started == [(str(small_clip), "the Ray cluster was lost before it started")]
+    assert "worker died" not in log.getvalue() + summary.report()
+    assert "1 not started" in summary.report()
+    assert "the Ray cluster was lost (NodeDiedError): 2 clips stopped, 1 not started" in log.getvalue()
+    assert _listing(out) == []  # partials and locks cleaned now, not at the next run
