@@ -55,7 +55,7 @@ def measure(clip: Path, loops: int, folder: Path) -> dict:
     sender = threading.Thread(target=lambda: sent.update(n=streamer.stream_clip(
         str(clip), f"udp://127.0.0.1:{port}", loops=loops, start_delay=1.0)), daemon=True)
     out = folder / f"{clip.stem}.mp4"
-    job = Job(input=f"udp://127.0.0.1:{port}?fifo_size=5000000&overrun_nonfatal=1",
+    job = Job(input=f"udp://127.0.0.1:{port}?fifo_size=50000&overrun_nonfatal=1",
               outputs=[OutputSpec(str(out))], timeout=3)
     sender.start()
     started = time.perf_counter()
