@@ -412,3 +412,68 @@ def test_lost_cluster_fails_running_clips_and_leaves_the_rest_not_started(small_
     assert "1 not started" in summary.report()
     assert "the Ray cluster was lost (NodeDiedError): 2 clips stopped, 1 not started" in log.getvalue()
     assert _listing(out) == []  # partials and locks cleaned now, not at the next run
+
+
+class _InterruptedRay(_FakeRay):
+    """Ctrl-C arrives while the batch waits on its tasks; the cancelled tasks answer
+    nothing (as Ray's cancelled tasks do), so what they kept is read from the disk."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits = 0
+        self.cancelled = 0
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        self.waits += 1
+        if self.waits == 1:
+            raise KeyboardInterrupt
+        return refs, []
+
+    def cancel(self, ref):
+        self.cancelled += 1
+
+
+def test_ctrl_c_in_a_cluster_batch_names_what_each_clip_kept(small_clip, tmp_path):
+    import io
+
+    from nvpipe.app.batch import BatchSummary, job_settings
+    from nvpipe.app.manifest import BatchManifest
+    from nvpipe.app.schedule import BatchInterrupted, Clip, _run_on_ray
+    from nvpipe.job import Job, OutputSpec
+
+    out = tmp_path / "out"
+    out.mkdir()
+    clips = [Clip(i + 1, 2, Job(str(clip), [OutputSpec(str(out / f"{name}.mp4"))]))
+             for i, (name, clip) in enumerate([("a", small_clip), ("b", small_clip)])]
+    # a's task kept its frames done under the final name (its record says "started"); b's
+    # had written none.
+    (out / "a.mp4").write_bytes(small_clip.read_bytes())
+    BatchManifest(str(out)).mark_started([str(out / "a.mp4")], str(small_clip),
+                                         job_settings(clips[0].job))
+    log, fake = io.StringIO(), _InterruptedRay()
+    with pytest.raises(BatchInterrupted):
+        _run_on_ray(fake, clips, None, BatchSummary(), 1, False, log)
+    assert fake.cancelled == 2
+    lines = log.getvalue().splitlines()
+    assert f"nvpipe: person.mp4: interrupted; kept {out / 'a.mp4'} (incomplete)" in lines
+    assert "nvpipe: person.mp4: interrupted; nothing kept" in lines
+
+
+def test_ray_notices_are_silenced_before_connecting():
+    """Ray's "Token authentication is enabled" notice (and its off-main-thread SIGTERM
+    notice) printed even under --quiet: connect() silences both before ray.init."""
+    import logging
+
+    pytest.importorskip("ray")
+    from nvpipe.app.schedule import connect
+    from nvpipe.errors import NvpipeError
+
+    with pytest.raises(NvpipeError, match="cannot reach the Ray cluster at '127.0.0.1:1'"):
+        connect("127.0.0.1:1")
+    token = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    assert not token.isEnabledFor(logging.WARNING)
+    worker = logging.getLogger("ray._private.worker")
+    record = logging.LogRecord("ray._private.worker", logging.WARNING, __file__, 1,
+                               "SIGTERM handler is not set because current thread is not "
+                               "the main thread.", None, None)
+    assert not worker.filter(record)
