@@ -108,7 +108,7 @@ class Job:
         if self.frames is not None:
             check_whole(self.frames, "frames")
         if self.fps is not None:
-            self.fps = check_fps(self.fps)
+            check_fps(self.fps)  # the value kept as given: a Fraction stays exact
         if self.timeout is not None:
             check_positive(self.timeout, "timeout")
 
