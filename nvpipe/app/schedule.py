@@ -36,7 +36,7 @@ from nvpipe.platform.capacity import clip_resources
 # A worker that dies is retried this many times in all: a clip that kills its worker every
 # time (a decoder crash, memory) fails after 3 tries instead of holding the batch forever.
 MAX_ATTEMPTS = 3
-# Test hook (tests/test_schedule.py, tests/test_cluster.py): "STEM:FRAMES" makes the worker
+# Test hook (tests/app/test_schedule.py, tests/app/test_cluster.py): "STEM:FRAMES" makes the worker
 # converting clip STEM kill itself (SIGKILL) after FRAMES frames, on its first attempt only;
 # "STEM:FRAMES:every" on every attempt. Only worker processes read it, never --jobs 1.
 KILL_HOOK = "NVPIPE_TEST_KILL_WORKER"

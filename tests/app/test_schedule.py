@@ -3,7 +3,7 @@ outputs identical to a sequential run, a broken clip reported while the rest con
 worker killed mid-clip retried with nothing partial left, and resume after an interrupted
 batch redoing exactly the clips the record does not count as complete.
 
-The helpers here are shared with tests/test_cluster.py (the same cases on Ray).
+The helpers here are shared with tests/app/test_cluster.py (the same cases on Ray).
 """
 
 import io

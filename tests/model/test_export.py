@@ -27,7 +27,7 @@ av = pytest.importorskip("av")
 
 TOLERANCE = 1e-4  # FP32 ONNX vs the official ONNX, max abs
 SCRIPT_TOLERANCE = 1e-5  # TorchScript vs eager, max abs
-FP16_ALPHA_MAE = 1e-3  # per frame, as tests/test_gpu_pipeline.py asks of the FP16 GPU path
+FP16_ALPHA_MAE = 1e-3  # per frame, as tests/engine/test_gpu_pipeline.py asks of the FP16 GPU path
 FP16_MAX_ABS = 0.05  # FP16 ONNX in CPU ORT, real frames, ratio 0.25: measured 0.024 (fgr/pha)
 FRAMES = 8
 

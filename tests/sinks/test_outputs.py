@@ -3,7 +3,7 @@
 Each case checks the file that is left (decoded and counted, or absent), the message and
 the exit code. The "broken" cases of the reliability issue each failed on the code before
 ``nvpipe.sinks.outputs``: a failed --overwrite run replaced a good file with a partial one, batch
-resume skipped partial outputs, heights of 2 mod 4 were corrupted (tests/test_output_sizes.py
+resume skipped partial outputs, heights of 2 mod 4 were corrupted (tests/sinks/test_output_sizes.py
 and the end-to-end case here), and concurrent runs wrote one temporary file.
 """
 
