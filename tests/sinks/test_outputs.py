@@ -155,10 +155,10 @@ def test_batch_resume_after_a_killed_run(small_clip, weights_env, tmp_path):
     clips.mkdir()
     out.mkdir()
     shutil.copy(small_clip, clips / "a.mp4")
-    from nvpipe.app.batch import BatchOptions, job_settings
+    from nvpipe.app.batch import job_from_options, job_settings
     from nvpipe.app.manifest import BatchManifest
 
-    job = BatchOptions(ratio=0.5).job(str(clips / "a.mp4"), str(out / "a.mp4"))
+    job = job_from_options(str(clips / "a.mp4"), str(out / "a.mp4"), ratio=0.5)
     BatchManifest(str(out)).mark_started([str(out / "a.mp4")], str(clips / "a.mp4"),
                                          job_settings(job))
     (out / "a.mp4").write_bytes(b"half a file")
