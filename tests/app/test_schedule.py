@@ -134,10 +134,12 @@ def test_jobs_2_matches_sequential_and_reports_a_broken_clip(batch, tmp_path):
     check_matches_sequential_and_reports_broken(*batch, tmp_path / "out", jobs=2)
 
 
+@pytest.mark.slow
 def test_jobs_2_retries_a_killed_worker(batch, tmp_path, monkeypatch):
     check_killed_worker_is_retried(*batch, tmp_path / "out", monkeypatch, jobs=2)
 
 
+@pytest.mark.slow
 def test_jobs_2_resume_after_ctrl_c_redoes_only_the_incomplete(batch, tmp_path, footage):
     """The real command: Ctrl-C while a 50-frame clip converts; the batch stops with 130,
     the clip's frames done kept as a partial file that the record calls 'started'; the

@@ -145,6 +145,7 @@ def test_fp16_onnx_within_fp16_tolerance(exports, onnx_weights, footage):
     assert max(maes) < FP16_ALPHA_MAE and worst < FP16_MAX_ABS
 
 
+@pytest.mark.slow
 def test_exported_torchscript_frozen_matches_eager_on_real_frames(exports, onnx_weights, footage, official_network):
     frames = [torch.from_numpy(f) for f in _frames(str(footage("person_fullbody_360x640.mp4")), FRAMES)]
     eager = official_network

@@ -97,6 +97,7 @@ def test_failed_overwrite_keeps_the_good_file(truncated_clip, footage, weights_e
 
 
 # -- broken before: 2. batch resume counted failed and interrupted clips as done -------------
+@pytest.mark.slow
 def test_batch_resume_redoes_every_incomplete_output(small_clip, footage, truncated_clip,
                                                      weights_env, tmp_path):
     clips = tmp_path / "clips"
@@ -215,6 +216,7 @@ def test_heights_of_2_mod_4_convert_like_multiples_of_4(footage, weights_env, tm
 
 
 # -- broken before: 4. two runs writing one output at once ------------------------------------
+@pytest.mark.slow
 def test_a_second_writer_of_the_same_output_is_refused(footage, weights_env, tmp_path):
     target = tmp_path / "out.mp4"
     first = _start("run", footage("four_people_1080p.mp4"), target, "--ratio", "0.25", "--quiet")
@@ -360,6 +362,7 @@ def test_bad_requests_are_one_line(case, small_clip, weights_env, tmp_path):
         assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_png_output_says_the_audio_is_not_written(footage, weights_env, tmp_path):
     clip = footage("color/nasa_13013.mp4")  # has audio
     code, stderr = _cli("run", clip, tmp_path / "frames/", "--ratio", "0.5")
