@@ -21,7 +21,7 @@
 #   fidelity   FP16 vs FP32 alpha per frame
 # A dry run on a machine without a GPU (OUT=/tmp/x bash bench/gpu_session.sh) shows each
 # GPU step failing with its one-line reason and the results files written. SKIP="clips
-# x264" leaves steps out (tests/test_gpu_bench.py does, to stay cheap).
+# x264" leaves steps out (tests/bench/test_gpu_bench.py does, to stay cheap).
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/nvpipe-gpu-out}
@@ -125,9 +125,9 @@ step setup          45 setup
 step facts          15 facts
 step ctxleak        25 ctxleak
 step context        30 checks context
-step context-tests  40 cuda_tests context-tests tests/test_gpu_context.py tests/test_gpu_probe.py
+step context-tests  40 cuda_tests context-tests tests/platform/test_gpu_context.py tests/platform/test_gpu_probe.py
 step nvdec          40 checks nvdec
-step nvdec-tests    60 cuda_tests nvdec-tests tests/test_gpu_nvdec.py
+step nvdec-tests    60 cuda_tests nvdec-tests tests/sources/test_nvdec.py
 step clips          40 checks clips
 step network        70 checks network
 step decode         60 checks decode

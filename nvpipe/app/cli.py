@@ -331,7 +331,7 @@ def _stream_job(job, args: argparse.Namespace):
                                   if is_stream_output(args.key) else None))
     outputs[0] = replace(main, format=args.output_format)
     # --input-format, --timeout, --live/--no-live and --no-cut-reset reach the job by their Job field
-    # names (BatchOptions.from_args); the repeated --input-option pairs become its dict.
+    # names (batch.job_from_args); the repeated --input-option pairs become its dict.
     return replace(job, outputs=outputs, input_options=dict(args.input_option))
 
 
@@ -340,7 +340,7 @@ def _live_line(stats) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nvpipe.app.batch import BatchOptions, is_batch
+    from nvpipe.app.batch import batch_outputs, is_batch, job_from_args
     from nvpipe.app.schedule import run_batch
     from nvpipe.engine.runner import run
     from nvpipe.sources import is_picture_input
@@ -359,22 +359,22 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose and requested == "auto":
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
-    options = BatchOptions.from_args(args)
     batch = is_batch(args.input)
     if args.fps is not None and (batch or not is_picture_input(args.input)):
         raise NvpipeError("--fps is for picture-sequence inputs (a folder or %05d.png): a "
                           "video keeps its own timing")
     if batch:
-        summary = run_batch(args.input, args.output, options,
+        # The template's main output stands for every clip's: its format decides the kind.
+        template = job_from_args(args, output=batch_outputs("clip", args.output)[0])
+        summary = run_batch(args.input, args.output, template,
                             progress_factory=None if args.quiet else ProgressBar,
-                            jobs=args.jobs, cluster=args.cluster)
+                            jobs=args.jobs, cluster=args.cluster, verbose=args.verbose)
         print(summary.report(), file=sys.stderr)
         return EXIT_FAILED if summary.failed or summary.not_started else 0
 
     if args.jobs > 1 or args.cluster:
         raise NvpipeError("--jobs and --cluster are for batches: give a folder of videos or a glob")
-    job = _stream_job(options.job(args.input, args.output, alpha=args.alpha,
-                                  foreground=args.foreground), args)
+    job = _stream_job(job_from_args(args), args)
     bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
     try:
         result = run(job, progress=bar, verbose=args.verbose,

@@ -403,7 +403,7 @@ def test_lost_cluster_fails_running_clips_and_leaves_the_rest_not_started(small_
     (out / ".a.nvpipe-4242-abcdef.partial.mp4").write_bytes(b"partial")
     (out / ".a.mp4.nvpipe-lock").write_text("4242")
     summary, log, fake = BatchSummary(), io.StringIO(), _FakeRay()
-    _run_on_ray(fake, clips, None, summary, 2, False, log)
+    _run_on_ray(fake, clips, summary, 2, False, log)
     assert fake.submitted == ["person.mp4", "person.mp4"]  # a and b started, c never
     assert [reason for _, reason in summary.failed] == [
         "the Ray cluster was lost while converting it (NodeDiedError); nothing kept"] * 2
@@ -452,7 +452,7 @@ def test_ctrl_c_in_a_cluster_batch_names_what_each_clip_kept(small_clip, tmp_pat
                                          job_settings(clips[0].job))
     log, fake = io.StringIO(), _InterruptedRay()
     with pytest.raises(BatchInterrupted):
-        _run_on_ray(fake, clips, None, BatchSummary(), 1, False, log)
+        _run_on_ray(fake, clips, BatchSummary(), 1, False, log)
     assert fake.cancelled == 2
     lines = log.getvalue().splitlines()
     assert f"nvpipe: person.mp4: interrupted; kept {out / 'a.mp4'} (incomplete)" in lines
