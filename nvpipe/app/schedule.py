@@ -77,11 +77,12 @@ class ClipResult:
 
 
 # -- planning and the per-clip function ------------------------------------------------------
-def plan_batch(source: str, out: str, template: Job, summary, log=sys.stderr) -> list[Clip]:
+def plan_batch(source: str, out: str, template: Job, summary, log=None) -> list[Clip]:
     """The clips of ``source`` to convert into ``out``; those to skip (complete, or blocked
     by a file nvpipe did not write) and those whose job cannot be built go into
     ``summary``. A clip to redo gets ``overwrite`` (the files there are nvpipe's partial
     ones) and its reason is printed."""
+    log = log or sys.stderr
     inputs = batch_inputs(source)
     if not inputs:
         raise NvpipeError(f"no video files match {source!r}")
@@ -216,10 +217,12 @@ class BatchInterrupted(KeyboardInterrupt):
 def schedule_batch(source: str, out: str, template: Job, summary, *, jobs: int = 1,
                    cluster: Optional[str] = None,
                    progress_factory: Optional[Callable[[str], Callable]] = None,
-                   log=sys.stderr, verbose: bool = False) -> None:
+                   log=None, verbose: bool = False) -> None:
     """Plans the batch and converts its clips on the chosen back end: here (``jobs`` 1),
     in ``jobs`` local processes, or on the Ray cluster at ``cluster``; each clip's result
-    goes into ``summary``."""
+    goes into ``summary``. ``log`` None: ``sys.stderr`` as it is at the call (a default
+    bound at import kept the stream of whoever imported first: a test's closed capture)."""
+    log = log or sys.stderr
     if jobs < 1:
         raise NvpipeError(f"--jobs must be at least 1, got {jobs}")
     if cluster is None:
@@ -681,7 +684,7 @@ __all__ = ["Clip", "ClipResult", "run_batch",
 
 def run_batch(source: str, out: str, template: Job,
               progress_factory: Optional[Callable[[str], Callable]] = None,
-              log=sys.stderr, *, jobs: int = 1, cluster: Optional[str] = None,
+              log=None, *, jobs: int = 1, cluster: Optional[str] = None,
               verbose: bool = False) -> BatchSummary:
     """Convert every clip ``source`` names into ``out``; a failing clip is reported and the
     rest go on. Resume: a clip is skipped only when nvpipe's own record says each of its

@@ -319,7 +319,8 @@ def test_damaged_batch_record_is_said_kept_aside_and_rebuilt(small_clip, weights
     clips.mkdir()
     for name in ("a", "b", "c"):
         os.link(small_clip, clips / f"{name}.mp4")
-    assert main(["run", str(clips), str(out), "--quiet", "--ratio", "0.5", "--frames", "2"]) == 0
+    assert main(["run", str(clips), str(out), "--quiet", "--ratio", "0.5", "--frames", "2"]) == 0, \
+        capsys.readouterr().err
     record = out / ".nvpipe-batch.json"
     entries = json.loads(record.read_text())["outputs"]
     assert sorted(entries) == ["a.mp4", "b.mp4", "c.mp4"]
