@@ -13,6 +13,10 @@ if not torch.cuda.is_available():
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NVPIPE_SHARED", REPO.parent / "shared"))
+# The commands the tests start in subprocesses import this checkout, whatever else is
+# installed (an editable install of another worktree, say).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -118,6 +122,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # The CLI's default device is auto (the GPU where it can run); tests that want the GPU
     # say --device cuda, so a GPU machine runs the CPU tests as CI does.
     monkeypatch.setenv("NVPIPE_DEVICE", "cpu")
+    # The CPU engine is torch unless a test asks (auto would export and time ONNX Runtime
+    # in every test's fresh cache); tests/engine/test_cpu_engines.py tests the others.
+    monkeypatch.setenv("NVPIPE_ENGINE", "torch")
 
 
 CLIP_FRAMES = 8
