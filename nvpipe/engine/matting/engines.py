@@ -30,7 +30,7 @@ import torch
 from nvpipe.engine.matting.eager import EagerMatting
 from nvpipe.errors import NvpipeError
 
-ENGINES = ("auto", "torch", "onnxruntime")
+from nvpipe.job import CPU_ENGINES as ENGINES  # noqa: E402 - the one vocabulary
 ENGINE_ENV = "NVPIPE_ENGINE"
 TIMED_CALLS = 3
 

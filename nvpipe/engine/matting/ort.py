@@ -91,10 +91,12 @@ class OrtMatting:
 
     def __init__(self, network: torch.nn.Module, downsample_ratio: Optional[float] = None,
                  threads: Optional[int] = None,
-                 coefficient_format: torch.memory_format = torch.contiguous_format):
+                 coefficient_format: torch.memory_format = torch.contiguous_format,
+                 model: Optional[Path | str] = None):
         self.variant = getattr(network, "variant", "mobilenetv3")
         use_refiner = downsample_ratio is None or float(downsample_ratio) != 1
-        self.session = session_for(coefficients_model(network, use_refiner), threads)
+        # model: another file of the same interface (bench/cpu_fidelity.py's int8 one)
+        self.session = session_for(model or coefficients_model(network, use_refiner), threads)
         self.coefficient_format = coefficient_format
         self._states: Optional[list[np.ndarray]] = None
         self._fresh = True
