@@ -249,7 +249,10 @@ def _dtype_for(job: Job) -> torch.dtype:
 
 
 def _network_dtype(job: Job) -> Optional[torch.dtype]:
-    return torch.bfloat16 if job.dtype == "bfloat16" else None
+    """The CPU network's precision where the job names one (None: the engine's default)."""
+    if job.device != "cpu" or job.dtype is None:
+        return None
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(job.dtype)
 
 
 def output_info(info: StreamInfo, resize: Optional[tuple[int, int]]) -> StreamInfo:

@@ -19,7 +19,8 @@ from conftest import count_frames
 
 import rvm
 from nvpipe.engine.matting import MattingStage
-from nvpipe.engine.matting.engines import CpuMatting, read_choices, requested_engine
+from nvpipe.engine.matting import engines
+from nvpipe.engine.matting.engines import BF16_ENGINE, CpuMatting, read_choices, requested_engine
 from nvpipe.errors import NvpipeError
 
 pytest.importorskip("onnxruntime")
@@ -101,11 +102,12 @@ def test_auto_times_once_and_caches_the_choice(official_network, monkeypatch):
     assert first.name is None  # chosen on the first call, at its input size
     small = torch.rand(3, 36, 64)
     coeff_a, _ = first(small)
-    assert first.name in ("torch", "onnxruntime") and set(first.timings) == {"torch", "onnxruntime"}
+    names = {"torch", "onnxruntime"} | ({BF16_ENGINE} if first.bf16_candidate else set())
+    assert first.name in names and set(first.timings) == names
     assert coeff_a.shape == (4, 36, 64)
     (key, entry), = read_choices().items()
     assert "36x64" in key and entry["engine"] == first.name
-    assert set(entry["ms_per_frame"]) == {"torch", "onnxruntime"}
+    assert set(entry["ms_per_frame"]) == names
     # The first call's answer is the first frame's (the timing left no state behind).
     fresh = CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO, engine=first.name)
     torch.testing.assert_close(fresh(small)[0], coeff_a, rtol=0, atol=1e-6)
@@ -157,3 +159,21 @@ def test_cli_onnxruntime_engine_with_profile(small_clip, weights_env, tmp_path, 
     for stage in ("decode", "convert", "network", "tail", "encode"):
         assert f"  {stage} " in err
     assert "GFLOP/s" in err and "cores busy" in err
+
+
+def test_auto_times_bfloat16_only_where_it_meets_the_bar(official_network, monkeypatch):
+    import copy
+
+    monkeypatch.delenv("NVPIPE_ENGINE", raising=False)
+    monkeypatch.setattr(engines, "BF16_MEETS_BAR", True)
+    monkeypatch.setattr(engines, "native_bf16", lambda: True)
+    default = CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO, dtype=None)
+    asked = CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO)  # float32
+    assert default.bf16_candidate and not asked.bf16_candidate
+    coeff_a, _ = default(torch.rand(3, 36, 64))
+    assert coeff_a.dtype == torch.float32
+    assert set(default.timings) == {"torch", "onnxruntime", BF16_ENGINE}
+    assert any(key.endswith("|bf16") for key in read_choices())
+    monkeypatch.setattr(engines, "native_bf16", lambda: False)  # a CPU without BF16
+    assert not CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO,
+                          dtype=None).bf16_candidate

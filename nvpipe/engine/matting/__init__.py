@@ -53,7 +53,8 @@ class MattingStage:
             or auto. Ignored on CUDA.
         network_dtype: the network's precision on the CPU where it differs from ``dtype``
             (``torch.bfloat16``: the pipeline stays float32, the coefficients come back
-            float32).
+            float32; ``torch.float32`` asked for explicitly; None: the default, which
+            ``engines.CpuMatting`` decides).
 
     ``__call__(src_sm, src=None)`` takes ``[T, 3, h, w]`` (T = 1..chunk) and returns
     ``(coeff_a, coeff_b)``, each ``[T, 4, h, w]`` in ``coefficient_format``, for
@@ -94,7 +95,8 @@ class MattingStage:
         # chunk shape (each with its own state buffers; eager where capture failed).
         self._single = (ForwardOnlyMatting(self.network, self.ratio) if forward_only
                         else None if self.use_cuda_graphs
-                        else self._new_cpu(engine, network_dtype or dtype)
+                        else self._new_cpu(engine, network_dtype if network_dtype is not None
+                                           else None if dtype == torch.float32 else dtype)
                         if self.device.type == "cpu" else self._new_eager())
         self._graphs: dict[tuple[int, ...], object] = {}
         self._last = None  # the implementation that ran last: it holds the current state
@@ -104,7 +106,8 @@ class MattingStage:
                             downsample_ratio=self.ratio,
                             coefficient_format=self.coefficient_format)
 
-    def _new_cpu(self, engine: Optional[str], dtype: torch.dtype):
+    def _new_cpu(self, engine: Optional[str], dtype: Optional[torch.dtype]):
+        """None: float32, or what ``engines.CpuMatting`` may choose by default."""
         from nvpipe.engine.matting.engines import CpuMatting
 
         return CpuMatting(self.network, downsample_ratio=self.ratio, engine=engine, dtype=dtype,

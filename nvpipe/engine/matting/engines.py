@@ -33,6 +33,21 @@ from nvpipe.errors import NvpipeError
 from nvpipe.job import CPU_ENGINES as ENGINES  # noqa: E402 - the one vocabulary
 ENGINE_ENV = "NVPIPE_ENGINE"
 TIMED_CALLS = 3
+BF16_ENGINE = "torch-bfloat16"
+# Whether BF16 keeps the alpha within the default's bar (MAD <= 1e-3 on every frame of every
+# shared clip, no growth): bench/results/cpu-fidelity.json. Where it does and the CPU has
+# BF16 arithmetic (AVX512-BF16 or AMX), auto times it beside the float32 engines.
+BF16_MEETS_BAR = False
+
+
+def native_bf16() -> bool:
+    """The CPU has BF16 arithmetic (AVX512-BF16 or AMX-BF16), which oneDNN uses."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def requested_engine(engine: Optional[str] = None) -> str:
@@ -121,14 +136,15 @@ class CpuMatting:
         downsample_ratio: the job's ratio (1: no refiner).
         engine: ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (None: ``$NVPIPE_ENGINE`` or auto).
         dtype: the network's precision: float32, or bfloat16 (torch only; coefficients are
-            returned as float32 either way).
+            returned as float32 either way). None: float32, or under auto also
+            ``"torch-bfloat16"`` where ``BF16_MEETS_BAR`` and ``native_bf16()``.
 
     ``name`` is the engine running (None until the first call under auto); ``timings`` the
     ms per call measured for the choice (empty when it came from the cache or was asked).
     """
 
     def __init__(self, network: torch.nn.Module, *, downsample_ratio: Optional[float],
-                 engine: Optional[str] = None, dtype: torch.dtype = torch.float32,
+                 engine: Optional[str] = None, dtype: Optional[torch.dtype] = torch.float32,
                  coefficient_format: torch.memory_format = torch.contiguous_format):
         import rvm
 
@@ -136,6 +152,8 @@ class CpuMatting:
 
         self.network = network
         self.ratio = downsample_ratio
+        self.bf16_candidate = dtype is None and BF16_MEETS_BAR and native_bf16()
+        dtype = dtype or torch.float32
         self.dtype = dtype
         self.coefficient_format = coefficient_format
         self.threads = budget().network
@@ -156,6 +174,12 @@ class CpuMatting:
             self._start("torch")
 
     def _make(self, name: str):
+        if name == BF16_ENGINE:
+            import copy
+
+            return EagerMatting(copy.deepcopy(self.network), None, "cpu", torch.bfloat16,
+                                downsample_ratio=self.ratio,
+                                coefficient_format=self.coefficient_format)
         if name == "onnxruntime":
             from nvpipe.engine.matting.ort import OrtMatting
 
@@ -171,13 +195,14 @@ class CpuMatting:
     def _choose(self, src_sm: torch.Tensor) -> None:
         """auto: the cached choice for this input size, else time both and record it."""
         use_refiner = self.ratio is None or float(self.ratio) != 1
+        names = ("torch", "onnxruntime") + ((BF16_ENGINE,) if self.bf16_candidate else ())
         key = choice_key(src_sm.shape, getattr(self.network, "variant", "mobilenetv3"),
-                         use_refiner, self.threads)
+                         use_refiner, self.threads) + ("|bf16" if self.bf16_candidate else "")
         cached = read_choices().get(key)
-        if isinstance(cached, dict) and cached.get("engine") in ("torch", "onnxruntime"):
+        if isinstance(cached, dict) and cached.get("engine") in names:
             self._start(cached["engine"])
             return
-        candidates = {name: self._make(name) for name in ("torch", "onnxruntime")}
+        candidates = {name: self._make(name) for name in names}
         one = src_sm[:1] if src_sm.ndim == 4 else src_sm
         with torch.inference_mode():
             self.timings = _time_calls(candidates, torch.rand_like(one), TIMED_CALLS)
