@@ -280,7 +280,10 @@ def load_network(job: Job, dtype: torch.dtype):
         raise NvpipeError(f"--weights {job.weights} is a folder: give a .pth or .onnx file")
     try:
         # The matting stage prepares it for the device (nvpipe.engine.matting.prepare_network).
-        return rvm.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
+        # ONNX weights: converted once, then read from nvpipe's cache (start-up).
+        from nvpipe.model import converted
+
+        return converted.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
     except rvm.WeightsError as error:
         raise NvpipeError(str(error)) from None
 
