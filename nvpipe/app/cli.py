@@ -212,9 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
     run.add_argument("--dtype", choices=DTYPES,
                      help="network precision (default: float32 on cpu, float16 on cuda). "
-                          "bfloat16: CPU, opt-in, ~1.1-1.35x faster network on AVX512-BF16/"
-                          "AMX, but alpha drifts from float32 (worst-frame MAD 4.5e-3, over "
-                          "the 1e-3 bar; bench/cpu_fidelity.py)")
+                          "bfloat16: CPU, opt-in: a faster network where the CPU has "
+                          "AVX512-BF16/AMX (0.69x the float32 ONNX Runtime engine's time, "
+                          "512x288, one loaded 2-core run), but its alpha is further from "
+                          "float32 than the 1e-3 default bar on 5 of the 12 shared clips: "
+                          "worst-frame MAD 4.4e-3, 5.7e-4 on the people clips "
+                          "(bench/results/cpu-fidelity.json)")
     run.add_argument("--engine", choices=CPU_ENGINES, default=os.environ.get("NVPIPE_ENGINE"),
                      help="what runs the network on the CPU: auto (default, or "
                           "$NVPIPE_ENGINE): the faster of torch and onnxruntime, timed once "
