@@ -61,7 +61,7 @@ SIZES = {"360p": (640, 360, 0.75), "720p": (1280, 720, 0.375), "1080p": (1920, 1
          "4k": (3840, 2160, 0.125)}
 # Frames per size: sized so that the default run (3 pairs, 4 sizes) ends within ~10 minutes
 # on a quiet 2-core machine (the plain loop's 4K frame is the costliest, ~1 s there).
-FRAMES = {"360p": 150, "720p": 120, "1080p": 90, "4k": 40}
+FRAMES = {"360p": 120, "720p": 100, "1080p": 80, "4k": 36}
 STAGES = ("decode", "convert", "network", "tail", "encode")
 PLAIN, NVPIPE = "plain_loop", "nvpipe"
 

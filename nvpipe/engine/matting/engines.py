@@ -32,7 +32,7 @@ from nvpipe.errors import NvpipeError
 
 from nvpipe.job import CPU_ENGINES as ENGINES  # noqa: E402 - the one vocabulary
 ENGINE_ENV = "NVPIPE_ENGINE"
-TIMED_CALLS = 3
+TIMED_CALLS = 5  # per engine, interleaved, after one warm-up: ~0.6 s once at 480x270 on 2 cores
 BF16_ENGINE = "torch-bfloat16"
 # Whether BF16 keeps the alpha within the default's bar (MAD <= 1e-3 on every frame of every
 # shared clip, no growth): bench/results/cpu-fidelity.json. Where it does and the CPU has
