@@ -14,6 +14,9 @@ Modes (each what ``nvpipe run --device cpu`` runs with that setting):
 - ``torch``: ``--engine torch`` (float32, channels_last: summation order only);
 - ``onnxruntime``: ``--engine onnxruntime`` (nvpipe's ONNX export in ONNX Runtime, float32);
 - ``bfloat16``: ``--dtype bfloat16`` (torch, oneDNN's BF16 kernels on AVX512-BF16/AMX);
+- ``bf16-gru32``: an experiment, not offered: BF16 except the four ConvGRUs (recurrent
+  state kept in float32) and the refiner's coefficient step (``rvm.precision``'s float32
+  modules, as its fp16-gru32-refiner32 mode), channels_last;
 - ``int8``: ONNX Runtime's dynamic int8 quantization of the same export
   (``onnxruntime.quantization.quantize_dynamic``, weights QInt8), not offered by nvpipe;
   measured here to say why.
@@ -41,8 +44,32 @@ import rvm  # noqa: E402
 from fp16_fidelity import (CRITERION, SHARED, alpha_of, clip_paths, differences, machine,  # noqa: E402
                            sig, summarise)
 
-MODES = ("torch", "onnxruntime", "bfloat16", "int8")
+MODES = ("torch", "onnxruntime", "bfloat16", "int8", "bf16-gru32")
 DEFAULT_WEIGHTS = SHARED / "weights" / "rvm_mobilenetv3_fp32.onnx"
+
+
+class MixedBf16:
+    """BF16 with the ConvGRUs and the refiner in float32 (state float32 between frames)."""
+
+    def __init__(self, network: rvm.MattingNetwork):
+        from rvm.blocks import ConvGRU
+        from rvm.precision import Float32ConvGRU, Float32Refiner, _swap_class
+
+        rvm.optimize_for_cpu(network)
+        kept = [m for m in network.modules() if isinstance(m, ConvGRU)] + [network.refiner]
+        inside = {id(m) for k in kept for m in k.modules()}
+        for module in network.modules():
+            if id(module) not in inside:
+                module._apply(lambda t: t.to(torch.bfloat16) if t.is_floating_point() else t,
+                              recurse=False)
+        for module in kept:
+            module.float()
+            _swap_class(module, Float32Refiner if module is network.refiner else Float32ConvGRU)
+        self.network, self.state = network, [None] * 4
+
+    def __call__(self, small):
+        a, b, *self.state = self.network.coefficients(small[None].to(torch.bfloat16), *self.state)
+        return a[0].float(), b[0].float()
 
 
 def make_modes(reference: rvm.MattingNetwork, ratio: float, modes: list[str], scratch: Path) -> dict:
@@ -65,6 +92,8 @@ def make_modes(reference: rvm.MattingNetwork, ratio: float, modes: list[str], sc
             if not target.exists():
                 quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)
             made[mode] = OrtMatting(network, ratio, model=target)
+        elif mode == "bf16-gru32":
+            made[mode] = MixedBf16(network)
         else:
             raise SystemExit(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
     return made
