@@ -98,6 +98,12 @@ def test_auto_times_once_and_caches_the_choice(official_network, monkeypatch):
     monkeypatch.delenv("NVPIPE_ENGINE", raising=False)
     import copy
 
+    monkeypatch.setattr(engines, "_load_average", lambda: 100.0)  # a busy machine
+    busy = CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO)
+    busy(torch.rand(3, 36, 64))
+    assert busy.name and busy.timings and read_choices() == {}  # used, not kept
+    monkeypatch.setattr(engines, "_load_average", lambda: 0.5)
+
     first = CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO)
     assert first.name is None  # chosen on the first call, at its input size
     small = torch.rand(3, 36, 64)
@@ -166,6 +172,7 @@ def test_auto_times_bfloat16_only_where_it_meets_the_bar(official_network, monke
 
     monkeypatch.delenv("NVPIPE_ENGINE", raising=False)
     monkeypatch.setattr(engines, "BF16_MEETS_BAR", True)
+    monkeypatch.setattr(engines, "_load_average", lambda: 0.5)
     monkeypatch.setattr(engines, "native_bf16", lambda: True)
     default = CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO, dtype=None)
     asked = CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO)  # float32

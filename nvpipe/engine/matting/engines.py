@@ -9,7 +9,9 @@
 ``"auto"`` (the default; ``--engine`` or ``$NVPIPE_ENGINE`` say otherwise) times both on the
 first chunk's input size, interleaved (1 warm-up and ``TIMED_CALLS`` calls each), runs the
 faster and records the choice in ``$NVPIPE_CACHE/cpu-engine.json``, keyed by CPU model,
-cores, library versions and input size, so later runs on this machine skip the timing.
+cores, library versions and input size, so later runs on this machine skip the timing. A
+timing taken while the 1-minute load average is above the network's threads is used for
+that run only (not recorded): the next run times again.
 Where ONNX Runtime is not installed, or the network is not an ``rvm.MattingNetwork`` in
 float32, auto is torch. ``--dtype bfloat16`` is torch's (ORT's CPU provider has no BF16
 convolution).
@@ -114,6 +116,13 @@ def _record_choice(key: str, entry: dict) -> None:
         pass  # a read-only cache: time again next run
 
 
+def _load_average() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def _time_calls(implementations: dict, src_sm: torch.Tensor, calls: int) -> dict[str, float]:
     """Median ms per call of each implementation, interleaved (load drifts hit both)."""
     times: dict[str, list[float]] = {name: [] for name in implementations}
@@ -208,9 +217,14 @@ class CpuMatting:
         with torch.inference_mode():
             self.timings = _time_calls(candidates, torch.rand_like(one), TIMED_CALLS)
         winner = min(self.timings, key=self.timings.get)
-        _record_choice(key, {"engine": winner,
-                             "ms_per_frame": {k: round(v, 2) for k, v in self.timings.items()},
-                             "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        load = _load_average()
+        if load is None or load <= self.threads:
+            # Kept only when timed on a machine that was not busy: with other work on the
+            # cores the engines' order can change (2 cores, 480x270-512x288: ORT 75 vs torch
+            # 94 ms at load 4; torch 245 vs ORT 268 ms at load 7), and the choice lasts.
+            _record_choice(key, {"engine": winner, "load_1min": load,
+                                 "ms_per_frame": {k: round(v, 2) for k, v in self.timings.items()},
+                                 "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
         self._start(winner, candidates[winner])
 
     def __call__(self, src_sm: torch.Tensor, src=None) -> tuple[torch.Tensor, torch.Tensor]:
