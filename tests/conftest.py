@@ -122,6 +122,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # The CLI's default device is auto (the GPU where it can run); tests that want the GPU
     # say --device cuda, so a GPU machine runs the CPU tests as CI does.
     monkeypatch.setenv("NVPIPE_DEVICE", "cpu")
+    # The CPU engine is torch unless a test asks (auto would export and time ONNX Runtime
+    # in every test's fresh cache); tests/engine/test_cpu_engines.py tests the others.
+    monkeypatch.setenv("NVPIPE_ENGINE", "torch")
 
 
 CLIP_FRAMES = 8

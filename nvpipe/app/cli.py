@@ -168,7 +168,8 @@ def add_stream_arguments(run: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from nvpipe.app.commands import VARIANT_HELP
-    from nvpipe.job import CODECS, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS, OUTPUT_KINDS, VARIANTS
+    from nvpipe.job import (CODECS, CPU_ENGINES, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS,
+                            OUTPUT_KINDS, VARIANTS)
 
     parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -210,7 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
                      help="frames per network call (default 1)")
     run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
     run.add_argument("--dtype", choices=DTYPES,
-                     help="network precision (default: float32 on cpu, float16 on cuda)")
+                     help="network precision (default: float32 on cpu, float16 on cuda). "
+                          "bfloat16: CPU, opt-in: a faster network where the CPU has "
+                          "AVX512-BF16/AMX (0.69x the float32 ONNX Runtime engine's time, "
+                          "512x288, one loaded 2-core run), but its alpha is further from "
+                          "float32 than the 1e-3 default bar on 5 of the 12 shared clips: "
+                          "worst-frame MAD 4.4e-3, 5.7e-4 on the people clips "
+                          "(bench/results/cpu-fidelity.json)")
+    run.add_argument("--engine", choices=CPU_ENGINES, default=os.environ.get("NVPIPE_ENGINE"),
+                     help="what runs the network on the CPU: auto (default, or "
+                          "$NVPIPE_ENGINE): the faster of torch and onnxruntime, timed once "
+                          "per machine and input size and cached; torch; onnxruntime")
+    run.add_argument("--profile", action="store_true",
+                     help="print where a frame's time went: ms per frame per stage, cores "
+                          "busy, queue waits, the network's GFLOP/s against this machine's "
+                          "matmul peak")
     run.add_argument("--start", type=parse_start, default=0.0, metavar="T",
                      help="skip the input's first T seconds (12.5 or HH:MM:SS.ms, as ffmpeg "
                           "-ss); the output and its audio begin there, at time 0")
@@ -356,7 +371,8 @@ def _run(args: argparse.Namespace) -> int:
     bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
     try:
         result = run(job, progress=bar, verbose=args.verbose,
-                     live_report=_live_line if args.verbose else None)
+                     live_report=_live_line if args.verbose else None,
+                     profile=getattr(args, "profile", False))
     finally:
         if bar:
             bar.finish()
@@ -373,11 +389,16 @@ def _run(args: argparse.Namespace) -> int:
             print(f"nvpipe: {path}: encoder {encoder}", file=sys.stderr)
         if result.telemetry:
             print(f"nvpipe: telemetry {result.telemetry}", file=sys.stderr)
+    if result.profile is not None:
+        from nvpipe.engine.profile import format_profile
+
+        print(format_profile(result.profile), file=sys.stderr)
     if not args.quiet:
         encoders = ", ".join(sorted(set(result.encoders.values())))
+        engine = f"network {result.engine}, " if job.device == "cpu" and result.engine else ""
         print(f"nvpipe: {result.frames} frames in {result.seconds:.1f} s "
-              f"({result.fps:.1f} fps on {job.device}, {encoders}) -> {', '.join(result.outputs)}",
-              file=sys.stderr)
+              f"({result.fps:.1f} fps on {job.device}, {engine}{encoders}) -> "
+              f"{', '.join(result.outputs)}", file=sys.stderr)
     return 0
 
 

@@ -60,6 +60,8 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     live: Optional[LiveStats] = None  # a live input's drops, rate and latency
     cuts: list[int] = field(default_factory=list)  # frames where the memory was reset
+    engine: Optional[str] = None  # what ran the network (MattingStage.engine)
+    profile: Optional[dict] = None  # --profile: nvpipe.engine.profile.Profile.report()
 
     @property
     def fps(self) -> float:
@@ -238,9 +240,19 @@ def default_dtype(device: str) -> torch.dtype:
 
 
 def _dtype_for(job: Job) -> torch.dtype:
+    """The pipeline's dtype (frames, coefficients). ``bfloat16`` is the CPU network's
+    alone (``_network_dtype``): the frames and the tail stay float32."""
     if job.dtype is not None:
-        return {"float32": torch.float32, "float16": torch.float16}[job.dtype]
+        return {"float32": torch.float32, "float16": torch.float16,
+                "bfloat16": torch.float32}[job.dtype]
     return default_dtype(job.device)
+
+
+def _network_dtype(job: Job) -> Optional[torch.dtype]:
+    """The CPU network's precision where the job names one (None: the engine's default)."""
+    if job.device != "cpu" or job.dtype is None:
+        return None
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(job.dtype)
 
 
 def output_info(info: StreamInfo, resize: Optional[tuple[int, int]]) -> StreamInfo:
@@ -268,7 +280,10 @@ def load_network(job: Job, dtype: torch.dtype):
         raise NvpipeError(f"--weights {job.weights} is a folder: give a .pth or .onnx file")
     try:
         # The matting stage prepares it for the device (nvpipe.engine.matting.prepare_network).
-        return rvm.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
+        # ONNX weights: converted once, then read from nvpipe's cache (start-up).
+        from nvpipe.model import converted
+
+        return converted.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
     except rvm.WeightsError as error:
         raise NvpipeError(str(error)) from None
 
@@ -337,7 +352,8 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
     # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
     converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
                           ring_size=pacing.decoded + job.chunk + 2)
-    matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
+    matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype, engine=job.engine,
+                           network_dtype=_network_dtype(job))
     cuts = None
     if job.cut_reset:
         from nvpipe.engine.cuts import CutDetector
@@ -368,12 +384,13 @@ def _open_outputs(job: Job, source, device: torch.device) -> tuple[StreamInfo, O
 
 def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         stop: Optional[threading.Event] = None, network: Optional[torch.nn.Module] = None,
-        verbose: bool = False, live_report: Optional[Callable[[LiveStats], None]] = None
-        ) -> RunResult:
+        verbose: bool = False, live_report: Optional[Callable[[LiveStats], None]] = None,
+        profile: bool = False) -> RunResult:
     """Run ``job`` to completion; see the module docstring for threads, errors and outputs.
 
     ``network`` overrides loading weights from ``job`` (an ``rvm.MattingNetwork`` already on
-    the job's device and dtype). ``live_report`` is called about once a second of a live
+    the job's device and dtype). ``profile``: ``RunResult.profile`` says where the time went
+    (``nvpipe.engine.profile``). ``live_report`` is called about once a second of a live
     run with its figures so far. Raises ``NvpipeError`` for anything the user can fix, its
     message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
     """
@@ -406,6 +423,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     frames_done = 0
     cuts: list[int] = []
     telemetry = None
+    pipeline = profiler = None
     threads: list[threading.Thread] = []
     try:
         pipeline = _build_pipeline(job, source.info, sink_info, outputs, network, device, dtype,
@@ -422,6 +440,11 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
             threads.append(threading.Thread(target=receive_worker, name=RECEIVE_THREAD,
                                             daemon=True, args=(source, mailbox, stages)))
             frames = mailbox.drain(stages.stop)
+        if profile:
+            from nvpipe.engine.profile import Profile
+
+            profiler = Profile()
+            frames = profiler.attach(pipeline, outputs.sinks, stages, frames)
         threads.append(threading.Thread(
             target=decode_worker, name="nvpipe-decode", daemon=True,
             args=(frames, pipeline.converter, pipeline.transfer, decoded, stages, pipeline.cuts)))
@@ -470,8 +493,13 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         if telemetry is not None:
             telemetry.stop()
     live = _live_stats(mailbox, latency, outputs) if mailbox is not None else None
-    return _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
-                        notes=list(source.notes), live=live, cuts=cuts)
+    result = _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
+                          notes=list(source.notes), live=live, cuts=cuts)
+    if pipeline is not None:
+        result.engine = pipeline.matting.engine
+    if profiler is not None:
+        result.profile = profiler.report(frames_done, pipeline.matting)
+    return result
 
 
 def _live_stats(mailbox: LatestFrames, latency: dict[str, LatencyLog],

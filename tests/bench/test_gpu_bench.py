@@ -69,20 +69,35 @@ def test_throughput_plot_draws_every_size(tmp_path):
     pytest.importorskip("matplotlib")
     from bench import throughput
 
-    report = {"device": "cpu", "clip": "c.mp4", "frames": 30, "pairs": 1,
-              "machine": {"cpu": "test CPU", "cores": 2, "gpu": None, "driver": None}, "sizes": {}}
+    report = {"device": "cpu", "clip": "c.mp4", "pairs": 1, "load_before": [0.1, 0.1, 0.1],
+              "machine": {"cpu": "test CPU", "cores": 2, "gpu": None}, "sizes": {}}
     for index, (name, (width, height, ratio)) in enumerate(throughput.SIZES.items()):
+        stages = {stage: {"ms_per_frame": 10.0 * (index + 1)} for stage in throughput.STAGES}
         report["sizes"][name] = {
-            "width": width, "height": height, "ratio": ratio,
-            "stages": {stage: 10.0 * (index + 1) for stage in throughput.STAGES},
-            "end_to_end": {"nvpipe": {"fps": 3.0}, "pyav_onnxruntime_loop": {"fps": 2.0},
-                           "nvpipe_over_loop": 1.5}}
-    report["sizes"]["4k"]["stages"] = {"error": "RuntimeError: out of memory"}  # a failed size
+            "width": width, "height": height, "ratio": ratio, "frames": 10,
+            "end_to_end": {"nvpipe": {"fps": 3.0}, "plain_loop": {"fps": 2.0},
+                           "median_pair_ratio": 1.5,
+                           "profile": {"profile": {"stages": stages}}}}
+    report["sizes"]["4k"]["end_to_end"] = {"error": "RuntimeError: out of memory"}  # a failed size
     target = throughput.plot(report, str(tmp_path / "p.png"))
     from PIL import Image
 
     with Image.open(target) as image:
         assert image.size[0] > 800 and image.size[1] > 400
+
+
+def test_throughput_pairs_summary():
+    from bench import throughput
+
+    runs = {"plain_loop": [{"fps": 2.0, "cores_busy": 1.0}, {"fps": 1.0, "cores_busy": 0.9},
+                           {"error": "x"}],
+            "nvpipe": [{"fps": 3.0, "cores_busy": 1.8}, {"fps": 2.0, "cores_busy": 1.7},
+                       {"fps": 4.0, "cores_busy": 1.9}]}
+    summary = throughput.summarise_pairs(runs)
+    assert summary["plain_loop"]["fps"] == 1.5 and summary["nvpipe"]["fps"] == 3.0
+    assert summary["pair_ratios"] == [1.5, 2.0]  # the failed plain run drops its pair
+    assert summary["median_pair_ratio"] == 1.75 and summary["nvpipe_over_plain"] == 2.0
+    assert summary["nvpipe"]["cores_busy"] == 1.8
 
 
 def test_targets_from_measurements():
