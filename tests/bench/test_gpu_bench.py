@@ -125,48 +125,157 @@ def test_summary_rows_show_each_failed_stage_and_keep_the_rest():
 # --------------------------------------------------------------------------- the one device call
 
 SESSION = Path(__file__).resolve().parents[2] / "bench" / "gpu_session.sh"
-SESSION_STEPS = ["setup", "facts", "ctxleak", "context", "context-tests", "nvdec", "nvdec-tests",
-                 "clips", "network", "decode", "end_to_end", "x264", "fidelity"]
+SESSION_STEPS = ["setup", "facts", "ctxleak", "context", "nvdec-race", "context-tests", "nvdec",
+                 "nvdec-tests", "clips", "network", "decode", "end_to_end", "x264", "fidelity"]
+# What the device brings back from $OUT: at most 8 files (../.library/device/README.md).
+DEVICE_MAX_FILES = 8
 
 
-def _session(tmp_path, python_body: str, seconds: int):
-    """gpu_session.sh with a stand-in python (``python_body`` is its bash), a budget of
-    ``seconds``; returns the rows of steps.tsv by step name."""
+def _session(tmp_path, python_body: str, *args: str, timeout: int = 120):
+    """gpu_session.sh with a stand-in python (``python_body`` is its bash) and ``args``;
+    returns ``(out folder, rows of steps.tsv by step name, the archive's names)``."""
     import os
     import subprocess
+    import tarfile
 
     fake = tmp_path / "python"
     fake.write_text("#!/usr/bin/env bash\n" + python_body + "\n")
     fake.chmod(0o755)
     out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), PYTHON=str(fake), SESSION_SECONDS=str(seconds),
+    env = dict(os.environ, OUT=str(out), PYTHON=str(fake), WORK=str(tmp_path / "work"),
                NVPIPE_SHARED=str(tmp_path / "no-shared"), CARRY=str(tmp_path / "no-carry"))
-    done = subprocess.run(["bash", str(SESSION)], env=env, capture_output=True, text=True,
-                          timeout=seconds + 30)
+    env.pop("SESSION_SECONDS", None)
+    done = subprocess.run(["bash", str(SESSION), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
     lines = (out / "steps.tsv").read_text().splitlines()
-    assert lines[0].split("\t")[:3] == ["step", "exit", "seconds"]
-    return out, {line.split("\t")[0]: line.split("\t") for line in lines[1:]}
+    assert lines[0].split("\t")[:4] == ["step", "exit", "seconds", "limit"]
+    with tarfile.open(out / "results.tgz") as archive:
+        names = {Path(name).name for name in archive.getnames()}
+    return out, {line.split("\t")[0]: line.split("\t") for line in lines[1:]}, names, done.stdout
 
 
-def test_session_runs_every_step_and_records_each_failure(tmp_path):
-    out, rows = _session(tmp_path, 'echo "stand-in python: $*"; echo "no CUDA GPU here" >&2; exit 2', 120)
+def test_session_brings_back_every_step_in_at_most_four_files(tmp_path):
+    out, rows, archived, stdout = _session(
+        tmp_path, 'echo "stand-in python: $*"; echo "no CUDA GPU here" >&2; exit 2', "--budget", "120")
     assert list(rows) == SESSION_STEPS
-    for name in SESSION_STEPS:
-        assert (out / f"{name}.log").exists(), name
-    assert rows["setup"][1] != "0" and "no-carry/ (run bash bench/gpu_prepare.sh" in rows["setup"][3]
+    assert sorted(p.name for p in out.iterdir()) == ["results.tgz", "steps.tsv", "summary.txt"]
+    assert len(list(out.iterdir())) <= min(4, DEVICE_MAX_FILES)
+    for name in SESSION_STEPS:  # every step's log is in the archive, none loose in $OUT
+        assert f"{name}.log" in archived, name
+    assert {"session.log", "summary.txt", "steps.tsv"} <= archived
+    assert rows["setup"][1] != "0" and "no-carry/ (run bash bench/gpu_prepare.sh" in rows["setup"][4]
     for name in ("context", "network", "decode", "end_to_end", "fidelity"):
-        assert rows[name][1] == "2" and rows[name][3] == "no CUDA GPU here", name
-    assert (out / "session.log").read_text().count("===") >= 2 * len(SESSION_STEPS)
+        assert rows[name][1] == "2" and rows[name][4] == "no CUDA GPU here", name
+    summary = (out / "summary.txt").read_text()
+    assert all(name in summary for name in SESSION_STEPS) and "of a 120 s budget" in summary
+    assert len(summary) < 9000 and summary in stdout  # the output's tail holds it too
+    assert not (tmp_path / "work").is_relative_to(out)
 
 
-def test_session_keeps_to_its_budget(tmp_path):
-    """A step that overruns what is left is cut at the budget; the later ones are skipped."""
-    started = __import__("time").perf_counter()
-    out, rows = _session(tmp_path, "sleep 30", 8)
-    assert __import__("time").perf_counter() - started < 25
-    assert rows["facts"][1] in ("124", "137") and "timed out" in (out / "facts.log").read_text()
+def test_session_plan_fits_450_seconds_with_setup_and_packing():
+    import subprocess
+
+    done = subprocess.run(["bash", str(SESSION), "--plan"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+    rows = [line.split("\t") for line in done.stdout.splitlines()[1:]]
+    budgets = {row[0]: int(row[1]) for row in rows}
+    assert list(budgets)[:-2] == SESSION_STEPS and "packing" in budgets
+    assert budgets["total"] == sum(v for k, v in budgets.items() if k != "total") <= 450
+    # A smaller budget than the plan is refused by --plan.
+    assert subprocess.run(["bash", str(SESSION), "--plan", "--budget", "300"],
+                          capture_output=True).returncode == 1
+
+
+def test_session_test_selections_name_existing_tests():
+    """The plan's pytest selections (paths, test names) exist: the dry run collects them."""
+    import subprocess
+
+    repo = SESSION.parents[1]
+    done = subprocess.run(["bash", str(SESSION), "--plan"], capture_output=True, text=True)
+    selections = [word for line in done.stdout.splitlines() if "cuda_tests" in line
+                  for word in line.split("\t")[2].split()[2:] if word.startswith("tests/")]
+    assert any("::test_borrowed_frames_survive_a_slow_consumer" in s for s in selections)
+    for selection in selections:
+        path, _, test = selection.partition("::")
+        assert (repo / path).is_file(), selection
+        assert not test or f"def {test}(" in (repo / path).read_text(), selection
+    # The decisive race test runs on its own, before any other NVDEC test.
+    names = [line.split("\t")[0] for line in done.stdout.splitlines()]
+    assert names.index("nvdec-race") < names.index("nvdec-tests")
+    assert " -x" not in done.stdout
+
+
+def test_session_keeps_to_its_budget_and_keeps_what_it_measured(tmp_path):
+    """A step that overruns what is left is cut at the budget; the later ones are skipped,
+    and the archive still holds the cut step's log."""
+    import time
+
+    started = time.perf_counter()
+    out, rows, archived, _ = _session(tmp_path, "sleep 30", "--budget", "26")
+    assert time.perf_counter() - started < 26
+    assert rows["facts"][1] in ("124", "137")
+    assert "facts.log" in archived
     assert all(rows[name][1] == "skipped" for name in SESSION_STEPS[3:])
+
+
+def test_session_killed_midway_leaves_a_complete_archive(tmp_path):
+    """Packed after every step, written aside and renamed: a call cut short (the device's
+    600 s) still brings back a readable archive of the steps before."""
+    import os
+    import signal
+    import subprocess
+    import tarfile
+    import time
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/usr/bin/env bash\nsleep 60\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=str(fake), WORK=str(tmp_path / "work"),
+               NVPIPE_SHARED=str(tmp_path / "s"), CARRY=str(tmp_path / "c"))
+    session = subprocess.Popen(["bash", str(SESSION)], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (out / "results.tgz").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(session.pid, signal.SIGKILL)
+    session.wait()
+    with tarfile.open(out / "results.tgz") as archive:
+        names = {Path(name).name for name in archive.getnames()}
+    assert "setup.log" in names and "summary.txt" in names
+    assert "setup" in (out / "summary.txt").read_text()
+    assert len(list(out.iterdir())) <= DEVICE_MAX_FILES
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU dry run")
+def test_session_dry_run_on_this_cpu(tmp_path):
+    """``--dry-run`` with the real python: setup imports nvpipe.kernels and rvm from the
+    checkout, the test selections are collected, the CPU steps make their small clips."""
+    import os
+    import subprocess
+    import tarfile
+
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, WORK=str(tmp_path / "work"),
+               CLIPS=str(tmp_path / "clips"))
+    done = subprocess.run(["bash", str(SESSION), "--dry-run"], env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stderr
+    assert len(list(out.iterdir())) <= 4
+    rows = {line.split("\t")[0]: line.split("\t") for line in
+            (out / "steps.tsv").read_text().splitlines()[1:]}
+    assert rows["setup"][1] == "0"
+    for name in ("nvdec-race", "context-tests", "nvdec-tests", "clips", "x264"):
+        assert rows[name][1] == "0", (name, rows[name])
+    assert rows["nvdec-race"][4].startswith("1 test collected")
+    with tarfile.open(out / "results.tgz") as archive:
+        names = {Path(name).name for name in archive.getnames()}
+        setup_log = archive.extractfile("./setup.log").read().decode()
+    assert {f"{name}.log" for name in SESSION_STEPS} <= names
+    assert str(SESSION.parents[1] / "nvpipe" / "kernels") in setup_log
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
