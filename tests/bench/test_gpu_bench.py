@@ -289,3 +289,47 @@ def test_gpu_check_steps_write_their_one_line_reason(step, tmp_path, capsys):
     written = json.loads((tmp_path / f"{step}.json").read_text())
     assert written["error"].startswith("no CUDA GPU") and "\n" not in written["error"]
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- what the call carries
+
+
+def _git_repo(root: Path) -> Path:
+    import subprocess
+
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / ".gitignore").write_text("/.gpu/\n/build/\n")
+    (root / "code.py").write_bytes(b"x" * 1000)
+    (root / "build").mkdir()
+    (root / "build" / "big.bin").write_bytes(b"y" * 50_000)  # ignored, not carried: not sent
+    (root / "new.txt").write_bytes(b"z" * 500)  # untracked, not ignored: sent
+    subprocess.run(["git", "-C", str(root), "add", "code.py", ".gitignore"], check=True)
+    return root
+
+
+def test_carry_counts_the_tree_and_the_carried_paths(tmp_path):
+    from bench import gpu_carry
+
+    repo = _git_repo(tmp_path / "repo")
+    (repo / ".gpu" / "wheels").mkdir(parents=True)
+    (repo / ".gpu" / "wheels" / "av.whl").write_bytes(b"w" * 30_000)
+    (repo / ".gpu" / "site.tar.xz").write_bytes(b"s" * 2_000)
+    report = gpu_carry.measure(repo, [".gpu"])
+    tree = 1000 + 500 + len("/.gpu/\n/build/\n")
+    assert report["parts"] == {".gpu/wheels": 30_000, "tree": tree, ".gpu/site.tar.xz": 2_000}
+    assert report["total"] == tree + 32_000 and report["fits"]
+    # Over a (small) limit: refused, exit 1; a missing carried path is named.
+    assert gpu_carry.main(["--repo", str(repo), "--limit-mib", "0.02"]) == 1
+    assert not gpu_carry.measure(repo, [".gpu"], limit_mib=0.02)["fits"]
+    assert gpu_carry.measure(repo, ["nothing"])["parts"]["nothing (missing)"] == 0
+
+
+def test_this_tree_and_prepared_carry_fit_the_device(capsys):
+    """The checkout (and .gpu, where gpu_prepare.sh built it) under the device's 64 MiB."""
+    from bench import gpu_carry
+
+    repo = Path(__file__).resolve().parents[2]
+    carry = [".gpu"] if (repo / ".gpu").is_dir() else []
+    assert gpu_carry.main(["--repo", str(repo), "--carry", *carry]) == 0, capsys.readouterr().out
+    assert gpu_carry.measure(repo, [])["total"] < 8 * gpu_carry.MIB  # the tree alone: small
