@@ -333,3 +333,112 @@ def test_this_tree_and_prepared_carry_fit_the_device(capsys):
     carry = [".gpu"] if (repo / ".gpu").is_dir() else []
     assert gpu_carry.main(["--repo", str(repo), "--carry", *carry]) == 0, capsys.readouterr().out
     assert gpu_carry.measure(repo, [])["total"] < 8 * gpu_carry.MIB  # the tree alone: small
+
+
+# --------------------------------------------------------------------------- timing and precision
+
+
+class _FakeStream:
+    def __init__(self, name):
+        self.name = name
+
+
+def _fake_cuda(log):
+    """Stand-ins for torch.cuda's events, stream context and synchronize, logging in order."""
+    current = [_FakeStream("legacy default")]
+
+    class Event:
+        def __init__(self):
+            self.stream = None
+
+        def record(self, stream=None):
+            self.stream = stream or current[0]
+            log.append(("record", self.stream.name))
+
+        def synchronize(self):
+            log.append(("synchronize event", self.stream.name))
+
+        def elapsed_time(self, other):
+            return 500.0  # ms
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def use_stream(stream):
+        before, current[0] = current[0], stream
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    def step():
+        log.append(("step", current[0].name))
+
+    return Event, use_stream, step
+
+
+def test_graph_timing_events_are_recorded_on_the_stage_stream():
+    """Finding 3: the work runs on the stage's own (non-blocking) stream, so the events that
+    time it must be recorded there, after the warm-up, around the timed calls."""
+    from bench import gpu_checks
+
+    log = []
+    Event, use_stream, step = _fake_cuda(log)
+    stage_stream = _FakeStream("stage")
+    seconds = gpu_checks.timed_on_stage(stage_stream, step, iterations=5, warmup=2,
+                                        make_event=Event, use_stream=use_stream,
+                                        synchronize=lambda: log.append(("synchronize", "device")))
+    assert seconds == 0.5 / 5
+    assert log == ([("step", "stage")] * 2 + [("synchronize", "device"), ("record", "stage")]
+                   + [("step", "stage")] * 5 + [("record", "stage"), ("synchronize event", "stage")])
+
+
+def test_network_step_times_the_graphs_on_their_stage_stream():
+    """The graphed timings in step_network go through timed_on_stage(stage.stream, ...)."""
+    import ast
+    import inspect
+
+    from bench import gpu_checks
+
+    tree = ast.parse(inspect.getsource(gpu_checks.step_network))
+    graphed = next(node for node in ast.walk(tree)
+                   if isinstance(node, ast.FunctionDef) and node.name == "graphed")
+    calls = [node for node in ast.walk(graphed) if isinstance(node, ast.Call)]
+    timers = [ast.unparse(call) for call in calls if ast.unparse(call.func) in ("timed_on_stage", "_timed")]
+    assert len(timers) == 2 and all(t.startswith("timed_on_stage(stage.stream, ") for t in timers)
+
+
+def test_no_tf32_turns_both_switches_off_and_restores_them():
+    from bench import gpu_checks
+
+    before = gpu_checks.tf32_settings()
+    torch.backends.cudnn.allow_tf32 = True  # torch's default
+    try:
+        with gpu_checks.no_tf32():
+            assert gpu_checks.tf32_settings() == {"cuda.matmul.allow_tf32": False,
+                                                  "cudnn.allow_tf32": False}
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before["cuda.matmul.allow_tf32"]
+        torch.backends.cudnn.allow_tf32 = before["cudnn.allow_tf32"]
+
+
+@pytest.mark.parametrize("function,inner", [("step_fidelity", None), ("step_network", "fp32_eager")])
+def test_fp32_references_run_without_tf32(function, inner):
+    """Finding 5: the FP32 reference of the fidelity step and the FP16 speed-up's baseline
+    run under no_tf32() (and record the settings in their JSON)."""
+    import ast
+    import inspect
+
+    from bench import gpu_bench, gpu_checks
+
+    tree = ast.parse(inspect.getsource(getattr(gpu_checks, function)))
+    if inner:
+        tree = next(node for node in ast.walk(tree)
+                    if isinstance(node, ast.FunctionDef) and node.name == inner)
+    withs = [ast.unparse(item.context_expr) for node in ast.walk(tree) if isinstance(node, ast.With)
+             for item in node.items]
+    assert "no_tf32()" in withs
+    assert "tf32_settings()" in ast.unparse(tree)
+    source = inspect.getsource(gpu_bench.bench_network)
+    assert "with no_tf32():" in source and 'result["fp32_settings"]' in source
