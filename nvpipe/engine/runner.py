@@ -355,13 +355,21 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
     return pipeline
 
 
-def _open_outputs(job: Job, source, device: torch.device) -> tuple[StreamInfo, Outputs]:
+def _open_outputs(job: Job, source, device: torch.device,
+                  notes: Optional[list[str]] = None) -> tuple[StreamInfo, Outputs]:
+    """The run's outputs, opened; ``notes`` gets a line for each output that ``--encoder
+    auto`` sent to NVENC and that opened on the CPU because NVENC could not start."""
     from nvpipe.sinks import open_sink
+    from nvpipe.sinks.encoders import fallback_opener, requests_nvenc
 
     info = source.info
     sink_info = output_info(info, job.resize)
     specs = [choose_encoder(spec, job) for spec in job.outputs]
     opener = functools.partial(open_sink, shares_cores_with_network=device.type == "cpu")
+    if job.encoder == "auto":  # NVENC chosen for the user, not asked for: the CPU can take over
+        cpu_specs = {str(routed.path): spec for routed, spec in zip(specs, job.outputs)
+                     if routed is not spec and not requests_nvenc(spec)}
+        opener = fallback_opener(opener, cpu_specs, notes if notes is not None else [])
     return sink_info, Outputs(specs, sink_info, overwrite=job.overwrite, open_sink=opener,
                               audio_from=job.input if info.has_audio else None)
 
@@ -394,8 +402,9 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     source = trim(open_source(job.input, device=job.device, fps=job.fps,
                               input_format=job.input_format, input_options=job.input_options,
                               timeout=job.timeout, live=job.live, stop=stages.stop), job)
+    open_notes: list[str] = []
     try:
-        sink_info, outputs = _open_outputs(job, source, device)
+        sink_info, outputs = _open_outputs(job, source, device, open_notes)
     except BaseException:
         source.close()
         raise
@@ -471,7 +480,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
             telemetry.stop()
     live = _live_stats(mailbox, latency, outputs) if mailbox is not None else None
     return _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
-                        notes=list(source.notes), live=live, cuts=cuts)
+                        notes=list(source.notes) + open_notes, live=live, cuts=cuts)
 
 
 def _live_stats(mailbox: LatestFrames, latency: dict[str, LatencyLog],
