@@ -320,7 +320,7 @@ def _live_line(stats) -> None:
 def _run(args: argparse.Namespace) -> int:
     from nvpipe.app.batch import BatchOptions, is_batch
     from nvpipe.app.schedule import run_batch
-    from nvpipe.engine.runner import run
+    from nvpipe.engine.fallback import run_guarded
     from nvpipe.sources import is_picture_input
 
     from nvpipe.platform.gpu import resolve_device
@@ -337,6 +337,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose and requested == "auto":
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
+    # auto never does worse than cpu: a GPU run failing before its first frame reruns there.
+    args.cpu_fallback = requested == "auto" and args.device == "cuda"
     options = BatchOptions.from_args(args)
     batch = is_batch(args.input)
     if args.fps is not None and (batch or not is_picture_input(args.input)):
@@ -355,8 +357,8 @@ def _run(args: argparse.Namespace) -> int:
                                   foreground=args.foreground), args)
     bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
     try:
-        result = run(job, progress=bar, verbose=args.verbose,
-                     live_report=_live_line if args.verbose else None)
+        result = run_guarded(job, progress=bar, verbose=args.verbose,
+                             live_report=_live_line if args.verbose else None)
     finally:
         if bar:
             bar.finish()
@@ -376,7 +378,8 @@ def _run(args: argparse.Namespace) -> int:
     if not args.quiet:
         encoders = ", ".join(sorted(set(result.encoders.values())))
         print(f"nvpipe: {result.frames} frames in {result.seconds:.1f} s "
-              f"({result.fps:.1f} fps on {job.device}, {encoders}) -> {', '.join(result.outputs)}",
+              f"({result.fps:.1f} fps on {result.device or job.device}, {encoders}) -> "
+              f"{', '.join(result.outputs)}",
               file=sys.stderr)
     return 0
 

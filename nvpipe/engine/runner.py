@@ -60,6 +60,7 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     live: Optional[LiveStats] = None  # a live input's drops, rate and latency
     cuts: list[int] = field(default_factory=list)  # frames where the memory was reset
+    device: str = ""  # where it ran: the job's device, or "cpu" after a fallback
 
     @property
     def fps(self) -> float:
@@ -528,7 +529,7 @@ def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
     result = RunResult(frames=frames_done, seconds=seconds,
                        outputs=[p.path for p in placed], interrupted=interrupted,
                        encoders=encoders, placed=placed, notes=notes, live=live,
-                       cuts=list(cuts or ()),
+                       cuts=list(cuts or ()), device=job.device,
                        telemetry=telemetry.summary() if telemetry is not None else {})
     if isinstance(error, KeyboardInterrupt):
         raise Interrupted(result, terminated=isinstance(error, Terminated)) from None
