@@ -35,6 +35,7 @@
 #   end_to_end   null sink and CPU-encoded, NVML utilisation, busy cores; memory at 4K
 #   x264         libx264 ceilings per preset at 1080p and 4K, with the thread count
 #   fidelity     FP16 (graphs) vs true FP32 (TF32 off) alpha per frame
+#   pipeline-tests  the CUDA cases of the tests that run on every device (conftest.DEVICES)
 # SKIP="clips x264" leaves steps out.
 set -u
 cd "$(dirname "$0")/.."
@@ -62,15 +63,16 @@ PLAN=(
     "ctxleak        20 ctxleak"
     "context        20 checks context"
     "nvdec-race     25 cuda_tests nvdec-race tests/sources/test_nvdec.py::test_borrowed_frames_survive_a_slow_consumer"
-    "context-tests  25 cuda_tests context-tests tests/platform/test_gpu_context.py tests/platform/test_gpu_probe.py"
-    "nvdec          30 checks nvdec"
+    "context-tests  20 cuda_tests context-tests tests/platform/test_gpu_context.py tests/platform/test_gpu_probe.py"
+    "nvdec          25 checks nvdec"
     "nvdec-tests    40 cuda_tests nvdec-tests tests/sources/test_nvdec.py tests/sinks/test_nvenc.py --deselect tests/sources/test_nvdec.py::test_borrowed_frames_survive_a_slow_consumer"
-    "clips          35 checks clips"
+    "clips          30 checks clips"
     "network        55 checks network"
     "decode         35 checks decode"
     "end_to_end     55 checks end_to_end"
     "x264           20 checks x264"
-    "fidelity       30 checks fidelity"
+    "fidelity       25 checks fidelity"
+    "pipeline-tests 20 cuda_tests pipeline-tests tests/engine/test_gpu_pipeline.py -k cuda"
 )
 
 plan_total() {

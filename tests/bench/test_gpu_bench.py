@@ -126,7 +126,8 @@ def test_summary_rows_show_each_failed_stage_and_keep_the_rest():
 
 SESSION = Path(__file__).resolve().parents[2] / "bench" / "gpu_session.sh"
 SESSION_STEPS = ["setup", "facts", "ctxleak", "context", "nvdec-race", "context-tests", "nvdec",
-                 "nvdec-tests", "clips", "network", "decode", "end_to_end", "x264", "fidelity"]
+                 "nvdec-tests", "clips", "network", "decode", "end_to_end", "x264", "fidelity",
+                 "pipeline-tests"]
 # What the device brings back from $OUT: at most 8 files (../.library/device/README.md).
 DEVICE_MAX_FILES = 8
 

@@ -9,6 +9,7 @@ import torch
 from conftest import needs_cuda
 from nvpipe.errors import DeviceError, InputError
 from nvpipe.sources.nvdec import planar420_view
+from tolerances import DECODE_LEVELS, RGB_LEVELS
 
 
 def _random_frame(rows, cols, dtype=torch.uint8):
@@ -214,11 +215,11 @@ def test_nvdec_matches_pyav(footage, clip):
             # "2 levels" in the stream's own bit depth (p016 holds v << 6).
             level = 1 if ours.pix_fmt == "nv12" else 64
             for mine, reference in zip(_planes(ours), _planes(theirs)):
-                assert (mine - reference).abs().max().item() <= 2 * level, count
+                assert (mine - reference).abs().max().item() <= DECODE_LEVELS * level, count
             rgb_gpu = _rgb(ours)
             ours.release()
             rgb_cpu = _rgb(theirs)
-            assert (rgb_gpu - rgb_cpu).abs().max().item() * 255 <= 2, count
+            assert (rgb_gpu - rgb_cpu).abs().max().item() * 255 <= RGB_LEVELS, count
             count += 1
     assert count >= 1
 
@@ -240,7 +241,7 @@ def test_borrowed_frames_survive_a_slow_consumer(footage):
     consumer.synchronize()
     with PyAVSource(str(path)) as cpu_source:
         for copy, theirs in zip(copies, itertools.islice(cpu_source, 40)):
-            assert (copy.cpu().to(torch.int32) - theirs.data.to(torch.int32)).abs().max() <= 2
+            assert (copy.cpu().to(torch.int32) - theirs.data.to(torch.int32)).abs().max() <= DECODE_LEVELS
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
