@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--bitrate", type=parse_bitrate, help="e.g. 8M")
     run.add_argument("--preset", help="encoder preset (x264: ultrafast..veryslow)")
     run.add_argument("--encoder", choices=ENCODERS, default="auto",
-                     help="with --device cuda: NVENC where the GPU has it (auto), always, or "
-                          "PyAV on the CPU; alpha formats always encode on the CPU")
+                     help="with --device cuda: NVENC where the GPU has it (auto: the CPU "
+                          "encoder, with a note, where NVENC cannot start), always, or PyAV on "
+                          "the CPU; alpha formats always encode on the CPU")
     run.add_argument("--chunk", type=parse_chunk, default=1, metavar="T",
                      help="frames per network call (default 1)")
     run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
