@@ -174,6 +174,20 @@ def test_session_brings_back_every_step_in_at_most_four_files(tmp_path):
     assert not (tmp_path / "work").is_relative_to(out)
 
 
+def test_session_setup_imports_the_kernels_and_dry_run_collects_the_tests(tmp_path):
+    """Finding 1: setup asks for ``import nvpipe.kernels, rvm`` (``import nvpipe`` passed on
+    a checkout while every kernel import failed); the dry run installs nothing and only
+    collects the test selections."""
+    log = tmp_path / "calls.txt"
+    _, rows, archived, _ = _session(tmp_path, f'echo "$*" >> {log}', "--dry-run")
+    calls = log.read_text().splitlines()
+    assert "-c import nvpipe.kernels, rvm" in calls
+    assert not any("pip install" in call for call in calls)
+    tests = [call for call in calls if call.startswith("-m pytest")]
+    assert len(tests) == 4 and all("--collect-only" in call for call in tests)
+    assert rows["setup"][1] == "0" and "setup.log" in archived
+
+
 def test_session_plan_fits_450_seconds_with_setup_and_packing():
     import subprocess
 
