@@ -369,6 +369,12 @@ def step_network(results: Results, args) -> None:
                 graphs[chunk] = value
             row["fp16_graph_with_tail_fps"], row["fp16_graph_network_only_fps"] = graphs, network_only
             results.put(size, row)
+        results.put(f"{size} fps", "fp32 eager (no TF32) {}; fp16 frozen {}; fp16 graphs+tail {}; "
+                    "graphs alone {}; {}".format(
+                        row.get("fp32_eager_fps"), row.get("fp16_torchscript_frozen_fps"),
+                        "/".join(str(graphs.get(t)) for t in (1, 2, 4)),
+                        "/".join(str(network_only.get(t)) for t in (1, 2, 4)),
+                        row.get("fp16_mode", "?")))
         del network16
         torch.cuda.empty_cache()
 

@@ -123,8 +123,12 @@ summary() {  # summary.txt: reads on its own (the steps, their exits, seconds, k
         printf '%-14s %-7s %5s %5s  %s\n' step exit s limit "last line"
         tail -n +2 "$TSV" | while IFS=$'\t' read -r name rc seconds limit last; do
             printf '%-14s %-7s %5s %5s  %s\n' "$name" "$rc" "$seconds" "$limit" "$last"
-            grep -h '^KEY ' "$WORK/$name.log" 2>/dev/null | grep -v '^KEY gpu' | head -n 8 \
-                | cut -c5-220 | sed 's/^/    /'
+            # A step puts a key again as it measures more: the last value of each key.
+            grep -h '^KEY ' "$WORK/$name.log" 2>/dev/null | grep -v '^KEY gpu' \
+                | awk '{ i = index($0, ": "); k = i ? substr($0, 1, i) : $0
+                         if (!(k in v)) o[++n] = k; v[k] = $0 }
+                       END { for (j = 1; j <= n; j++) print v[o[j]] }' \
+                | tail -n 8 | cut -c5-220 | sed 's/^/    /'
         done
         echo "results.tgz: <step>.log, <step>.json, <step>.xml, session.log, steps.tsv, summary.txt"
     } | head -c 9000 >"$WORK/summary.txt"

@@ -188,6 +188,14 @@ def test_session_setup_imports_the_kernels_and_dry_run_collects_the_tests(tmp_pa
     assert rows["setup"][1] == "0" and "setup.log" in archived
 
 
+def test_summary_shows_the_last_value_of_each_key_figure(tmp_path):
+    body = 'echo "KEY x fps: 1 (partial)"; echo "KEY x memory: 3"; echo "KEY x fps: 2 (all)"; exit 1'
+    out, _, _, _ = _session(tmp_path, body, "--dry-run", "--budget", "120")
+    summary = (out / "summary.txt").read_text()
+    assert "x fps: 2 (all)" in summary and "1 (partial)" not in summary
+    assert summary.index("x fps: 2") < summary.index("x memory: 3")  # first-seen order
+
+
 def test_session_plan_fits_450_seconds_with_setup_and_packing():
     import subprocess
 
