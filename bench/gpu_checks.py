@@ -453,6 +453,8 @@ def step_x264(results: Results, args) -> None:
             (fps, wall, cores) = busy_cores(lambda: _safe(encode))
             row[preset] = {"fps": fps, "busy_cores": cores, "threads": "auto"}
             results.put(size, row)
+        results.put(f"{size} fps", "; ".join(f"{preset} {value['fps']} ({value['busy_cores']} cores)"
+                                             for preset, value in row.items()))
 
 
 def step_fidelity(results: Results, args) -> None:
