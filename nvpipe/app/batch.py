@@ -26,79 +26,76 @@ def carries_alpha(path: str) -> bool:
     return is_sequence_output(path) or Path(path).suffix.lower() in ALPHA_EXTENSIONS
 
 
-def _options_fields() -> list:
-    """BatchOptions' fields: every ``Job`` field but the paths, every ``OutputSpec`` quality
-    field, and the batch's own (``kind``, ``alpha``, ``foreground``, ``verbose``), with the
-    defaults of ``Job``/``OutputSpec`` except ``background`` (None: by the output format)."""
-    def copied(cls, leave_out):
-        for spec in dataclasses.fields(cls):
-            if spec.name in leave_out:
-                continue
-            default = (dataclasses.field(default_factory=spec.default_factory)
-                       if spec.default_factory is not dataclasses.MISSING
-                       else dataclasses.field(default=spec.default))
-            yield spec.name, spec.type, default
-
-    own = [("background", "Optional[str]", dataclasses.field(default=None)),
-           ("kind", "Optional[str]", dataclasses.field(default=None)),
-           ("alpha", "Optional[str]", dataclasses.field(default=None)),
-           ("foreground", "Optional[str]", dataclasses.field(default=None)),
-           ("verbose", "bool", dataclasses.field(default=False))]
-    return [*copied(Job, _JOB_OWN), *copied(OutputSpec, _SPEC_OWN), *own]
+# OutputSpec's quality fields: the options every output of a job shares.
+QUALITY_FIELDS = tuple(spec.name for spec in dataclasses.fields(OutputSpec)
+                       if spec.name not in ("path", "kind"))
+_PER_CLIP = ("input", "outputs", "background")  # replaced per clip, or decided here
 
 
-_JOB_OWN = ("input", "outputs", "background")  # per clip, or the batch's own default
-_SPEC_OWN = ("path", "kind")
+def main_kind(output: str, kind: Optional[str] = None, background: Optional[str] = None) -> str:
+    """The main output's kind: ``kind`` when given, else RGBA where the background is
+    ``none`` or, left unset, where the format carries alpha; else a composite."""
+    if kind is not None:
+        return kind
+    if background is not None and background.lower() == "none":
+        return "rgba"
+    if background is None and carries_alpha(output):
+        return "rgba"
+    return "composite"
 
 
-class _BatchOptionsMethods:
-    @classmethod
-    def from_args(cls, args) -> "BatchOptions":
-        names = cls.__dataclass_fields__
-        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
-
-    def main_kind(self, output: str) -> str:
-        if self.kind is not None:
-            return self.kind
-        if self.background is not None and self.background.lower() == "none":
-            return "rgba"
-        if self.background is None and carries_alpha(output):
-            return "rgba"
-        return "composite"
-
-    def job(self, input_path: str, output: str, *, alpha: Optional[str] = None,
-            foreground: Optional[str] = None) -> Job:
-        kind = self.main_kind(output)
-        quality = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(OutputSpec)
-                   if spec.name not in _SPEC_OWN}
-        outputs = [OutputSpec(output, kind=kind, **quality)]
-        # The extra outputs take their codec from their own names.
-        extra = dict(quality, codec=None)
-        if alpha:
-            outputs.append(OutputSpec(alpha, kind="alpha", **extra))
-        if foreground:
-            outputs.append(OutputSpec(foreground, kind="foreground", **extra))
-        paths = [os.path.abspath(spec.path) for spec in outputs]
-        if len(set(paths)) != len(paths):
-            raise NvpipeError("two outputs have the same path: " + ", ".join(
-                spec.path for spec in outputs))
-        background = self.background
-        if background is not None and background.lower() == "none":
-            background = None
-        settings = {spec.name: getattr(self, spec.name) for spec in dataclasses.fields(Job)
-                    if spec.name not in _JOB_OWN}
-        return Job(input=input_path, outputs=outputs, background=background or DEFAULT_GREEN,
-                   **settings)
+def _distinct(outputs: list[OutputSpec]) -> list[OutputSpec]:
+    paths = [os.path.abspath(spec.path) for spec in outputs]
+    if len(set(paths)) != len(paths):
+        raise NvpipeError("two outputs have the same path: " + ", ".join(
+            spec.path for spec in outputs))
+    return outputs
 
 
-# Everything of a job but its paths: what ``nvpipe run`` options say. Its fields are derived
-# from Job's and OutputSpec's (one vocabulary); a plain picklable dataclass of this module
-# (worker processes and Ray tasks receive it).
-BatchOptions = dataclasses.make_dataclass(
-    "BatchOptions", _options_fields(), bases=(_BatchOptionsMethods,))
-BatchOptions.__module__ = __name__  # pickle finds it here (make_dataclass's module= is 3.12+)
-BatchOptions.__doc__ = ("Everything of a job but its paths (what ``nvpipe run`` options say): "
-                        "the fields of Job and OutputSpec, and kind, alpha, foreground, verbose.")
+def job_from_options(input: str, output: str, *, alpha: Optional[str] = None,
+                     foreground: Optional[str] = None, kind: Optional[str] = None,
+                     background: Optional[str] = None, **settings) -> Job:
+    """The job ``nvpipe run``'s options describe: ``settings`` are Job's fields and
+    OutputSpec's quality fields (crf, codec...) by name; the main output's kind follows
+    ``main_kind``; ``--alpha``/``--foreground`` outputs take their codec from their names.
+
+    For a batch this job is the template: its input and output paths are placeholders that
+    ``clip_job`` replaces per clip (``output`` only decides the main kind, by its format)."""
+    quality = {name: settings.pop(name) for name in QUALITY_FIELDS if name in settings}
+    outputs = [OutputSpec(output, kind=main_kind(output, kind, background), **quality)]
+    extra = dict(quality, codec=None)
+    if alpha:
+        outputs.append(OutputSpec(alpha, kind="alpha", **extra))
+    if foreground:
+        outputs.append(OutputSpec(foreground, kind="foreground", **extra))
+    if background is not None and background.lower() == "none":
+        background = None
+    return Job(input=input, outputs=_distinct(outputs), background=background or DEFAULT_GREEN,
+               **settings)
+
+
+def job_from_args(args, output: Optional[str] = None) -> Job:
+    """``job_from_options`` from parsed ``nvpipe run`` arguments (each option's dest is its
+    field's name); ``output`` replaces ``args.output`` (a batch's placeholder)."""
+    names = [spec.name for spec in dataclasses.fields(Job) if spec.name not in _PER_CLIP]
+    settings = {name: getattr(args, name) for name in (*names, *QUALITY_FIELDS)
+                if hasattr(args, name)}
+    return job_from_options(args.input, output or args.output, alpha=args.alpha,
+                            foreground=args.foreground, kind=args.kind,
+                            background=args.background, **settings)
+
+
+def clip_job(template: Job, input_path: str, out: str) -> Job:
+    """A batch clip's job: the template with its input and outputs replaced. The main
+    output goes where ``batch_outputs`` says; the extra outputs' names in the template
+    (``--alpha``/``--foreground``) become the clip's by ``_name_for``."""
+    output, out_dir = batch_outputs(input_path, out)
+    stem = Path(input_path).stem
+    main, *extra = template.outputs
+    outputs = [dataclasses.replace(main, path=output)]
+    outputs += [dataclasses.replace(spec, path=_name_for(spec.path, stem, f"_{spec.kind}", out_dir))
+                for spec in extra]
+    return dataclasses.replace(template, input=input_path, outputs=_distinct(outputs))
 
 
 def _is_glob(text: str) -> bool:

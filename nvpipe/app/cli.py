@@ -185,7 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=("auto", *DEVICES),
                      default=os.environ.get("NVPIPE_DEVICE", "auto"),
                      help="auto (default, or $NVPIPE_DEVICE): the GPU pipeline where it can run "
-                          "here (see `nvpipe info`), else the CPU")
+                          "here (see `nvpipe info`), else the CPU; a GPU run that fails before "
+                          "its first frame reruns on the CPU")
+    run.set_defaults(cpu_fallback=False)  # Job.cpu_fallback: _run sets it when auto picks cuda
     run.add_argument("--variant", choices=VARIANTS, default="mobilenetv3", help=VARIANT_HELP)
     run.add_argument("--weights", metavar="PATH", help=".pth or .onnx weights (default: "
                      "$NVPIPE_WEIGHTS, the cache, then the official file)")
@@ -310,7 +312,7 @@ def _stream_job(job, args: argparse.Namespace):
                                   if is_stream_output(args.key) else None))
     outputs[0] = replace(main, format=args.output_format)
     # --input-format, --timeout, --live/--no-live and --no-cut-reset reach the job by their Job field
-    # names (BatchOptions.from_args); the repeated --input-option pairs become its dict.
+    # names (batch.job_from_args); the repeated --input-option pairs become its dict.
     return replace(job, outputs=outputs, input_options=dict(args.input_option))
 
 
@@ -319,7 +321,7 @@ def _live_line(stats) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from nvpipe.app.batch import BatchOptions, is_batch
+    from nvpipe.app.batch import batch_outputs, is_batch, job_from_args
     from nvpipe.app.schedule import run_batch
     from nvpipe.engine.fallback import run_guarded
     from nvpipe.sources import is_picture_input
@@ -338,24 +340,25 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose and requested == "auto":
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
-    # auto never does worse than cpu: a GPU run failing before its first frame reruns there.
+    # auto never does worse than cpu: a GPU run failing before its first frame reruns there
+    # (Job.cpu_fallback; job_from_args reads it from args like every Job field).
     args.cpu_fallback = requested == "auto" and args.device == "cuda"
-    options = BatchOptions.from_args(args)
     batch = is_batch(args.input)
     if args.fps is not None and (batch or not is_picture_input(args.input)):
         raise NvpipeError("--fps is for picture-sequence inputs (a folder or %05d.png): a "
                           "video keeps its own timing")
     if batch:
-        summary = run_batch(args.input, args.output, options,
+        # The template's main output stands for every clip's: its format decides the kind.
+        template = job_from_args(args, output=batch_outputs("clip", args.output)[0])
+        summary = run_batch(args.input, args.output, template,
                             progress_factory=None if args.quiet else ProgressBar,
-                            jobs=args.jobs, cluster=args.cluster)
+                            jobs=args.jobs, cluster=args.cluster, verbose=args.verbose)
         print(summary.report(), file=sys.stderr)
         return EXIT_FAILED if summary.failed else 0
 
     if args.jobs > 1 or args.cluster:
         raise NvpipeError("--jobs and --cluster are for batches: give a folder of videos or a glob")
-    job = _stream_job(options.job(args.input, args.output, alpha=args.alpha,
-                                  foreground=args.foreground), args)
+    job = _stream_job(job_from_args(args), args)
     bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
     try:
         result = run_guarded(job, progress=bar, verbose=args.verbose,

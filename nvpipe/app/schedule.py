@@ -28,9 +28,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
-from nvpipe.app.batch import (BatchOptions, BatchSummary, _name_for, _recorded_outputs,
-                              batch_inputs, batch_outputs, job_settings, plan_clip)
+from nvpipe.app.batch import (BatchSummary, _recorded_outputs, batch_inputs, clip_job,
+                              job_settings, plan_clip)
 from nvpipe.errors import NvpipeError, raise_terminated
+from nvpipe.job import Job
 from nvpipe.platform.capacity import clip_resources
 
 # A worker that dies is retried this many times in all: a clip that kills its worker every
@@ -75,7 +76,7 @@ class ClipResult:
 
 
 # -- planning and the per-clip function ------------------------------------------------------
-def plan_batch(source: str, out: str, options, summary, log=sys.stderr) -> list[Clip]:
+def plan_batch(source: str, out: str, template: Job, summary, log=sys.stderr) -> list[Clip]:
     """The clips of ``source`` to convert into ``out``; those to skip (complete, or blocked
     by a file nvpipe did not write) and those whose job cannot be built go into
     ``summary``. A clip to redo gets ``overwrite`` (the files there are nvpipe's partial
@@ -89,13 +90,8 @@ def plan_batch(source: str, out: str, options, summary, log=sys.stderr) -> list[
         os.makedirs(out, exist_ok=True)
     clips = []
     for number, input_path in enumerate(inputs, 1):
-        output, out_dir = batch_outputs(input_path, out)
-        stem = Path(input_path).stem
-        alpha = _name_for(options.alpha, stem, "_alpha", out_dir) if options.alpha else None
-        foreground = (_name_for(options.foreground, stem, "_foreground", out_dir)
-                      if options.foreground else None)
         try:
-            job = options.job(input_path, output, alpha=alpha, foreground=foreground)
+            job = clip_job(template, input_path, out)
             convert, reason, note = plan_clip(job)
         except NvpipeError as error:
             _record(summary, ClipResult(input_path, FAILED, str(error)), log)
@@ -206,41 +202,41 @@ class BatchInterrupted(KeyboardInterrupt):
 
 
 # -- back ends -----------------------------------------------------------------------------
-def schedule_batch(source: str, out: str, options, summary, *, jobs: int = 1,
+def schedule_batch(source: str, out: str, template: Job, summary, *, jobs: int = 1,
                    cluster: Optional[str] = None,
                    progress_factory: Optional[Callable[[str], Callable]] = None,
-                   log=sys.stderr) -> None:
+                   log=sys.stderr, verbose: bool = False) -> None:
     """Plans the batch and converts its clips on the chosen back end: here (``jobs`` 1),
     in ``jobs`` local processes, or on the Ray cluster at ``cluster``; each clip's result
     goes into ``summary``."""
     if jobs < 1:
         raise NvpipeError(f"--jobs must be at least 1, got {jobs}")
     if cluster is None:
-        clips = plan_batch(source, out, options, summary, log)
+        clips = plan_batch(source, out, template, summary, log)
         if jobs > 1 and clips:
-            _run_in_processes(clips, options, summary, jobs, progress_factory is not None, log)
+            _run_in_processes(clips, summary, jobs, progress_factory is not None, log)
         elif clips:
-            _run_here(clips, options, summary, progress_factory, log)
+            _run_here(clips, summary, progress_factory, log, verbose)
         return
     ray, started = connect(cluster)
     try:
-        options = replace(options, device=cluster_device(ray, options.device))
-        clips = plan_batch(source, out, options, summary, log)
+        template = replace(template, device=cluster_device(ray, template.device))
+        clips = plan_batch(source, out, template, summary, log)
         if clips:
-            _run_on_ray(ray, clips, options, summary, jobs, progress_factory is not None, log)
+            _run_on_ray(ray, clips, summary, jobs, progress_factory is not None, log)
     finally:
         if started:
             ray.shutdown()
 
 
-def _run_here(clips, options, summary, progress_factory, log) -> None:
+def _run_here(clips, summary, progress_factory, log, verbose) -> None:
     """One clip after another in this process; the network is loaded once."""
     networks: dict = {}
     for clip in clips:
         progress = progress_factory(clip.label) if progress_factory else None
         try:
             result = convert_clip(clip, networks=networks, progress=progress,
-                                  verbose=options.verbose)
+                                  verbose=verbose)
         finally:
             if progress is not None and hasattr(progress, "finish"):
                 progress.finish()
@@ -381,7 +377,7 @@ class _Worker:
         self.conn.close()
 
 
-def _run_in_processes(clips, options, summary, jobs, show, log) -> None:
+def _run_in_processes(clips, summary, jobs, show, log) -> None:
     """``jobs`` worker processes (``spawn``: fork after CUDA or OpenMP started is unsafe),
     each converting one clip at a time; a worker that dies is replaced and its clip retried."""
     import multiprocessing
@@ -482,7 +478,7 @@ def cluster_device(ray, device: str) -> str:
 FORWARDED_ENV = ("NVPIPE_WEIGHTS", "NVPIPE_OFFLINE")
 
 
-def _run_on_ray(ray, clips, options, summary, jobs, show, log) -> None:
+def _run_on_ray(ray, clips, summary, jobs, show, log) -> None:
     resources = clip_resources(clips[0].job.device)
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     if env:
@@ -524,9 +520,10 @@ __all__ = ["Clip", "ClipResult", "run_batch",
            "MAX_ATTEMPTS", "KILL_HOOK"]
 
 
-def run_batch(source: str, out: str, options: BatchOptions,
+def run_batch(source: str, out: str, template: Job,
               progress_factory: Optional[Callable[[str], Callable]] = None,
-              log=sys.stderr, *, jobs: int = 1, cluster: Optional[str] = None) -> BatchSummary:
+              log=sys.stderr, *, jobs: int = 1, cluster: Optional[str] = None,
+              verbose: bool = False) -> BatchSummary:
     """Convert every clip ``source`` names into ``out``; a failing clip is reported and the
     rest go on. Resume: a clip is skipped only when nvpipe's own record says each of its
     outputs is a complete conversion of that input with these settings (``nvpipe.app.manifest``);
@@ -535,6 +532,6 @@ def run_batch(source: str, out: str, options: BatchOptions,
     clips at once, each in its own process; ``cluster`` (a Ray address or ``auto``) runs
     each clip as a Ray task. See this module's docstring."""
     summary = BatchSummary()
-    schedule_batch(source, out, options, summary, jobs=jobs, cluster=cluster,
-                   progress_factory=progress_factory, log=log)
+    schedule_batch(source, out, template, summary, jobs=jobs, cluster=cluster,
+                   progress_factory=progress_factory, log=log, verbose=verbose)
     return summary

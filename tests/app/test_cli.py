@@ -164,6 +164,7 @@ def test_device_auto_picks_what_can_run(small_clip, weights_env, tmp_path, monke
     assert not (tmp_path / "b.mp4").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_playable_file_of_frames_done(weights_env, tmp_path, footage):
     # 100 frames of 1080p take well over 10 s on this CPU, so the signal lands mid-run.
     source = footage("four_people_1080p.mp4")

@@ -69,14 +69,14 @@ def test_ray_bounded_retries_then_resume_redoes_only_that_clip(cluster, batch, t
     """b's worker dies on every attempt: b fails after MAX_ATTEMPTS with nothing under its
     name (only the dead workers' hidden staging and lock), a converts; the next run, with
     workers that live, redoes b alone."""
-    clips, options, reference = batch
+    clips, template, reference = batch
     folder, out = tmp_path / "clips", tmp_path / "out"
     folder.mkdir()
     for name in ("a.mp4", "b.mp4"):
         shutil.copy(clips / name, folder / name)
     monkeypatch.setenv(KILL_HOOK, "b:2:every")
     log = io.StringIO()
-    summary = run_batch(str(folder), str(out), options, log=log, cluster=cluster)
+    summary = run_batch(str(folder), str(out), template, log=log, cluster=cluster)
     assert list(map(os.path.basename, summary.converted)) == ["a.mp4"], log.getvalue()
     (failed, reason), = summary.failed
     assert os.path.basename(failed) == "b.mp4"
@@ -90,7 +90,7 @@ def test_ray_bounded_retries_then_resume_redoes_only_that_clip(cluster, batch, t
 
     monkeypatch.delenv(KILL_HOOK)
     log = io.StringIO()
-    summary = run_batch(str(folder), str(out), options, log=log, cluster=cluster)
+    summary = run_batch(str(folder), str(out), template, log=log, cluster=cluster)
     assert list(map(os.path.basename, summary.converted)) == ["b.mp4"], log.getvalue()
     assert [(os.path.basename(path), why) for path, why in summary.skipped] == [("a.mp4", "done")]
     assert "b.mp4: redo b.mp4: the last run did not finish it" in log.getvalue()

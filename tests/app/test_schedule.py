@@ -22,7 +22,7 @@ import pytest
 
 import conftest
 
-from nvpipe.app.batch import BatchOptions
+from nvpipe.app.batch import job_from_options
 from nvpipe.app.schedule import run_batch
 from nvpipe.app.schedule import KILL_HOOK, MAX_ATTEMPTS
 from nvpipe.platform.capacity import capacity, clip_resources
@@ -78,7 +78,7 @@ def assert_same_frames(out: Path, reference: Path, names) -> None:
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
-    """(clips folder: a, b, c and broken.mp4; options; a sequential run's output folder)."""
+    """(clips folder: a, b, c and broken.mp4; template job; a sequential run's output folder)."""
     from conftest import SHARED
 
     weights = SHARED / "weights" / "rvm_mobilenetv3_fp32.onnx"
@@ -86,30 +86,30 @@ def batch(tmp_path_factory):
         pytest.skip(f"{weights} is absent (../shared holds the weights)")
     root = tmp_path_factory.mktemp("batch")
     clips = make_batch(SHARED, root / "clips")
-    options = BatchOptions(ratio=RATIO, weights=str(weights))
+    template = job_from_options(str(clips), "{stem}.mp4", ratio=RATIO, weights=str(weights))
     reference = root / "sequential"
-    summary = run_batch(str(clips), str(reference), options, log=io.StringIO())
+    summary = run_batch(str(clips), str(reference), template, log=io.StringIO())
     assert len(summary.converted) == 3 and len(summary.failed) == 1
-    return clips, options, reference
+    return clips, template, reference
 
 
-def check_matches_sequential_and_reports_broken(clips, options, reference, out, **where):
+def check_matches_sequential_and_reports_broken(clips, template, reference, out, **where):
     """The shared case: the same batch elsewhere converts a, b, c to the sequential run's
     frames, reports broken.mp4, leaves nothing hidden but the record; a re-run converts
     nothing."""
     log = io.StringIO()
-    summary = run_batch(str(clips), str(out), options, log=log, **where)
+    summary = run_batch(str(clips), str(out), template, log=log, **where)
     assert sorted(map(os.path.basename, summary.converted)) == ["a.mp4", "b.mp4", "c.mp4"]
     assert [os.path.basename(path) for path, _ in summary.failed] == ["broken.mp4"]
     assert "nvpipe: failed: " in log.getvalue() and "broken.mp4" in log.getvalue()
     assert visible(out) == ["a.mp4", "b.mp4", "c.mp4"]
     assert hidden(out) == BOOKKEEPING
     assert_same_frames(out, reference, ["a.mp4", "b.mp4", "c.mp4"])
-    again = run_batch(str(clips), str(out), options, log=io.StringIO(), **where)
+    again = run_batch(str(clips), str(out), template, log=io.StringIO(), **where)
     assert again.converted == [] and len(again.skipped) == 3 and len(again.failed) == 1
 
 
-def check_killed_worker_is_retried(clips, options, reference, out, monkeypatch, **where):
+def check_killed_worker_is_retried(clips, template, reference, out, monkeypatch, **where):
     """b's worker SIGKILLs itself after 2 frames on its first attempt: b is retried (the
     retry's plan finds the record 'started' and redoes it) and completes; only the record
     is left hidden (the dead worker's staging file and lock were removed)."""
@@ -119,7 +119,7 @@ def check_killed_worker_is_retried(clips, options, reference, out, monkeypatch, 
         shutil.copy(clips / name, folder / name)
     monkeypatch.setenv(KILL_HOOK, "b:2")
     log = io.StringIO()
-    summary = run_batch(str(folder), str(out), options, log=log, **where)
+    summary = run_batch(str(folder), str(out), template, log=log, **where)
     assert sorted(map(os.path.basename, summary.converted)) == ["a.mp4", "b.mp4"], log.getvalue()
     assert summary.failed == []
     assert "b.mp4: the worker died" in log.getvalue() and f"retry 1 of {MAX_ATTEMPTS - 1}" in log.getvalue()
@@ -134,15 +134,17 @@ def test_jobs_2_matches_sequential_and_reports_a_broken_clip(batch, tmp_path):
     check_matches_sequential_and_reports_broken(*batch, tmp_path / "out", jobs=2)
 
 
+@pytest.mark.slow
 def test_jobs_2_retries_a_killed_worker(batch, tmp_path, monkeypatch):
     check_killed_worker_is_retried(*batch, tmp_path / "out", monkeypatch, jobs=2)
 
 
+@pytest.mark.slow
 def test_jobs_2_resume_after_ctrl_c_redoes_only_the_incomplete(batch, tmp_path, footage):
     """The real command: Ctrl-C while a 50-frame clip converts; the batch stops with 130,
     the clip's frames done kept as a partial file that the record calls 'started'; the
     re-run redoes exactly the clips not recorded complete and leaves the others alone."""
-    clips, options, _ = batch
+    clips, template, _ = batch
     folder, out = tmp_path / "clips", tmp_path / "out"
     folder.mkdir()
     for name in ("a.mp4", "b.mp4"):
@@ -152,7 +154,7 @@ def test_jobs_2_resume_after_ctrl_c_redoes_only_the_incomplete(batch, tmp_path, 
     make_clip(footage("person_fullbody_360x640.mp4"), folder / "long.mp4", start=0, frames=50,
               size=(360, 640))
     command = [sys.executable, "-m", "nvpipe.app.cli", "run", str(folder), str(out), "--jobs", "2",
-               "--ratio", str(RATIO), "--weights", options.weights, "--quiet"]
+               "--ratio", str(RATIO), "--weights", template.weights, "--quiet"]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (out.exists() and (out / ".nvpipe-batch.json").exists()

@@ -1,8 +1,9 @@
 """One vocabulary (nvpipe.job): the CLI's choices, the sinks, the kernels and rvm agree with
-it; one default green per entry point, defined once; --help renders '%' once; BatchOptions
-carries every Job and OutputSpec setting and pickles."""
+it; one default green per entry point, defined once; --help renders '%' once; a batch's
+job template carries every Job and OutputSpec setting and pickles."""
 
 import dataclasses
+import os
 import pickle
 import re
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from nvpipe import job
 from nvpipe.sources.backgrounds import parse_color
-from nvpipe.app.batch import BatchOptions
+from nvpipe.app.batch import QUALITY_FIELDS, clip_job, job_from_args, job_from_options
 from nvpipe.app.cli import build_parser, main
 
 NVPIPE = Path(job.__file__).parent
@@ -61,8 +62,8 @@ def test_default_greens():
     assert parse_color(job.RVM_GREEN) == pytest.approx((120 / 255, 1.0, 155 / 255))
     assert parse_color(job.DEFAULT_GREEN) == (0.0, 1.0, 0.0)
     assert job.Job("in.mp4").background == job.DEFAULT_GREEN
-    assert BatchOptions().job("in.mp4", "out.mp4").background == job.DEFAULT_GREEN
-    assert BatchOptions().job("in.mp4", "out.mov").outputs[0].kind == "rgba"
+    assert job_from_options("in.mp4", "out.mp4").background == job.DEFAULT_GREEN
+    assert job_from_options("in.mp4", "out.mov").outputs[0].kind == "rgba"
 
 
 def test_help_shows_percent_signs_once(capsys):
@@ -88,19 +89,27 @@ def test_short_flags_mean_the_long_ones():
     assert vars(short) == vars(long)
 
 
-def test_batch_options_carry_every_setting_and_pickle():
-    names = {f.name for f in dataclasses.fields(BatchOptions)}
-    job_names = {f.name for f in dataclasses.fields(job.Job)} - {"input", "outputs"}
-    spec_names = {f.name for f in dataclasses.fields(job.OutputSpec)} - {"path"}
-    assert job_names | spec_names <= names
+def test_a_batch_template_carries_every_setting_and_pickles():
+    """A batch clip's job is the template with its input and outputs replaced: every option
+    reaches it by its field's name, and the template pickles (worker processes, Ray)."""
     args = build_parser().parse_args(["run", "clips/", "out/", "--start", "1:02.5", "--frames",
-                                      "7", "--crf", "20", "--ratio", "0.25", "-y"])
-    options = BatchOptions.from_args(args)
-    assert pickle.loads(pickle.dumps(options)) == options
-    built = options.job("clips/a.mp4", "out/a.mp4", alpha="out/a_alpha.mp4")
+                                      "7", "--crf", "20", "--ratio", "0.25", "-y",
+                                      "--alpha", ".mov"])
+    option_names = set(vars(args))
+    job_names = {f.name for f in dataclasses.fields(job.Job)} - {"input", "outputs",
+                                                                 "input_options"}
+    stream_only = {"format"}  # --format is a stream output's (cli._stream_job sets it)
+    assert job_names | set(QUALITY_FIELDS) - stream_only <= option_names
+    template = job_from_args(args, output="out/{stem}.mp4")
+    assert pickle.loads(pickle.dumps(template)) == template
+    built = clip_job(template, "clips/a.mp4", "out")
+    assert built.input == "clips/a.mp4"
+    assert [spec.path for spec in built.outputs] == [os.path.join("out", "a.mp4"),
+                                                     os.path.join("out", "a_alpha.mov")]
     assert (built.start, built.frames, built.ratio, built.overwrite) == (62.5, 7, 0.25, True)
     assert [spec.crf for spec in built.outputs] == [20, 20]
-    assert dataclasses.replace(options, device="cuda").device == "cuda"
+    assert [spec.kind for spec in built.outputs] == ["composite", "alpha"]
+    assert dataclasses.replace(template, device="cuda").device == "cuda"
 
 
 def test_resnet50_without_weights_is_one_clear_line(small_clip, tmp_path, monkeypatch, capsys):

@@ -220,6 +220,7 @@ def test_silent_pipe_ends_after_timeout_with_one_line(weights_env, tmp_path):
 
 
 # -- loopback UDP -------------------------------------------------------------------------
+@pytest.mark.slow
 def test_udp_stream_converted_live_until_it_ends(live_clip, weights_env, tmp_path):
     """A sender streams 6 s of real footage over UDP in real time while nvpipe converts
     it (what is sent before nvpipe listens is lost, as on a real network); the stream's
@@ -255,6 +256,7 @@ def test_udp_without_sender_fails_with_one_line(weights_env, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_sigterm_mid_stream_leaves_a_playable_file(live_clip, weights_env, tmp_path):
     port = _free_udp_port()
     out = tmp_path / "out.mp4"
@@ -329,6 +331,7 @@ def test_file_input_never_drops(small_clip, weights_env, tmp_path, monkeypatch):
     assert count_frames(tmp_path / "out.mp4") == CLIP_FRAMES
 
 
+@pytest.mark.slow
 def test_stream_output_over_udp_received_and_counted(small_clip, weights_env):
     """nvpipe run clip udp://...: a receiver on the loopback decodes the MPEG-TS it sends."""
     port = _free_udp_port()
@@ -438,6 +441,7 @@ def _alpha_pngs(folder: Path) -> list[np.ndarray]:
     return [np.asarray(Image.open(p), dtype=np.float32) / 255 for p in sorted(folder.iterdir())]
 
 
+@pytest.mark.slow
 def test_cut_resets_the_memory_in_the_runner(joined_clip, weights_env, tmp_path):
     """With the reset, the frames after the cut are the second shot's alpha from a fresh
     start; without it they differ (the first shot's memory)."""
@@ -463,6 +467,7 @@ def test_cut_resets_the_memory_in_the_runner(joined_clip, weights_env, tmp_path)
     assert mad_no_reset > 1.5 * mad_reset, (mad_reset, mad_no_reset)
 
 
+@pytest.mark.slow
 def test_session_detects_cuts_and_measures_latency(joined_clip, weights_env):
     from nvpipe import MattingSession
 

@@ -94,6 +94,7 @@ def test_alpha_deliverables_carry_the_networks_alpha(name, decoder, max_error, m
         assert error.max() <= max_error and error.mean() <= mean_error, (error.max(), error.mean())
 
 
+@pytest.mark.slow
 def test_composite_over_image_and_looping_video_backgrounds(small_clip, weights_env,
                                                             network_reference, tmp_path):
     height, width = network_reference[0][0].shape[:2]
@@ -190,6 +191,7 @@ def test_image_sequence_in_and_several_outputs_from_one_pass(small_clip, weights
         assert np.abs(grey - pha[0].numpy() * 255).max() <= 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("clip", ["color/h265_10bits.mp4", "color/bt709_full_range.mp4"])
 def test_ten_bit_and_full_range_inputs(clip, footage, weights_env, tmp_path):
     source = footage(clip)

@@ -138,6 +138,7 @@ def test_runner_reports_an_encoder_failure_once_and_leaves_no_output(small_clip,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["previous.mp4"]
 
 
+@pytest.mark.slow
 def test_runner_output_matches_stages_run_by_hand(small_clip, weights_env, tmp_path, official_network):
     """The threaded runner computes what the stages compute one after another."""
     import av

@@ -18,7 +18,7 @@ import nvpipe.kernels as K
 from conftest import poisoned, triton_call
 from nvpipe.kernels._common import LUMA_WEIGHTS
 
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7}
+from tolerances import KERNEL as TOLERANCE
 
 
 def random_frame(height, width, *, bits=8, extra_pitch=0, generator=None):

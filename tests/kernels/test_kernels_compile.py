@@ -46,6 +46,7 @@ def report(tmp_path_factory):
     return json.loads((folder / "report.json").read_text())
 
 
+@pytest.mark.slow  # the module's report compiles every variant: 86 s
 def test_every_pipeline_variant_compiles_for_sm90(report):
     bench = load_bench_script("kernel_compile")
     names = set(bench._variants())
@@ -59,12 +60,14 @@ def test_every_pipeline_variant_compiles_for_sm90(report):
         assert 0 < row["registers"] <= 255, row
 
 
+@pytest.mark.slow  # the module's report compiles every variant: 86 s
 def test_no_register_spills(report):
     spilling = [(row["variant"], row["spill_store_bytes"], row["spill_load_bytes"]) for row in report["compiled"]
                 if row["spill_store_bytes"] or row["spill_load_bytes"]]
     assert not spilling
 
 
+@pytest.mark.slow  # the module's report compiles every variant: 86 s
 def test_tail_coefficient_taps_are_vector_loads(report):
     # FP16 channels_last A and b: each tap's 4 channels are one 8-byte load (ld.global.v2.b32);
     # 2-byte scalar loads mean the alignment hint was lost (128 of them a thread at 16x64x8).

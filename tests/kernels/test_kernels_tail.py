@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import nvpipe.kernels as K
 from conftest import poisoned, triton_call
 
-TOLERANCE = {torch.float32: 1e-5, torch.float16: 2.0**-10, torch.uint8: 1}
+from tolerances import KERNEL as TOLERANCE
 
 
 def assert_close(got, want, dtype):

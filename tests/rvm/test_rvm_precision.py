@@ -30,8 +30,8 @@ from rvm.precision import (
 )
 from nvpipe.kernels import matting_tail_reference
 
-MAD_TOLERANCE = 1e-3
-MAX_TOLERANCE = 0.1
+from tolerances import ALPHA_MAD as MAD_TOLERANCE
+from tolerances import ALPHA_MAX as MAX_TOLERANCE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -97,6 +97,7 @@ def test_failed_overwrite_keeps_the_good_file(truncated_clip, footage, weights_e
 
 
 # -- broken before: 2. batch resume counted failed and interrupted clips as done -------------
+@pytest.mark.slow
 def test_batch_resume_redoes_every_incomplete_output(small_clip, footage, truncated_clip,
                                                      weights_env, tmp_path):
     clips = tmp_path / "clips"
@@ -155,10 +156,10 @@ def test_batch_resume_after_a_killed_run(small_clip, weights_env, tmp_path):
     clips.mkdir()
     out.mkdir()
     shutil.copy(small_clip, clips / "a.mp4")
-    from nvpipe.app.batch import BatchOptions, job_settings
+    from nvpipe.app.batch import job_from_options, job_settings
     from nvpipe.app.manifest import BatchManifest
 
-    job = BatchOptions(ratio=0.5).job(str(clips / "a.mp4"), str(out / "a.mp4"))
+    job = job_from_options(str(clips / "a.mp4"), str(out / "a.mp4"), ratio=0.5)
     BatchManifest(str(out)).mark_started([str(out / "a.mp4")], str(clips / "a.mp4"),
                                          job_settings(job))
     (out / "a.mp4").write_bytes(b"half a file")
@@ -215,6 +216,7 @@ def test_heights_of_2_mod_4_convert_like_multiples_of_4(footage, weights_env, tm
 
 
 # -- broken before: 4. two runs writing one output at once ------------------------------------
+@pytest.mark.slow
 def test_a_second_writer_of_the_same_output_is_refused(footage, weights_env, tmp_path):
     target = tmp_path / "out.mp4"
     first = _start("run", footage("four_people_1080p.mp4"), target, "--ratio", "0.25", "--quiet")
@@ -360,6 +362,7 @@ def test_bad_requests_are_one_line(case, small_clip, weights_env, tmp_path):
         assert list(out.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_png_output_says_the_audio_is_not_written(footage, weights_env, tmp_path):
     clip = footage("color/nasa_13013.mp4")  # has audio
     code, stderr = _cli("run", clip, tmp_path / "frames/", "--ratio", "0.5")

@@ -187,6 +187,7 @@ def tone_clip(tmp_path_factory):
     return _clip_with_tone(source, tmp_path_factory.mktemp("tone") / "talk.mp4")
 
 
+@pytest.mark.slow
 def test_start_and_duration_trim_video_and_audio(tone_clip, weights_env, tmp_path):
     whole, trimmed = tmp_path / "whole.mp4", tmp_path / "trimmed.mp4"
     assert main(["run", str(tone_clip), str(whole), "-q", "--ratio", "0.5"]) == 0
