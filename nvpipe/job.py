@@ -89,6 +89,9 @@ class Job:
     timeout: Optional[float] = None
     live: Optional[bool] = None
     cut_reset: bool = True  # reset the network's memory at scene cuts (nvpipe.engine.cuts)
+    # --device auto chose cuda: a GPU pipeline that fails before its first frame reruns on
+    # the CPU (nvpipe.engine.fallback.run_guarded) instead of failing.
+    cpu_fallback: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

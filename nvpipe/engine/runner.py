@@ -62,6 +62,7 @@ class RunResult:
     cuts: list[int] = field(default_factory=list)  # frames where the memory was reset
     engine: Optional[str] = None  # what ran the network (MattingStage.engine)
     profile: Optional[dict] = None  # --profile: nvpipe.engine.profile.Profile.report()
+    device: str = ""  # where it ran: the job's device, or "cpu" after a fallback
 
     @property
     def fps(self) -> float:
@@ -371,13 +372,21 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
     return pipeline
 
 
-def _open_outputs(job: Job, source, device: torch.device) -> tuple[StreamInfo, Outputs]:
+def _open_outputs(job: Job, source, device: torch.device,
+                  notes: Optional[list[str]] = None) -> tuple[StreamInfo, Outputs]:
+    """The run's outputs, opened; ``notes`` gets a line for each output that ``--encoder
+    auto`` sent to NVENC and that opened on the CPU because NVENC could not start."""
     from nvpipe.sinks import open_sink
+    from nvpipe.sinks.encoders import fallback_opener, requests_nvenc
 
     info = source.info
     sink_info = output_info(info, job.resize)
     specs = [choose_encoder(spec, job) for spec in job.outputs]
     opener = functools.partial(open_sink, shares_cores_with_network=device.type == "cpu")
+    if job.encoder == "auto":  # NVENC chosen for the user, not asked for: the CPU can take over
+        cpu_specs = {str(routed.path): spec for routed, spec in zip(specs, job.outputs)
+                     if routed is not spec and not requests_nvenc(spec)}
+        opener = fallback_opener(opener, cpu_specs, notes if notes is not None else [])
     return sink_info, Outputs(specs, sink_info, overwrite=job.overwrite, open_sink=opener,
                               audio_from=job.input if info.has_audio else None)
 
@@ -411,8 +420,9 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     source = trim(open_source(job.input, device=job.device, fps=job.fps,
                               input_format=job.input_format, input_options=job.input_options,
                               timeout=job.timeout, live=job.live, stop=stages.stop), job)
+    open_notes: list[str] = []
     try:
-        sink_info, outputs = _open_outputs(job, source, device)
+        sink_info, outputs = _open_outputs(job, source, device, open_notes)
     except BaseException:
         source.close()
         raise
@@ -494,7 +504,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
             telemetry.stop()
     live = _live_stats(mailbox, latency, outputs) if mailbox is not None else None
     result = _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
-                          notes=list(source.notes), live=live, cuts=cuts)
+                          notes=list(source.notes) + open_notes, live=live, cuts=cuts)
     if pipeline is not None:
         result.engine = pipeline.matting.engine
     if profiler is not None:
@@ -547,7 +557,7 @@ def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
     result = RunResult(frames=frames_done, seconds=seconds,
                        outputs=[p.path for p in placed], interrupted=interrupted,
                        encoders=encoders, placed=placed, notes=notes, live=live,
-                       cuts=list(cuts or ()),
+                       cuts=list(cuts or ()), device=job.device,
                        telemetry=telemetry.summary() if telemetry is not None else {})
     if isinstance(error, KeyboardInterrupt):
         raise Interrupted(result, terminated=isinstance(error, Terminated)) from None
