@@ -19,6 +19,7 @@ setup(
         "numpy>=1.24",
         "av>=12",
         "onnx>=1.15",  # reading the official ONNX weights
+        "onnxruntime>=1.17",  # the CPU path's network engine (nvpipe.engine.matting.ort)
         "tqdm>=4.60",  # the progress bar
     ],
     extras_require={

@@ -18,6 +18,7 @@ ends of a measurement.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import os
@@ -39,6 +40,26 @@ SIZES = {"1080p": (1920, 1080, 0.25), "2160p": (3840, 2160, 0.125)}  # the issue
 
 
 # ----------------------------------------------------------------------------- helpers
+
+# torch's default lets cuDNN convolutions and cuBLAS matmuls run FP32 as TF32 on Ampere and
+# later (10-bit mantissa): an "FP32" reference must turn both off (issue 17, finding 5).
+def tf32_settings() -> dict:
+    return {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32}
+
+
+@contextlib.contextmanager
+def no_tf32():
+    """True FP32 in the ``with`` body (both TF32 switches off), restored after."""
+    before = tf32_settings()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before["cuda.matmul.allow_tf32"]
+        torch.backends.cudnn.allow_tf32 = before["cudnn.allow_tf32"]
+
 
 def gpu_facts() -> dict:
     """GPU name, driver, CUDA/torch/Triton/PyNvVideoCodec versions for the results file."""
@@ -137,7 +158,9 @@ def bench_network(width: int, height: int, ratio: float, weights: Optional[str] 
         nonlocal state
         _, _, *state = fp32(src, *state, downsample_ratio=ratio)
 
-    result["fp32_eager_fps"] = round(1 / _timed(eager_step, max(10, iterations // 4)), 1)
+    with no_tf32():  # the baseline is true FP32
+        result["fp32_settings"] = tf32_settings()
+        result["fp32_eager_fps"] = round(1 / _timed(eager_step, max(10, iterations // 4)), 1)
     del fp32, state
     torch.cuda.empty_cache()
 

@@ -40,6 +40,7 @@ from nvpipe.platform.threads import tune_for_pipeline  # noqa: E402
 tune_for_pipeline()
 
 import torch  # noqa: E402
+from gpu_bench import no_tf32, tf32_settings  # noqa: E402 - the FP32 reference's settings
 
 SIZES = {"4k": (3840, 2160, 0.125), "1080p": (1920, 1080, 0.25)}  # the issue's pairs
 CLIP_FRAMES = int(os.environ.get("CLIP_FRAMES", "240"))  # 8 s at 30 fps: long enough for steady state
@@ -53,10 +54,16 @@ class Results:
         self.data: dict = {"step": step, "started": time.strftime("%H:%M:%S")}
         self.save()
 
+    # Keys too long for the summary: the JSON file keeps them, the log shows their size.
+    QUIET = ("per frame", "started")
+
     def put(self, key: str, value) -> None:
         self.data[key] = value
         self.save()
-        print(f"{self.path.stem} {key}: {json.dumps(value, default=str)[:400]}", flush=True)
+        # "KEY " lines are what gpu_session.sh's summary.txt shows (the last one per key).
+        text = f"{len(value)} values" if key in self.QUIET and hasattr(value, "__len__") \
+            else json.dumps(value, default=str)
+        print(f"KEY {self.path.stem} {key}: {text[:300]}", flush=True)
 
     def measure(self, key: str, body: Callable[[], object]) -> object:
         """``put(key, body())``, or the error's first line; never raises."""
@@ -225,10 +232,38 @@ def step_clips(results: Results, args) -> None:
         results.measure(size, make)
 
 
-def _timed(step: Callable[[], object], iterations: int, warmup: int = 3) -> float:
-    from gpu_bench import _timed as timed
+def timed_on_stage(stream, step: Callable[[], object], iterations: int, warmup: int = 3, *,
+                   make_event: Optional[Callable[[], object]] = None,
+                   use_stream: Optional[Callable[[object], object]] = None,
+                   synchronize: Optional[Callable[[], None]] = None) -> float:
+    """Seconds per call of ``step()``, timed by CUDA events recorded on ``stream``: the
+    stream the work runs on (``step`` is called with it current).
 
-    return timed(step, iterations, warmup)
+    A stage's own stream is non-blocking: events on the legacy default stream would not
+    wait for its work, and would time the CPU's enqueueing instead (issue 17, finding 3).
+    ``make_event``/``use_stream``/``synchronize`` stand in for torch.cuda's in tests.
+    """
+    make_event = make_event or (lambda: torch.cuda.Event(enable_timing=True))
+    use_stream = use_stream or torch.cuda.stream
+    synchronize = synchronize or torch.cuda.synchronize
+    with use_stream(stream):
+        for _ in range(warmup):
+            step()
+        synchronize()
+        start, end = make_event(), make_event()
+        start.record(stream)
+        for _ in range(iterations):
+            step()
+        end.record(stream)
+    end.synchronize()
+    return start.elapsed_time(end) / 1000 / iterations
+
+
+def _timed(step: Callable[[], object], iterations: int, warmup: int = 3) -> float:
+    """``timed_on_stage`` on the calling thread's current stream (work that runs there)."""
+    return timed_on_stage(torch.cuda.current_stream(), step, iterations, warmup)
+
+
 
 
 def step_network(results: Results, args) -> None:
@@ -259,7 +294,9 @@ def step_network(results: Results, args) -> None:
                 index[0] += 1
                 _, _, *state = network(src, *state, downsample_ratio=ratio)
 
-            return round(1 / _timed(step, iterations // 2), 1)
+            with no_tf32():  # true FP32, the speed-up's baseline
+                row["fp32_settings"] = tf32_settings()
+                return round(1 / _timed(step, iterations // 2), 1)
 
         row["fp32_eager_fps"] = _safe(fp32_eager)
         results.put(size, row)
@@ -309,18 +346,18 @@ def step_network(results: Results, args) -> None:
 
                 @torch.inference_mode()
                 def with_tail():
-                    with torch.cuda.stream(stage.stream):
-                        coeff_a, coeff_b = stage(small)
-                        kernels.matting_tail(coeff_a, coeff_b, srcs, output="composite",
-                                             background=(0.0, 1.0, 0.0), out=out)
+                    coeff_a, coeff_b = stage(small)
+                    kernels.matting_tail(coeff_a, coeff_b, srcs, output="composite",
+                                         background=(0.0, 1.0, 0.0), out=out)
 
                 @torch.inference_mode()
                 def alone():
-                    with torch.cuda.stream(stage.stream):
-                        stage(small)
+                    stage(small)
 
+                # The events go on the stage's stream, where the graph replays run.
                 n = max(10, iterations // chunk)
-                return (round(chunk / _timed(with_tail, n), 1), round(chunk / _timed(alone, n), 1),
+                return (round(chunk / timed_on_stage(stage.stream, with_tail, n), 1),
+                        round(chunk / timed_on_stage(stage.stream, alone, n), 1),
                         "graph" if type(stage._graphs[tuple(small.shape)]).__name__ == "GraphedMatting"
                         else "eager fallback")
 
@@ -332,6 +369,12 @@ def step_network(results: Results, args) -> None:
                 graphs[chunk] = value
             row["fp16_graph_with_tail_fps"], row["fp16_graph_network_only_fps"] = graphs, network_only
             results.put(size, row)
+        results.put(f"{size} fps", "fp32 eager (no TF32) {}; fp16 frozen {}; fp16 graphs+tail {}; "
+                    "graphs alone {}; {}".format(
+                        row.get("fp32_eager_fps"), row.get("fp16_torchscript_frozen_fps"),
+                        "/".join(str(graphs.get(t)) for t in (1, 2, 4)),
+                        "/".join(str(network_only.get(t)) for t in (1, 2, 4)),
+                        row.get("fp16_mode", "?")))
         del network16
         torch.cuda.empty_cache()
 
@@ -410,6 +453,8 @@ def step_x264(results: Results, args) -> None:
             (fps, wall, cores) = busy_cores(lambda: _safe(encode))
             row[preset] = {"fps": fps, "busy_cores": cores, "threads": "auto"}
             results.put(size, row)
+        results.put(f"{size} fps", "; ".join(f"{preset} {value['fps']} ({value['busy_cores']} cores)"
+                                             for preset, value in row.items()))
 
 
 def step_fidelity(results: Results, args) -> None:
@@ -422,11 +467,13 @@ def step_fidelity(results: Results, args) -> None:
     path = Path(args.shared) / "footage/four_people_1080p.mp4"
     ratio = 0.25
     frames = real_frames(path, int(os.environ.get("FIDELITY_FRAMES", "300")))
-    stages = {dtype: MattingStage(rvm.load(args.weights, device="cuda", dtype=dtype), ratio=ratio,
-                                  device="cuda", dtype=dtype)
-              for dtype in (torch.float32, torch.float16)}
+    with no_tf32():  # warm-up and capture with the reference's settings
+        stages = {dtype: MattingStage(rvm.load(args.weights, device="cuda", dtype=dtype),
+                                      ratio=ratio, device="cuda", dtype=dtype)
+                  for dtype in (torch.float32, torch.float16)}
     mad, worst = [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), no_tf32():  # FP32 is the reference: no TF32 in it
+        results.put("fp32 reference", tf32_settings())
         for index, src in enumerate(frames):
             alphas = {}
             for dtype, stage in stages.items():

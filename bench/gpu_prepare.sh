@@ -4,6 +4,7 @@
 # network, and do not see ../shared; the device tool carries at most 64 MiB with the tree.
 #
 #   bash bench/gpu_prepare.sh        # here, once (needs PyPI)
+#   bash bench/gpu_session.sh --dry-run   # here: every step's plumbing, no GPU needed
 #   device run: command "bash bench/gpu_session.sh", carry [".gpu"], timeout_s 480   # one call
 #
 # .gpu/wheels   PyAV (abi3 wheel, installs on the GPU machines' Python 3.12)
@@ -18,7 +19,6 @@ cd "$(dirname "$0")/.."
 SHARED=${NVPIPE_SHARED:-../shared}
 PYNVVIDEOCODEC_VERSION=2.2.4
 PYTHON=${PYTHON:-python3}  # one with PyAV installed (its version is the wheel carried)
-LIMIT_MIB=60  # the tool's 64 MiB, less the repository itself
 
 [ -d "$SHARED/weights" ] || { echo "gpu_prepare: $SHARED/weights not found (set NVPIPE_SHARED)" >&2; exit 1; }
 rm -rf .gpu
@@ -59,15 +59,15 @@ tar -C "$scratch" -cJf .gpu/site.tar.xz site
 cp "$SHARED/weights/rvm_mobilenetv3_bnidentity.pth" .gpu/shared/weights/
 cp "$SHARED/tools/gpu/ctxleak.py" .gpu/tools/
 cp "$SHARED/footage/four_people_1080p.mp4" "$SHARED/footage/person_fullbody_360x640.mp4" .gpu/shared/footage/
+# Every clip tests/sources/test_nvdec.py compares (CLIPS there), so none of them skips.
 for clip in h264_10bits.mp4 h265_10bits.mp4 h265_video.mp4 av1_video.mkv bt601_limited_range.mp4 \
-            bt709_full_range.mp4 nasa_13013.mp4 nasa_13013_rotated.mp4; do
+            bt601_full_range.mp4 bt2020_10bit.mp4 bt709_full_range.mp4 nasa_13013.mp4 \
+            nasa_13013_rotated.mp4; do
     cp "$SHARED/footage/color/$clip" .gpu/shared/footage/color/
 done
 
-size_kib=$(du -sk .gpu | cut -f1)
-echo "gpu_prepare: .gpu is $((size_kib / 1024)) MiB:"
-du -sh .gpu/*
-if [ "$size_kib" -gt $((LIMIT_MIB * 1024)) ]; then
-    echo "gpu_prepare: over $LIMIT_MIB MiB: the device tool will refuse to carry it" >&2
+# What the device call sends: the tree and .gpu together, against its 64 MiB.
+"$PYTHON" bench/gpu_carry.py --carry .gpu || {
+    echo "gpu_prepare: the tree and .gpu are over the device's limit: it would refuse the call" >&2
     exit 1
-fi
+}

@@ -1,24 +1,33 @@
-"""Throughput of nvpipe by stage and size, against a plain PyAV + ONNX Runtime loop.
+"""nvpipe against the plain loop a user would write, at 360p, 720p, 1080p and 4K (issue 19).
 
-    python bench/throughput.py [--device cpu|cuda] [--sizes 360p,720p,1080p,4k] [--frames 30]
-                               [--pairs 3] [CLIP]
+    python bench/throughput.py [--sizes 360p,720p,1080p,4k] [--pairs 3] [--quick]
+                               [--ratio rvm|auto] [--device cpu|cuda] [CLIP]
 
-For each size the shared 1080p clip (real footage, looped where short) is scaled and
-encoded once (libx264, crf 16), then measured on the same frames:
+Clips: the shared real footage (``four_people_1080p.mp4``, looped where short) scaled to
+each size (bicubic) and encoded once with libx264 crf 16, cached under ``--cache`` (default
+``~/.cache/nvpipe/bench-clips``). Frames per size: ``FRAMES`` (``--quick``: a quarter).
 
-- per stage, in this process on frames held in memory: decode (PyAV on the CPU, NVDEC on
-  CUDA), convert (NV12 -> RGB + downsample), the network (``MattingStage``: FP32 eager on
-  the CPU, FP16 under CUDA graphs on CUDA), the tail (composite over green straight to NV12),
-  the CPU encoder (libx264 at the sink's default preset, crf and thread count);
-- end to end, file to file, as interleaved WHOLE-PROCESS pairs (start-up and weights
-  loading included, as a user sees it): ``nvpipe.run`` vs the plain loop (PyAV decode ->
-  ONNX Runtime, the official export -> composite -> PyAV encode, same encoder settings).
-  The median of the pairs is reported, with every run.
+Ratios: RVM's for each size by default (0.75, 0.375, 0.25, 0.125: the network sees
+480x270 at every size), or with ``--ratio auto`` nvpipe's automatic ratio
+(``min(512 / max(W, H), 1)``); the plain loop is given the same ratio.
 
-The network input is 480x270 at every size (ratios 0.75, 0.375, 0.25, 0.125), so the sizes
-differ only in their full-resolution work. Writes ``throughput-<device>-<N>core.json`` (the
-command, machine, GPU name and driver, every figure) and a PNG plot of fps per stage and
-size beside it. On a machine without CUDA, ``--device cuda`` exits with status 2.
+Each size: one untimed nvpipe run first (it fills nvpipe's caches as any first run on a
+machine does: the ONNX export of the network and the engine timing, like
+``cudnn.benchmark``), then ``--pairs`` interleaved WHOLE-PROCESS pairs (plain loop,
+nvpipe, plain loop, nvpipe...; start-up and weights loading included, as a user sees
+it), then one nvpipe run with ``--profile`` (per stage ms per frame, cores busy, queue
+waits, network GFLOP/s). Reported: each run's fps and cores busy (the child's user+system
+CPU over wall time, from ``getrusage(RUSAGE_CHILDREN)``), the median fps of each side, the
+ratio of medians and the median of the per-pair ratios (a pair's runs are seconds apart:
+on a shared machine their ratio is steadier than either).
+
+The plain loop is ``bench/plain_loop.py``: PyAV decode to rgb24, the official ONNX in ONNX
+Runtime with its default threads, composite in NumPy, PyAV libx264 at its defaults.
+nvpipe runs ``python -m nvpipe run CLIP OUT --device cpu --ratio R --weights ONNX -y -q``
+with everything else at its defaults.
+
+Writes ``throughput-<device>-<N>core.json`` (the command, load averages, machine, every
+run) and a PNG plot beside it in ``--out`` (default ``bench/results``).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,20 +49,21 @@ from typing import Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from nvpipe.platform.threads import tune_for_pipeline  # noqa: E402
-
-tune_for_pipeline()  # the same threading environment `nvpipe run` uses, before torch loads
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
 DEFAULT_CLIP = REPO.parent / "shared" / "footage" / "four_people_1080p.mp4"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "rvm_mobilenetv3_fp32.onnx"
-# name: (width, height, ratio); every ratio gives the network a 480x270 input.
+DEFAULT_CACHE = Path(os.environ.get("NVPIPE_CACHE") or Path.home() / ".cache" / "nvpipe") / "bench-clips"
+# name: (width, height, RVM's ratio); every ratio gives the network a 480x270 input.
 SIZES = {"360p": (640, 360, 0.75), "720p": (1280, 720, 0.375), "1080p": (1920, 1080, 0.25),
          "4k": (3840, 2160, 0.125)}
+# Frames per size: sized so that the default run (3 pairs, 4 sizes) ends within ~10 minutes
+# on a quiet 2-core machine (the plain loop's 4K frame is the costliest, ~1 s there).
+FRAMES = {"360p": 120, "720p": 100, "1080p": 80, "4k": 36}
 STAGES = ("decode", "convert", "network", "tail", "encode")
+PLAIN, NVPIPE = "plain_loop", "nvpipe"
 
 
 # ----------------------------------------------------------------------------- clips
@@ -81,217 +92,107 @@ def make_clip(source: str, path: str, width: int, height: int, frames: int) -> s
     return path
 
 
-# ----------------------------------------------------------------------------- stages
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _fps(count: int, seconds: float) -> float:
-    return round(count / seconds, 2) if seconds > 0 else 0.0
-
-
-def _open_source(path: str, device: torch.device):
-    """NVDEC on CUDA (PyAV where it cannot run, said in ``decoder``), PyAV on the CPU."""
-    from nvpipe.sources.pyav import PyAVSource
-
-    if device.type == "cuda":
-        try:
-            from nvpipe.sources.nvdec import NvdecSource
-
-            return NvdecSource(path), "nvdec"
-        except Exception as error:  # noqa: BLE001 - measured on the CPU decoder instead
-            return PyAVSource(path), f"pyav (NVDEC unavailable: {str(error).splitlines()[0][:120]})"
-    return PyAVSource(path), "pyav"
+def cached_clip(source: str, cache: Path, size: str, frames: int) -> str:
+    """``make_clip`` once per (source, size, frames), kept under ``cache``."""
+    width, height, _ = SIZES[size]
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{Path(source).stem}-{width}x{height}-{frames}f.mp4"
+    if not path.exists():
+        partial = path.with_name(f".{path.stem}.{os.getpid()}.mp4")
+        make_clip(source, str(partial), width, height, frames)
+        os.replace(partial, path)
+    return str(path)
 
 
-def bench_stages(path: str, ratio: float, device: torch.device, frames: int,
-                 weights: Optional[str]) -> dict:
-    """fps of each stage alone, on the first ``frames`` frames of ``path``."""
-    import rvm
-    from nvpipe import kernels
-    from nvpipe.engine.convert import Converter
-    from nvpipe.engine.matting import MattingStage
-    from nvpipe.engine.runner import default_dtype
-    from nvpipe.sinks.pyav import DEFAULT_QUALITY, encoder_threads
+# ----------------------------------------------------------------------------- runs
 
-    dtype = default_dtype(device.type)
-    result: dict = {}
-    source, result["decoder"] = _open_source(path, device)
-    info = source.info
-    decoded, keep = 0, []
-    with source, torch.inference_mode():
-        converter = Converter(info, ratio=ratio, device=device, dtype=dtype, ring_size=2 * frames + 4)  # two buffers a frame
-        started = time.perf_counter()
-        for frame in source:
-            # NVDEC frames are borrowed: keep converted copies (the convert stage is re-timed below).
-            keep.append(frame if frame.release is None else None)
-            if frame.release is not None:
-                keep[-1] = converter(frame)
-                frame.release()
-            decoded += 1
-            if decoded == frames:
-                break
-        _sync(device)
-        decode_seconds = time.perf_counter() - started
-    # NVDEC's timing above includes the conversion (its frames cannot be held); noted.
-    result["decode"] = _fps(decoded, decode_seconds)
-    if result["decoder"] == "nvdec":
-        result["decode_note"] = "NVDEC + convert (borrowed frames)"
-        converted = keep
-        result["convert"] = None
-    else:
-        started = time.perf_counter()
-        with torch.inference_mode():
-            converted = [converter(frame) for frame in keep]
-        _sync(device)
-        result["convert"] = _fps(len(converted), time.perf_counter() - started)
+def _environment() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
 
-    network = rvm.load(weights, device=device.type, dtype=dtype) if weights else \
-        rvm.fuse(rvm.MattingNetwork("mobilenetv3").eval()).to(device=device, dtype=dtype)
-    if device.type == "cpu":
-        network = rvm.optimize_for_cpu(network)
-    stage = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
-    small_shape = (1, *converted[0][1].shape)
-    stage.prepare(small_shape)
-    coefficients = []
-    with torch.inference_mode():
-        stage(converted[0][1][None])  # warm-up (allocator, cuDNN)
-        stage.reset()
-        _sync(device)
-        started = time.perf_counter()
-        for _, src_sm in converted:
-            coeff_a, coeff_b = stage(src_sm[None])
-            coefficients.append((coeff_a[0].clone(), coeff_b[0].clone()))
-        _sync(device)
-        result["network"] = _fps(len(converted), time.perf_counter() - started)
 
-        out = torch.empty(info.height + (info.height + 1) // 2, 2 * ((info.width + 1) // 2),
-                          dtype=torch.uint8, device=device)
-        nv12 = []
-        started = time.perf_counter()
-        for (src, _), (coeff_a, coeff_b) in zip(converted, coefficients):
-            kernels.matting_tail_nv12(coeff_a, coeff_b, src, output="composite",
-                                      background=(0.0, 1.0, 0.0), out=out)
-            nv12.append(out.cpu().numpy() if device.type == "cuda" else out.numpy().copy())
-        _sync(device)
-        result["tail"] = _fps(len(converted), time.perf_counter() - started)
+def command_for(kind: str, clip: str, out: str, ratio: float, weights: str, device: str,
+                profile: bool = False) -> list[str]:
+    if kind == PLAIN:
+        return [sys.executable, str(REPO / "bench" / "plain_loop.py"), clip, out,
+                "--ratio", str(ratio), "--weights", weights]
+    if profile:  # in one process, to read the figures as JSON
+        return [sys.executable, __file__, "--one-profile", clip, "--one-out", out,
+                "--one-ratio", str(ratio), "--weights", weights, "--device", device]
+    return [sys.executable, "-m", "nvpipe", "run", clip, out, "--device", device,
+            "--ratio", str(ratio), "--weights", weights, "-y", "-q"]
 
-    preset, crf = DEFAULT_QUALITY["h264"]
-    threads = encoder_threads(shares_cores_with_network=device.type == "cpu")
-    result["encoder"] = {"codec": "libx264", "preset": preset, "crf": crf, "threads": threads}
-    yuv = [av.VideoFrame.from_ndarray(plane, format="nv12").reformat(format="yuv420p")
-           for plane in nv12]
-    with tempfile.TemporaryDirectory() as scratch, \
-            av.open(os.path.join(scratch, "e.mp4"), "w") as container:
-        stream = container.add_stream("libx264", rate=30, options={"preset": preset, "crf": str(crf)})
-        stream.codec_context.thread_count = threads
-        stream.width, stream.height, stream.pix_fmt = info.width, info.height, "yuv420p"
-        started = time.perf_counter()
-        for index, frame in enumerate(yuv):
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-        result["encode"] = _fps(len(yuv), time.perf_counter() - started)
+
+def timed_process(command: list[str], frames: int) -> dict:
+    """One whole process: wall seconds, fps, and cores busy (its user+system CPU / wall)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, env=_environment())
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": tail[:300], "returncode": done.returncode}
+    cpu_user = after.ru_utime - before.ru_utime
+    cpu_sys = after.ru_stime - before.ru_stime
+    result = {"seconds": round(wall, 3), "fps": round(frames / wall, 3),
+              "cpu_user_s": round(cpu_user, 2), "cpu_sys_s": round(cpu_sys, 2),
+              "cores_busy": round((cpu_user + cpu_sys) / wall, 2),
+              "load_1min_after": round(os.getloadavg()[0], 2)}
+    lines = done.stdout.strip().splitlines()
+    if lines and lines[-1].startswith("{"):
+        result["reported"] = json.loads(lines[-1])
     return result
 
 
-# ----------------------------------------------------------------------------- end to end
-
-def ort_session(weights: str):
-    import onnxruntime
-
-    return onnxruntime.InferenceSession(weights, providers=["CPUExecutionProvider"])
-
-
-def baseline_loop(path: str, out: str, weights: str, ratio: float, encoder: dict) -> int:
-    """The plain way: PyAV decode -> ONNX Runtime -> composite -> PyAV encode, one loop."""
-    session = ort_session(weights)
-    state = [np.zeros((1, 1, 1, 1), dtype=np.float32)] * 4
-    green = np.array([0, 1, 0], dtype=np.float32).reshape(1, 3, 1, 1)
-    frames = 0
-    with av.open(path) as inp, av.open(out, "w") as container:
-        video = inp.streams.video[0]
-        stream = container.add_stream(encoder["codec"], rate=video.average_rate,
-                                      options=encoder["options"])
-        stream.codec_context.thread_count = encoder["threads"]
-        stream.width, stream.height, stream.pix_fmt = video.width, video.height, "yuv420p"
-        for frame in inp.decode(video):
-            src = frame.to_ndarray(format="rgb24").transpose(2, 0, 1)[None].astype(np.float32)
-            src /= 255
-            fgr, pha, *state = session.run(None, {
-                "src": src, "r1i": state[0], "r2i": state[1], "r3i": state[2], "r4i": state[3],
-                "downsample_ratio": np.array([ratio], dtype=np.float32)})
-            composite = fgr * pha + green * (1 - pha)
-            rgb = (composite[0].transpose(1, 2, 0) * 255 + 0.5).astype(np.uint8)
-            out_frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            out_frame.pts, out_frame.time_base = frame.pts, frame.time_base
-            container.mux(stream.encode(out_frame))
-            frames += 1
-        container.mux(stream.encode())
-    return frames
-
-
-def one_process(kind: str, path: str, out: str, ratio: float, device: str, weights: str) -> dict:
-    """What a child process runs (``--one KIND``): one whole conversion; returns its figures."""
-    started = time.perf_counter()
-    if kind == "nvpipe":
-        from nvpipe import Job, OutputSpec, run
-
-        result = run(Job(input=path, outputs=[OutputSpec(out)], ratio=ratio, device=device,
-                         weights=weights, overwrite=True))
-        frames, encoders = result.frames, result.encoders
-    else:
-        from nvpipe.sinks.pyav import DEFAULT_QUALITY, encoder_threads
-
-        preset, crf = DEFAULT_QUALITY["h264"]
-        encoders = {"codec": "libx264", "options": {"preset": preset, "crf": str(crf)},
-                    "threads": encoder_threads(shares_cores_with_network=True)}
-        frames = baseline_loop(path, out, weights, ratio, encoders)
-    return {"frames": frames, "seconds_in_process": round(time.perf_counter() - started, 3),
-            "encoders": encoders}
-
-
-def bench_pairs(path: str, ratio: float, device: str, weights: str, pairs: int) -> dict:
-    """Interleaved whole-process pairs: nvpipe, then the plain loop, ``pairs`` times."""
-    runs: dict[str, list] = {"nvpipe": [], "pyav_onnxruntime_loop": []}
-    with tempfile.TemporaryDirectory() as scratch:
-        for attempt in range(pairs):
-            for kind in runs:
-                out = os.path.join(scratch, f"{kind}{attempt}.mp4")
-                command = [sys.executable, __file__, "--one", kind, path, "--one-out", out,
-                           "--ratio", str(ratio), "--device", device, "--weights", weights]
-                started = time.perf_counter()
-                done = subprocess.run(command, capture_output=True, text=True)
-                wall = time.perf_counter() - started
-                if done.returncode != 0:
-                    tail = (done.stderr.strip().splitlines() or ["?"])[-1]
-                    runs[kind].append({"error": tail[:300]})
-                    continue
-                figures = json.loads(done.stdout.strip().splitlines()[-1])
-                figures["process_seconds"] = round(wall, 3)
-                figures["fps"] = _fps(figures["frames"], wall)
-                runs[kind].append(figures)
-    return summarise_pairs(runs)
+def bench_size(clip: str, frames: int, ratio: float, weights: str, device: str, pairs: int,
+               scratch: str) -> dict:
+    out = os.path.join(scratch, "out.mp4")
+    warm = timed_process(command_for(NVPIPE, clip, out, ratio, weights, device), frames)
+    runs: dict[str, list] = {PLAIN: [], NVPIPE: []}
+    for _ in range(pairs):
+        for kind in (PLAIN, NVPIPE):
+            runs[kind].append(timed_process(command_for(kind, clip, out, ratio, weights, device),
+                                            frames))
+    profiled = timed_process(command_for(NVPIPE, clip, out, ratio, weights, device, profile=True),
+                             frames)
+    result = summarise_pairs(runs)
+    result["first_nvpipe_run"] = warm
+    result["profile"] = profiled.get("reported", profiled)
+    return result
 
 
 def summarise_pairs(runs: dict[str, list]) -> dict:
-    """Medians of each side's fps, their ratio, and the ratio within each pair (the two runs
-    of a pair are seconds apart: on a shared machine their ratio is steadier than either)."""
+    """Medians of each side's fps and cores busy, their ratio, and each pair's ratio."""
     result: dict = {}
     for kind, values in runs.items():
-        good = [v["fps"] for v in values if "fps" in v]
-        result[kind] = {"fps": round(statistics.median(good), 2) if good else None, "runs": values}
-    if result["nvpipe"]["fps"] and result["pyav_onnxruntime_loop"]["fps"]:
-        result["nvpipe_over_loop"] = round(result["nvpipe"]["fps"]
-                                           / result["pyav_onnxruntime_loop"]["fps"], 2)
-        pairs = [round(ours["fps"] / theirs["fps"], 2)
-                 for ours, theirs in zip(runs["nvpipe"], runs["pyav_onnxruntime_loop"])
+        good = [v for v in values if "fps" in v]
+        result[kind] = {
+            "fps": round(statistics.median(v["fps"] for v in good), 3) if good else None,
+            "cores_busy": round(statistics.median(v["cores_busy"] for v in good), 2) if good else None,
+            "runs": values}
+    if result[NVPIPE]["fps"] and result[PLAIN]["fps"]:
+        result["nvpipe_over_plain"] = round(result[NVPIPE]["fps"] / result[PLAIN]["fps"], 3)
+        pairs = [round(ours["fps"] / theirs["fps"], 3)
+                 for ours, theirs in zip(runs[NVPIPE], runs[PLAIN])
                  if "fps" in ours and "fps" in theirs]
         result["pair_ratios"] = pairs
         result["median_pair_ratio"] = statistics.median(pairs) if pairs else None
     return result
+
+
+def one_profile(clip: str, out: str, ratio: float, weights: str, device: str) -> dict:
+    """What ``--one-profile`` runs in its own process: nvpipe's defaults plus the profile."""
+    from nvpipe.platform.threads import tune_for_pipeline
+
+    tune_for_pipeline()
+    from nvpipe import Job, OutputSpec, run
+
+    result = run(Job(input=clip, outputs=[OutputSpec(out)], ratio=ratio, device=device,
+                     weights=weights, overwrite=True), profile=True)
+    return {"frames": result.frames, "engine": result.engine, "encoders": result.encoders,
+            "profile": result.profile}
 
 
 # ----------------------------------------------------------------------------- report
@@ -306,65 +207,66 @@ def cpu_model() -> str:
 
 
 def machine(device: str) -> dict:
-    from nvpipe.platform.telemetry import nvml_driver_version
+    import onnxruntime
+    import torch
 
     facts = {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
-             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-             "torch": torch.__version__, "pyav": av.__version__, "device": device,
-             "gpu": None, "driver": None}
-    if device == "cuda":
-        facts["gpu"] = torch.cuda.get_device_name(0)
-        facts["driver"] = nvml_driver_version()
+             "python": platform.python_version(), "torch": torch.__version__,
+             "onnxruntime": onnxruntime.__version__, "pyav": av.__version__, "device": device,
+             "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None}
     return facts
 
 
 def plot(report: dict, target: str) -> str:
-    """A grouped bar chart: fps (log scale) per stage and end to end, one group per size."""
+    """Left: fps of each side per size (median of the pairs), with the ratio. Right: the
+    profiled nvpipe run's ms per frame per stage."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     sizes = list(report["sizes"])
-    series = [(stage, stage) for stage in STAGES] + [
-        ("nvpipe end to end", "nvpipe"), ("PyAV + ORT loop end to end", "pyav_onnxruntime_loop")]
-    figure, axes = plt.subplots(figsize=(11, 5.5), dpi=110)
-    width = 0.8 / len(series)
-    colours = plt.get_cmap("tab10").colors
-    for index, (label, key) in enumerate(series):
+    figure, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5), dpi=110)
+    positions = np.arange(len(sizes))
+    for offset, (kind, label, colour) in enumerate(((PLAIN, "plain PyAV + ORT loop", "tab:gray"),
+                                                    (NVPIPE, "nvpipe (defaults)", "tab:green"))):
         values = []
         for size in sizes:
-            row = report["sizes"][size]
-            value = row.get("stages", {}).get(key) if key in STAGES else \
-                row.get("end_to_end", {}).get(key, {}).get("fps")
-            values.append(value if isinstance(value, (int, float)) and value > 0 else np.nan)
-        positions = np.arange(len(sizes)) + (index - (len(series) - 1) / 2) * width
-        hatch = "//" if key in ("nvpipe", "pyav_onnxruntime_loop") else None
-        bars = axes.bar(positions, values, width, label=label, color=colours[index % 10],
-                        hatch=hatch, edgecolor="white" if hatch else None)
+            fps = report["sizes"][size].get("end_to_end", {}).get(kind, {}).get("fps")
+            values.append(fps if isinstance(fps, (int, float)) else np.nan)
+        bars = left.bar(positions + (offset - 0.5) * 0.4, values, 0.4, label=label, color=colour)
         for bar, value in zip(bars, values):
             if not np.isnan(value):
-                axes.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, value),
-                              ha="center", va="bottom", fontsize=6.5, rotation=90,
-                              xytext=(0, 2), textcoords="offset points")
+                left.annotate(f"{value:.2f}", (bar.get_x() + bar.get_width() / 2, value),
+                              ha="center", va="bottom", fontsize=8)
     labels = []
     for size in sizes:
         row = report["sizes"][size]
-        ratio = row.get("end_to_end", {}).get("nvpipe_over_loop")
-        labels.append(f"{size} ({row['width']}x{row['height']}, r={row['ratio']})"
-                      + (f"\nnvpipe/loop {ratio:.2f}x" if ratio else ""))
-    axes.set_xticks(np.arange(len(sizes)), labels)
-    axes.set_yscale("log")
-    axes.set_ylabel("frames per second (log scale)")
+        ratio = row.get("end_to_end", {}).get("median_pair_ratio")
+        labels.append(f"{size}\n{row['width']}x{row['height']} r={row['ratio']}"
+                      + (f"\nnvpipe/plain {ratio:.2f}x" if ratio else ""))
+    left.set_xticks(positions, labels, fontsize=8)
+    left.set_ylabel("frames per second (whole process)")
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    bottom = np.zeros(len(sizes))
+    colours = plt.get_cmap("tab10").colors
+    for index, stage in enumerate(STAGES):
+        values = []
+        for size in sizes:
+            profile = report["sizes"][size].get("end_to_end", {}).get("profile", {})
+            figures = (profile.get("profile") or {}).get("stages", {}).get(stage, {})
+            values.append(figures.get("ms_per_frame", 0.0) if isinstance(figures, dict) else 0.0)
+        right.bar(positions, values, 0.6, bottom=bottom, label=stage, color=colours[index])
+        bottom += np.array(values)
+    right.set_xticks(positions, sizes)
+    right.set_ylabel("ms per frame, wall, per stage (stages overlap on their threads)")
+    right.legend(fontsize=8)
+    right.grid(axis="y", alpha=0.3)
     facts = report["machine"]
-    where = (f"{facts['gpu']}, driver {facts['driver']}" if facts.get("gpu")
-             else f"CPU only: {facts['cpu']}, {facts['cores']} cores")
-    axes.set_title(f"nvpipe throughput by stage and size ({report['device']}; {where})\n"
-                   f"{report['clip']}, {report['frames']} frames a size; end to end: median of "
-                   f"{report['pairs']} whole-process pair(s)"
-                   + (f"\n{report['note'].split(':')[0]}" if report.get("note") else ""), fontsize=10)
-    axes.grid(axis="y", which="both", alpha=0.3)
-    axes.legend(fontsize=8, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    figure.suptitle(f"nvpipe vs the plain loop ({report['device']}; {facts['cpu']}, "
+                    f"{facts['cores']} cores; load {report.get('load_before')}); median of "
+                    f"{report['pairs']} interleaved whole-process pairs", fontsize=10)
     figure.tight_layout()
     figure.savefig(target)
     plt.close(figure)
@@ -372,12 +274,15 @@ def plot(report: dict, target: str) -> str:
 
 
 def _table(report: dict) -> str:
-    header = ["size", *STAGES, "nvpipe e2e", "loop e2e", "ratio"]
+    header = ["size", "ratio", "frames", "plain fps", "nvpipe fps", "pairs", "median", "busy p/n"]
     lines = ["  ".join(f"{h:>10}" for h in header)]
     for size, row in report["sizes"].items():
-        stages, e2e = row.get("stages", {}), row.get("end_to_end", {})
-        cells = [size, *(stages.get(s) for s in STAGES), e2e.get("nvpipe", {}).get("fps"),
-                 e2e.get("pyav_onnxruntime_loop", {}).get("fps"), e2e.get("nvpipe_over_loop")]
+        e2e = row.get("end_to_end", {})
+        cells = [size, row["ratio"], row["frames"], e2e.get(PLAIN, {}).get("fps"),
+                 e2e.get(NVPIPE, {}).get("fps"),
+                 ",".join(str(r) for r in e2e.get("pair_ratios", [])) or None,
+                 e2e.get("median_pair_ratio"),
+                 f"{e2e.get(PLAIN, {}).get('cores_busy')}/{e2e.get(NVPIPE, {}).get('cores_busy')}"]
         lines.append("  ".join(f"{'-' if c is None else c:>10}" for c in cells))
     return "\n".join(lines)
 
@@ -387,68 +292,79 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("clip", nargs="?", default=str(DEFAULT_CLIP), help="real footage to scale")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--sizes", default=",".join(SIZES), help=f"some of {','.join(SIZES)}")
-    parser.add_argument("--frames", type=int, default=30, help="frames of each size's clip")
-    parser.add_argument("--stage-frames", type=int, default=12, help="frames timed per stage")
+    parser.add_argument("--frames", type=int, help="frames of every size's clip (default: "
+                        + ", ".join(f"{k} {v}" for k, v in FRAMES.items()) + ")")
     parser.add_argument("--pairs", type=int, default=3, help="whole-process pairs per size")
+    parser.add_argument("--quick", action="store_true",
+                        help="a quarter of the frames and 1 pair (a smoke run, not a measurement)")
+    parser.add_argument("--ratio", choices=("rvm", "auto"), default="rvm",
+                        help="rvm: 0.75/0.375/0.25/0.125 (default); auto: nvpipe's automatic")
     parser.add_argument("--weights", default=str(DEFAULT_WEIGHTS),
-                        help="ONNX weights (the plain loop needs the ONNX export)")
+                        help="the official ONNX (the plain loop runs it; nvpipe loads it)")
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="where scaled clips are kept")
     parser.add_argument("--out", default=str(REPO / "bench" / "results"))
-    parser.add_argument("--ratio", type=float, help=argparse.SUPPRESS)  # --one only
-    parser.add_argument("--one", choices=("nvpipe", "loop", "pyav_onnxruntime_loop"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--one-profile", metavar="CLIP", help=argparse.SUPPRESS)
     parser.add_argument("--one-out", help=argparse.SUPPRESS)
+    parser.add_argument("--one-ratio", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.one:
-        kind = "nvpipe" if args.one == "nvpipe" else "loop"
-        print(json.dumps(one_process(kind, args.clip, args.one_out, args.ratio, args.device,
-                                     args.weights), default=str))
+    if args.one_profile:  # a child process
+        print(json.dumps(one_profile(args.one_profile, args.one_out, args.one_ratio,
+                                     args.weights, args.device), default=str))
         return 0
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
         parser.error(f"unknown size(s) {unknown}; choose from {', '.join(SIZES)}")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("throughput: no CUDA GPU is available here (torch.cuda.is_available() is False); "
-              "nothing measured", file=sys.stderr)
-        return 2
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            print("throughput: no CUDA GPU is available here (torch.cuda.is_available() is "
+                  "False); nothing measured", file=sys.stderr)
+            return 2
     for needed, what in ((args.clip, "clip"), (args.weights, "weights")):
         if not os.path.exists(needed):
             print(f"throughput: no {what} at {needed}", file=sys.stderr)
             return 2
-    device = torch.device(args.device)
+    pairs = 1 if args.quick else args.pairs
     command = "python " + " ".join([os.path.relpath(__file__, REPO),
                                     *(argv if argv is not None else sys.argv[1:])])
     report = {"command": command, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "device": args.device, "clip": os.path.basename(args.clip), "frames": args.frames,
-              "stage_frames": args.stage_frames, "pairs": args.pairs,
+              "device": args.device, "clip": os.path.basename(args.clip), "pairs": pairs,
+              "quick": args.quick, "ratio_policy": args.ratio,
+              "load_before": [round(x, 2) for x in os.getloadavg()],
               "machine": machine(args.device), "sizes": {}}
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, f"throughput-{args.device}-{os.cpu_count()}core")
+    stem = os.path.join(args.out, f"throughput-{args.device}-{os.cpu_count()}core"
+                        + ("-quick" if args.quick else ""))
 
     def save() -> None:  # after every size: an interrupted run keeps what it measured
+        report["load_after"] = [round(x, 2) for x in os.getloadavg()]
         with open(stem + ".json", "w") as handle:
             json.dump(report, handle, indent=2, default=str)
 
+    from nvpipe.job import auto_ratio
+
     with tempfile.TemporaryDirectory() as scratch:
         for size in sizes:
-            width, height, ratio = SIZES[size]
-            row = report["sizes"][size] = {"width": width, "height": height, "ratio": ratio}
-            clip = make_clip(args.clip, os.path.join(scratch, f"{size}.mp4"), width, height,
-                             args.frames)
-            for key, measure in (
-                    ("stages", lambda: bench_stages(clip, ratio, device,
-                                                    min(args.stage_frames, args.frames),
-                                                    args.weights)),
-                    ("end_to_end", lambda: bench_pairs(clip, ratio, args.device, args.weights,
-                                                       args.pairs))):
-                started = time.perf_counter()
-                try:
-                    row[key] = measure()
-                except Exception as error:  # noqa: BLE001 - recorded; the rest goes on
-                    row[key] = {"error": f"{type(error).__name__}: {error}"}
-                print(f"throughput: {size} {key} ({time.perf_counter() - started:.0f} s): "
-                      f"{json.dumps(row[key], default=str)[:300]}", flush=True)
-                save()
+            width, height, rvm_ratio = SIZES[size]
+            ratio = rvm_ratio if args.ratio == "rvm" else round(auto_ratio(width, height), 6)
+            frames = args.frames or (max(8, FRAMES[size] // 4) if args.quick else FRAMES[size])
+            row = report["sizes"][size] = {"width": width, "height": height, "ratio": ratio,
+                                           "frames": frames}
+            started = time.perf_counter()
+            try:
+                clip = cached_clip(args.clip, Path(args.cache), size, frames)
+                row["end_to_end"] = bench_size(clip, frames, ratio, args.weights, args.device,
+                                               pairs, scratch)
+            except Exception as error:  # noqa: BLE001 - recorded; the rest goes on
+                row["end_to_end"] = {"error": f"{type(error).__name__}: {error}"}
+            row["seconds"] = round(time.perf_counter() - started, 1)
+            e2e = row["end_to_end"]
+            print(f"throughput: {size} ({row['seconds']:.0f} s): plain "
+                  f"{e2e.get(PLAIN, {}).get('fps')} fps, nvpipe {e2e.get(NVPIPE, {}).get('fps')} "
+                  f"fps, pairs {e2e.get('pair_ratios')}", flush=True)
+            save()
     print(_table(report))
     try:
         print(f"plot: {os.path.relpath(plot(report, stem + '.png'), REPO)}")

@@ -11,7 +11,9 @@ ALPHA_KINDS = ("rgba", "rgba_premultiplied")  # the kinds that carry an alpha ch
 DEVICES = ("cpu", "cuda")
 VARIANTS = ("mobilenetv3", "resnet50")  # = rvm.VARIANTS (kept here: no torch import for --help)
 ENCODERS = ("auto", "cpu", "nvenc")
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "bfloat16")  # bfloat16: CPU only, opt-in
+# The CPU engine of the network (nvpipe.engine.matting.engines): auto times both once per machine.
+CPU_ENGINES = ("auto", "torch", "onnxruntime")
 # What --codec takes: the CPU encoders of nvpipe.sinks.pyav, NVENC (nvpipe.sinks.encoders)
 # and PNG pictures (nvpipe.sinks.images).
 CODECS = ("h264", "hevc", "av1", "prores", "vp9", "png")
@@ -71,7 +73,8 @@ class Job:
     background: Optional[str] = DEFAULT_GREEN
     chunk: int = 1
     overwrite: bool = False
-    dtype: Optional[str] = None  # "float32" | "float16"
+    dtype: Optional[str] = None  # "float32" | "float16" | "bfloat16" (CPU)
+    engine: Optional[str] = None  # CPU_ENGINES; None: $NVPIPE_ENGINE or auto
     resize: Optional[tuple[int, int]] = None  # (width, height) applied to the input
     encoder: str = "auto"  # auto: NVENC for H.264/HEVC on a GPU that has it; cpu; nvenc
     keep_partial: bool = False  # a failed run keeps the frames done (never over a file)
@@ -86,6 +89,9 @@ class Job:
     timeout: Optional[float] = None
     live: Optional[bool] = None
     cut_reset: bool = True  # reset the network's memory at scene cuts (nvpipe.engine.cuts)
+    # --device auto chose cuda: a GPU pipeline that fails before its first frame reruns on
+    # the CPU (nvpipe.engine.fallback.run_guarded) instead of failing.
+    cpu_fallback: bool = False
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -101,6 +107,10 @@ class Job:
         check_whole(self.chunk, "chunk")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.engine is not None and self.engine not in CPU_ENGINES:
+            raise ValueError(f"engine must be one of {CPU_ENGINES}, got {self.engine!r}")
+        if self.dtype == "bfloat16" and self.device != "cpu":
+            raise ValueError("dtype bfloat16 is for the CPU (CUDA runs float16)")
         if self.start < 0:
             raise ValueError(f"start must be 0 or more seconds, got {self.start}")
         if self.duration is not None and self.duration <= 0:

@@ -20,6 +20,17 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
+# The devices the pipeline's tests run on, one list (as torchcodec's tests do): every
+# assertion made on the CPU is made on a GPU too wherever one is present. Tolerances per
+# device and precision are tests/tolerances.py's.
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=needs_cuda)]
+
+
+@pytest.fixture(params=DEVICES)
+def pipeline_device(request) -> str:
+    """Each of DEVICES in turn ("cpu", "cuda" where there is a GPU)."""
+    return request.param
+
 # Where the kernel tests run the Triton kernels: compiled on the GPU where there is one,
 # otherwise the interpreter on the CPU.
 TRITON_DEVICE = torch.device(
@@ -122,6 +133,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     # The CLI's default device is auto (the GPU where it can run); tests that want the GPU
     # say --device cuda, so a GPU machine runs the CPU tests as CI does.
     monkeypatch.setenv("NVPIPE_DEVICE", "cpu")
+    # The CPU engine is torch unless a test asks (auto would export and time ONNX Runtime
+    # in every test's fresh cache); tests/engine/test_cpu_engines.py tests the others.
+    monkeypatch.setenv("NVPIPE_ENGINE", "torch")
 
 
 CLIP_FRAMES = 8

@@ -178,7 +178,8 @@ def add_stream_arguments(run: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from nvpipe.app.commands import VARIANT_HELP
-    from nvpipe.job import CODECS, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS, OUTPUT_KINDS, VARIANTS
+    from nvpipe.job import (CODECS, CPU_ENGINES, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS,
+                            OUTPUT_KINDS, VARIANTS)
 
     parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -195,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", choices=("auto", *DEVICES),
                      default=os.environ.get("NVPIPE_DEVICE", "auto"),
                      help="auto (default, or $NVPIPE_DEVICE): the GPU pipeline where it can run "
-                          "here (see `nvpipe info`), else the CPU")
+                          "here (see `nvpipe info`), else the CPU; a GPU run that fails before "
+                          "its first frame reruns on the CPU")
+    run.set_defaults(cpu_fallback=False)  # Job.cpu_fallback: _run sets it when auto picks cuda
     run.add_argument("--variant", choices=VARIANTS, default="mobilenetv3", help=VARIANT_HELP)
     run.add_argument("--weights", metavar="PATH", help=".pth or .onnx weights (default: "
                      "$NVPIPE_WEIGHTS, the cache, then the official file)")
@@ -214,13 +217,28 @@ def build_parser() -> argparse.ArgumentParser:
     quality.add_argument("--bitrate", type=parse_bitrate, help="e.g. 8M")
     run.add_argument("--preset", help="encoder preset (x264: ultrafast..veryslow)")
     run.add_argument("--encoder", choices=ENCODERS, default="auto",
-                     help="with --device cuda: NVENC where the GPU has it (auto), always, or "
-                          "PyAV on the CPU; alpha formats always encode on the CPU")
+                     help="with --device cuda: NVENC where the GPU has it (auto: the CPU "
+                          "encoder, with a note, where NVENC cannot start), always, or PyAV on "
+                          "the CPU; alpha formats always encode on the CPU")
     run.add_argument("--chunk", type=parse_chunk, default=1, metavar="T",
                      help="frames per network call (default 1)")
     run.add_argument("--resize", type=parse_size, metavar="WxH", help="resize the input first")
     run.add_argument("--dtype", choices=DTYPES,
-                     help="network precision (default: float32 on cpu, float16 on cuda)")
+                     help="network precision (default: float32 on cpu, float16 on cuda). "
+                          "bfloat16: CPU, opt-in: a faster network where the CPU has "
+                          "AVX512-BF16/AMX (0.69x the float32 ONNX Runtime engine's time, "
+                          "512x288, one loaded 2-core run), but its alpha is further from "
+                          "float32 than the 1e-3 default bar on 5 of the 12 shared clips: "
+                          "worst-frame MAD 4.4e-3, 5.7e-4 on the people clips "
+                          "(bench/results/cpu-fidelity.json)")
+    run.add_argument("--engine", choices=CPU_ENGINES, default=os.environ.get("NVPIPE_ENGINE"),
+                     help="what runs the network on the CPU: auto (default, or "
+                          "$NVPIPE_ENGINE): the faster of torch and onnxruntime, timed once "
+                          "per machine and input size and cached; torch; onnxruntime")
+    run.add_argument("--profile", action="store_true",
+                     help="print where a frame's time went: ms per frame per stage, cores "
+                          "busy, queue waits, the network's GFLOP/s against this machine's "
+                          "matmul peak")
     run.add_argument("--start", type=parse_start, default=0.0, metavar="T",
                      help="skip the input's first T seconds (12.5 or HH:MM:SS.ms, as ffmpeg "
                           "-ss); the output and its audio begin there, at time 0")
@@ -342,7 +360,7 @@ def _live_line(stats) -> None:
 def _run(args: argparse.Namespace) -> int:
     from nvpipe.app.batch import batch_outputs, is_batch, job_from_args
     from nvpipe.app.schedule import run_batch
-    from nvpipe.engine.runner import run
+    from nvpipe.engine.fallback import run_guarded
     from nvpipe.sources import is_picture_input
 
     from nvpipe.platform.gpu import resolve_device
@@ -359,6 +377,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.verbose and requested == "auto":
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
+    # auto never does worse than cpu: a GPU run failing before its first frame reruns there
+    # (Job.cpu_fallback; job_from_args reads it from args like every Job field).
+    args.cpu_fallback = requested == "auto" and args.device == "cuda"
     batch = is_batch(args.input)
     if args.fps is not None and (batch or not is_picture_input(args.input)):
         raise NvpipeError("--fps is for picture-sequence inputs (a folder or %05d.png): a "
@@ -377,8 +398,9 @@ def _run(args: argparse.Namespace) -> int:
     job = _stream_job(job_from_args(args), args)
     bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
     try:
-        result = run(job, progress=bar, verbose=args.verbose,
-                     live_report=_live_line if args.verbose else None)
+        result = run_guarded(job, progress=bar, verbose=args.verbose,
+                             live_report=_live_line if args.verbose else None,
+                             profile=getattr(args, "profile", False))
     finally:
         if bar:
             bar.finish()
@@ -395,11 +417,17 @@ def _run(args: argparse.Namespace) -> int:
             print(f"nvpipe: {path}: encoder {encoder}", file=sys.stderr)
         if result.telemetry:
             print(f"nvpipe: telemetry {result.telemetry}", file=sys.stderr)
+    if result.profile is not None:
+        from nvpipe.engine.profile import format_profile
+
+        print(format_profile(result.profile), file=sys.stderr)
     if not args.quiet:
         encoders = ", ".join(sorted(set(result.encoders.values())))
+        engine = (f"network {result.engine}, "
+                  if (result.device or job.device) == "cpu" and result.engine else "")
         print(f"nvpipe: {result.frames} frames in {result.seconds:.1f} s "
-              f"({result.fps:.1f} fps on {job.device}, {encoders}) -> {', '.join(result.outputs)}",
-              file=sys.stderr)
+              f"({result.fps:.1f} fps on {result.device or job.device}, {engine}{encoders}) -> "
+              f"{', '.join(result.outputs)}", file=sys.stderr)
     return 0
 
 

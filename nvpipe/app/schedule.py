@@ -126,7 +126,7 @@ def convert_clip(clip: Clip, *, networks: Optional[dict] = None, progress=None,
     ``networks``: loaded networks kept between clips (a worker's cache); ``kill_after``:
     the test hook (``KILL_HOOK``)."""
     from nvpipe.app.manifest import manifests_for
-    from nvpipe.engine.runner import run
+    from nvpipe.engine.fallback import run_guarded
 
     job = clip.job
     try:
@@ -142,7 +142,7 @@ def convert_clip(clip: Clip, *, networks: Optional[dict] = None, progress=None,
         network = _network_for(job, networks if networks is not None else {})
         if kill_after is not None:
             progress = _killing(progress, kill_after)
-        result = run(job, progress=progress, network=network, verbose=verbose)
+        result = run_guarded(job, progress=progress, network=network, verbose=verbose)
         for path, manifest in manifests.items():
             manifest.mark_complete([path], job.input, settings, result.frames)
         return ClipResult(job.input, CONVERTED, frames=result.frames, seconds=result.seconds,

@@ -60,6 +60,9 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     live: Optional[LiveStats] = None  # a live input's drops, rate and latency
     cuts: list[int] = field(default_factory=list)  # frames where the memory was reset
+    engine: Optional[str] = None  # what ran the network (MattingStage.engine)
+    profile: Optional[dict] = None  # --profile: nvpipe.engine.profile.Profile.report()
+    device: str = ""  # where it ran: the job's device, or "cpu" after a fallback
 
     @property
     def fps(self) -> float:
@@ -246,9 +249,19 @@ def default_dtype(device: str) -> torch.dtype:
 
 
 def _dtype_for(job: Job) -> torch.dtype:
+    """The pipeline's dtype (frames, coefficients). ``bfloat16`` is the CPU network's
+    alone (``_network_dtype``): the frames and the tail stay float32."""
     if job.dtype is not None:
-        return {"float32": torch.float32, "float16": torch.float16}[job.dtype]
+        return {"float32": torch.float32, "float16": torch.float16,
+                "bfloat16": torch.float32}[job.dtype]
     return default_dtype(job.device)
+
+
+def _network_dtype(job: Job) -> Optional[torch.dtype]:
+    """The CPU network's precision where the job names one (None: the engine's default)."""
+    if job.device != "cpu" or job.dtype is None:
+        return None
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(job.dtype)
 
 
 def output_info(info: StreamInfo, resize: Optional[tuple[int, int]]) -> StreamInfo:
@@ -276,7 +289,10 @@ def load_network(job: Job, dtype: torch.dtype):
         raise NvpipeError(f"--weights {job.weights} is a folder: give a .pth or .onnx file")
     try:
         # The matting stage prepares it for the device (nvpipe.engine.matting.prepare_network).
-        return rvm.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
+        # ONNX weights: converted once, then read from nvpipe's cache (start-up).
+        from nvpipe.model import converted
+
+        return converted.load(job.weights, variant=job.variant, device=job.device, dtype=dtype)
     except rvm.WeightsError as error:
         raise NvpipeError(str(error)) from None
 
@@ -357,7 +373,8 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
     # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
     converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
                           ring_size=pacing.decoded + job.chunk + 2)
-    matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype)
+    matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype, engine=job.engine,
+                           network_dtype=_network_dtype(job))
     cuts = None
     if job.cut_reset:
         from nvpipe.engine.cuts import CutDetector
@@ -375,25 +392,34 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
     return pipeline
 
 
-def _open_outputs(job: Job, source, device: torch.device) -> tuple[StreamInfo, Outputs]:
+def _open_outputs(job: Job, source, device: torch.device,
+                  notes: Optional[list[str]] = None) -> tuple[StreamInfo, Outputs]:
+    """The run's outputs, opened; ``notes`` gets a line for each output that ``--encoder
+    auto`` sent to NVENC and that opened on the CPU because NVENC could not start."""
     from nvpipe.sinks import open_sink
+    from nvpipe.sinks.encoders import fallback_opener, requests_nvenc
 
     info = source.info
     sink_info = output_info(info, job.resize)
     specs = [choose_encoder(spec, job) for spec in job.outputs]
     opener = functools.partial(open_sink, shares_cores_with_network=device.type == "cpu")
+    if job.encoder == "auto":  # NVENC chosen for the user, not asked for: the CPU can take over
+        cpu_specs = {str(routed.path): spec for routed, spec in zip(specs, job.outputs)
+                     if routed is not spec and not requests_nvenc(spec)}
+        opener = fallback_opener(opener, cpu_specs, notes if notes is not None else [])
     return sink_info, Outputs(specs, sink_info, overwrite=job.overwrite, open_sink=opener,
                               audio_from=job.input if info.has_audio else None)
 
 
 def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         stop: Optional[threading.Event] = None, network: Optional[torch.nn.Module] = None,
-        verbose: bool = False, live_report: Optional[Callable[[LiveStats], None]] = None
-        ) -> RunResult:
+        verbose: bool = False, live_report: Optional[Callable[[LiveStats], None]] = None,
+        profile: bool = False) -> RunResult:
     """Run ``job`` to completion; see the module docstring for threads, errors and outputs.
 
     ``network`` overrides loading weights from ``job`` (an ``rvm.MattingNetwork`` already on
-    the job's device and dtype). ``live_report`` is called about once a second of a live
+    the job's device and dtype). ``profile``: ``RunResult.profile`` says where the time went
+    (``nvpipe.engine.profile``). ``live_report`` is called about once a second of a live
     run with its figures so far. Raises ``NvpipeError`` for anything the user can fix, its
     message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
     """
@@ -414,8 +440,9 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     source = trim(open_source(job.input, device=job.device, fps=job.fps,
                               input_format=job.input_format, input_options=job.input_options,
                               timeout=job.timeout, live=job.live, stop=stages.stop), job)
+    open_notes: list[str] = []
     try:
-        sink_info, outputs = _open_outputs(job, source, device)
+        sink_info, outputs = _open_outputs(job, source, device, open_notes)
     except BaseException:
         source.close()
         raise
@@ -426,6 +453,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     frames_done = 0
     cuts: list[int] = []
     telemetry = None
+    pipeline = profiler = None
     threads: list[threading.Thread] = []
     try:
         pipeline = _build_pipeline(job, source.info, sink_info, outputs, network, device, dtype,
@@ -442,6 +470,11 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
             threads.append(threading.Thread(target=receive_worker, name=RECEIVE_THREAD,
                                             daemon=True, args=(source, mailbox, stages)))
             frames = mailbox.drain(stages.stop)
+        if profile:
+            from nvpipe.engine.profile import Profile
+
+            profiler = Profile()
+            frames = profiler.attach(pipeline, outputs.sinks, stages, frames)
         threads.append(threading.Thread(
             target=decode_worker, name="nvpipe-decode", daemon=True,
             args=(frames, pipeline.converter, pipeline.transfer, decoded, stages, pipeline.cuts)))
@@ -490,8 +523,13 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         if telemetry is not None:
             telemetry.stop()
     live = _live_stats(mailbox, latency, outputs) if mailbox is not None else None
-    return _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
-                        notes=list(source.notes), live=live, cuts=cuts)
+    result = _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
+                          notes=list(source.notes) + open_notes, live=live, cuts=cuts)
+    if pipeline is not None:
+        result.engine = pipeline.matting.engine
+    if profiler is not None:
+        result.profile = profiler.report(frames_done, pipeline.matting)
+    return result
 
 
 def _live_stats(mailbox: LatestFrames, latency: dict[str, LatencyLog],
@@ -547,7 +585,7 @@ def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
     result = RunResult(frames=frames_done, seconds=seconds,
                        outputs=[p.path for p in placed], interrupted=interrupted,
                        encoders=encoders, placed=placed, notes=notes, live=live,
-                       cuts=list(cuts or ()),
+                       cuts=list(cuts or ()), device=job.device,
                        telemetry=telemetry.summary() if telemetry is not None else {})
     if isinstance(error, KeyboardInterrupt):
         raise Interrupted(result, terminated=isinstance(error, Terminated)) from None

@@ -194,3 +194,59 @@ def export(out, *, format: str, **options) -> Path:
         options.pop("opset", None)
         return export_torchscript(out, **options)
     raise NvpipeError(f"format must be one of {FORMATS}, got {format!r}")
+
+
+# -- nvpipe's own low-resolution graph (the CPU path's ONNX Runtime engine) -------------------
+COEFFICIENT_INPUTS = ["src_sm", "r1i", "r2i", "r3i", "r4i"]
+COEFFICIENT_OUTPUTS = ["coeff_a", "coeff_b", "r1o", "r2o", "r3o", "r4o"]
+
+
+class CoefficientsGraph(nn.Module):
+    """``network.coefficients`` as a graph: ``src_sm [1, 3, h, w]`` and full-shape states
+    ``r1i..r4i`` (zeros on a clip's first frame) -> ``coeff_a``, ``coeff_b`` ``[1, 4, h, w]``
+    and ``r1o..r4o``: the low-resolution network only, no full-size refiner step."""
+
+    def __init__(self, network: nn.Module, use_refiner: bool = True):
+        super().__init__()
+        self.network = network
+        self.use_refiner = use_refiner
+
+    def forward(self, src_sm, r1, r2, r3, r4):
+        return self.network.coefficients(src_sm, r1, r2, r3, r4, self.use_refiner)
+
+
+def export_coefficients_onnx(network: nn.Module, out, *, use_refiner: bool = True,
+                             opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``CoefficientsGraph(network)`` (float32, NCHW) as ONNX at ``out`` (replaced
+    atomically). Height and width are dynamic; traced at 144x256. Returns the path."""
+    import copy
+    import math
+
+    import rvm
+
+    path = Path(out)
+    variant = getattr(network, "variant", "mobilenetv3")
+    network = copy.deepcopy(network).to(device="cpu", dtype=torch.float32).eval()
+    if getattr(network, "channels_last", False):  # ORT picks its own layout
+        network.to(memory_format=torch.contiguous_format)
+        network.channels_last = False
+    height, width = 144, 256
+    states = []
+    for channels in rvm.STATE_CHANNELS[variant]:
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+        states.append(torch.zeros(1, channels, height, width))
+    spatial = {2: "height", 3: "width"}
+    names = COEFFICIENT_INPUTS + COEFFICIENT_OUTPUTS
+    temp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation
+            torch.onnx.export(CoefficientsGraph(network, use_refiner).eval(),
+                              (torch.rand(1, 3, 144, 256), *states), str(temp), dynamo=False,
+                              opset_version=opset, do_constant_folding=True,
+                              input_names=COEFFICIENT_INPUTS, output_names=COEFFICIENT_OUTPUTS,
+                              dynamic_axes={name: spatial for name in names})
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+    return path

@@ -4,7 +4,8 @@
   (a CUDA build of torch, a driver and GPU, PyNvVideoCodec, Triton) before a CUDA job starts.
 - ``describe()`` is the GPU part of ``nvpipe info``: names, versions, NVDEC/NVENC, with reasons.
 - ``has_nvenc()`` says whether the GPU has a hardware encoder (H100, H200 and A100 have none):
-  NVML first, then a list of NVENC-less GPU names, and only then PyNvVideoCodec's encoder.
+  a list of NVENC-less GPU names first, then NVML (capacity 0 is none), and only then
+  PyNvVideoCodec's encoder.
 - ``keep_cuda_context(what)`` wraps every PyNvVideoCodec call that may touch CUDA contexts:
   the calling thread's current context after the call is the one before it.
 
@@ -363,6 +364,8 @@ def nvenc_from_nvml(gpu_id: int = 0, codec: str = "h264") -> Optional[tuple[bool
                     or "not supported" in str(error).lower():
                 return False, f"no NVENC for {codec} (NVML encoder capacity: Not Supported)"
             return None
+        if not capacity:  # 0: NVML answers, but there is no encoder to use
+            return False, f"no NVENC for {codec} (NVML encoder capacity 0%)"
         return True, f"NVENC {codec} present (NVML encoder capacity {capacity}%)"
     except Exception:  # noqa: BLE001 - NVML could not answer: ask elsewhere
         return None
@@ -374,20 +377,21 @@ def nvenc_from_nvml(gpu_id: int = 0, codec: str = "h264") -> Optional[tuple[bool
 def nvenc_status(gpu_id: int = 0, codec: str = "h264") -> tuple[bool, str]:
     """``(available, reason)`` for a hardware encoder of ``codec`` on ``gpu_id``.
 
-    In order, stopping at the first that can tell: NVML's encoder capacity; the device name
-    against ``NVENC_LESS_GPUS``; PyNvVideoCodec (``GetEncoderCaps``, then creating and
-    dropping a 256x256 encoder), each call under ``keep_cuda_context``. H100/H200/A100 have
-    NVDEC but no NVENC: the first two say so without touching PyNvVideoCodec's encoder.
+    In order, stopping at the first that can tell: the device name against
+    ``NVENC_LESS_GPUS`` (a listed GPU has none, whatever NVML answers); NVML's encoder
+    capacity (Not Supported or 0: none); PyNvVideoCodec (``GetEncoderCaps``, then creating
+    and dropping a 256x256 encoder), each call under ``keep_cuda_context``. H100/H200/A100
+    have NVDEC but no NVENC: the first two say so without touching PyNvVideoCodec's encoder.
     """
     if not torch.cuda.is_available():
         return False, "no CUDA GPU"
-    from_nvml = nvenc_from_nvml(gpu_id, codec)
-    if from_nvml is not None:
-        return from_nvml
     name = torch.cuda.get_device_name(gpu_id)
     listed = _NVENC_LESS.search(name)
     if listed:
         return False, f"{name} has no NVENC ({listed.group(1)}-class GPUs have none)"
+    from_nvml = nvenc_from_nvml(gpu_id, codec)
+    if from_nvml is not None:
+        return from_nvml
     try:
         nvc = import_pynvvideocodec()
     except DeviceError as error:

@@ -10,7 +10,7 @@ import os
 from dataclasses import replace
 from typing import Callable
 
-from nvpipe.errors import OutputError
+from nvpipe.errors import DeviceError, OutputError
 from nvpipe.job import ALPHA_KINDS, OutputSpec
 
 # Container -> the codecs NVENC output can be muxed into it as.
@@ -72,4 +72,28 @@ def choose_encoder(spec: OutputSpec, *, device: str, policy: str,
     return replace(spec, codec=f"{codec}_nvenc")
 
 
-__all__ = ["NVENC_FORMATS", "choose_encoder", "nvenc_codec", "requests_nvenc"]
+def fallback_opener(open_sink: Callable[..., object], cpu_specs: dict[str, OutputSpec],
+                    notes: list[str]) -> Callable[..., object]:
+    """``open_sink`` for outputs ``--encoder auto`` routed to NVENC: where the NVENC sink
+    cannot open (no encoder on this GPU, a session limit, a driver error), the output opens
+    with its CPU spec from ``cpu_specs`` (keyed by path) and ``notes`` gets one line saying
+    why. Outputs not in ``cpu_specs`` (the CPU ones, or NVENC asked for by name) open as
+    they are, and their errors propagate. The encoder opens before the first frame
+    (``NvencSink.__init__``), so nothing has been written when this falls back.
+    """
+    def open_with_fallback(spec: OutputSpec, info, **kwargs):
+        try:
+            return open_sink(spec, info, **kwargs)
+        except (OutputError, DeviceError) as error:  # DeviceError: PyNvVideoCodec cannot load
+            cpu_spec = cpu_specs.get(str(spec.path))
+            if cpu_spec is None:
+                raise
+            sink = open_sink(cpu_spec, info, **kwargs)
+            notes.append(f"{spec.path}: NVENC could not start ({error}); encoded on the CPU "
+                         f"({getattr(sink, 'encoder_name', 'CPU encoder')}) instead")
+            return sink
+
+    return open_with_fallback
+
+
+__all__ = ["NVENC_FORMATS", "choose_encoder", "fallback_opener", "nvenc_codec", "requests_nvenc"]

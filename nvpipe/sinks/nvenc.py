@@ -4,8 +4,9 @@
 ``pixel_format`` is ``"nv12"``, ``accepts_cuda`` is True, ``write(frame, pts)`` takes a
 CUDA uint8 ``(H * 3/2, W)`` tensor. H.264, HEVC (and AV1 where the GPU has it), 8-bit 4:2:0,
 no alpha (NVENC cannot
-carry it). GPUs without NVENC (H100, H200, A100) cannot open one: ``OutputError`` says so
-and the CPU sinks take over.
+carry it). The encoder opens with the sink, before any frame: GPUs without NVENC (H100,
+H200, A100), or an encoder that cannot start, fail the open with ``OutputError``, and
+``--encoder auto`` then writes with the CPU encoder (a one-line note says why).
 
 Streams: ``write`` is called on an encode thread after the producer's event has been waited
 for. The encoder copies the frame into its own surface on its own CUDA stream, which first
@@ -251,12 +252,21 @@ class NvencSink(SinkBase):
         self.encoder_name = f"nvenc {self.codec} ({self.options['preset']}, {self.options['rc']})"
         self.time_base = Fraction(info.time_base)
         self._frame_ticks = frame_ticks(info.fps, self.time_base)
-        self._muxer = PacketMuxer(spec.path, self.codec, self.width, self.height, info.fps,
-                                  self.time_base, staging=staging, audio_from=audio_from,
-                                  audio_start=info.start_offset, audio_end=info.duration)
         self._encoder = None
         self._context = None
         self._stream: Optional[torch.cuda.Stream] = None
+        # The encoder opens here, before any frame (and before the file is created), so a
+        # GPU that cannot give one fails the open: ``--encoder auto`` then takes the CPU
+        # encoder (nvpipe.sinks.encoders.fallback_opener) instead of failing at frame 1.
+        with torch.cuda.device(self.device):
+            self._create_encoder()
+        try:
+            self._muxer = PacketMuxer(spec.path, self.codec, self.width, self.height, info.fps,
+                                      self.time_base, staging=staging, audio_from=audio_from,
+                                      audio_start=info.start_offset, audio_end=info.duration)
+        except BaseException:
+            self._release_encoder()
+            raise
         self.frames_written = 0
         self._last_pts: Optional[int] = None
         self._pts_by_index: dict[int, int] = {}
@@ -264,7 +274,7 @@ class NvencSink(SinkBase):
         self._closed = False
 
     def _create_encoder(self) -> None:
-        # Created on the first write, i.e. on the encode thread, with the device current.
+        # Created when the sink opens, with the device current; the encode thread uses it.
         from nvpipe.platform.gpu import PrimaryContext, keep_cuda_context
 
         self._stream = torch.cuda.Stream(self.device)
@@ -276,7 +286,9 @@ class NvencSink(SinkBase):
             with keep_cuda_context("CreateEncoder"):  # a failed create leaves a context current
                 self._encoder = self._nvc.CreateEncoder(self.width, self.height, "NV12", 0, **options)
         except Exception as error:  # noqa: BLE001
-            raise OutputError(f"NVENC could not start for {self.spec.path}: {error}") from None
+            self._release_encoder()
+            raise OutputError(f"NVENC could not start for {self.spec.path}: "
+                              f"{str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__}") from None
 
     def _encode(self, frame: torch.Tensor, index: int):
         params = self._nvc.NV_ENC_PIC_PARAMS()
@@ -318,8 +330,6 @@ class NvencSink(SinkBase):
         if self._last_pts is not None and pts <= self._last_pts:
             raise OutputError(f"frame pts {pts} does not increase (previous {self._last_pts})")
         with torch.cuda.device(self.device):
-            if self._encoder is None:
-                self._create_encoder()
             writer = torch.cuda.current_stream(self.device)
             frame = frame if frame.is_contiguous() else frame.contiguous()
             self._stream.wait_stream(writer)

@@ -142,6 +142,32 @@ def x264_preset_for(width: int, height: int, cores: Optional[int] = None) -> str
     return "ultrafast"
 
 
+# The CPU path: the network (~55-60 ms a frame at its ~480x270 input on 2 cores, the same at
+# every output size under the automatic ratio) shares the cores with x264, so x264 gets
+# this many ms of one core per frame (under half the network's): its frame fits beside
+# the network's and never becomes the run's ceiling. The crf stays 18, so the quality is
+# the default's; a faster preset spends more bits (the table above: 1.2 MB veryfast,
+# 1.9 MB superfast, 3.6 MB ultrafast for 48 frames of 1080p).
+CPU_PATH_ENCODE_MS = 25.0
+
+
+def cpu_path_x264_preset(width: int, height: int, cores: Optional[int] = None) -> str:
+    """The best-quality x264 preset whose measured one-thread cost at this size
+    (``X264_MS_PER_1080P`` scaled by pixels, divided among the encoder threads of
+    ``nvpipe.platform.threads.budget``) fits ``CPU_PATH_ENCODE_MS``, for the CPU path:
+    veryfast up to 720p, superfast at 1080p, ultrafast at 4K on 2 cores."""
+    from nvpipe.platform.threads import budget
+
+    plan = budget(cores)
+    threads = plan.encoder or plan.cores
+    pixels = width * height / (1920 * 1080)
+    for preset in ("veryfast", "superfast"):
+        if X264_MS_PER_1080P[preset] * pixels / (threads * X264_THREAD_EFFICIENCY
+                                                  if threads > 1 else 1) <= CPU_PATH_ENCODE_MS:
+            return preset
+    return "ultrafast"
+
+
 def encoder_threads(shares_cores_with_network: bool, cores: Optional[int] = None) -> int:
     """Encoder threads (0: FFmpeg's automatic count, about 1.5 per core for x264).
 
@@ -149,8 +175,11 @@ def encoder_threads(shares_cores_with_network: bool, cores: Optional[int] = None
     faster than the automatic count (40 vs 55 ms/frame, veryfast 1080p, 2 cores). On the GPU
     path the encoder is the CPU's only heavy work and often the ceiling: every core.
     """
-    cores = cores or os.cpu_count() or 1
-    return 1 if shares_cores_with_network and cores <= 4 else 0
+    if not shares_cores_with_network:
+        return 0
+    from nvpipe.platform.threads import budget
+
+    return budget(cores).encoder
 
 
 def as_numpy(array) -> np.ndarray:
@@ -269,8 +298,10 @@ class PyAVSink(SinkBase):
         check_quality(spec, codec)
         if codec in DEFAULT_QUALITY:
             default_preset, default_crf = DEFAULT_QUALITY[codec]
-            if codec == "h264" and not self.shares_cores_with_network:
-                default_preset = x264_preset_for(self.width, self.height)
+            if codec == "h264":
+                default_preset = (cpu_path_x264_preset(self.width, self.height)
+                                  if self.shares_cores_with_network
+                                  else x264_preset_for(self.width, self.height))
             preset = spec.preset or default_preset
             if codec in ("h264", "hevc"):
                 if preset not in X26X_PRESETS:

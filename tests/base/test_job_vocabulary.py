@@ -30,6 +30,7 @@ def test_cli_choices_are_the_jobs_vocabulary():
     assert _choices(parser, "run", "--encoder") == job.ENCODERS
     assert _choices(parser, "run", "--codec") == job.CODECS
     assert _choices(parser, "run", "--dtype") == job.DTYPES
+    assert _choices(parser, "run", "--engine") == job.CPU_ENGINES
     assert _choices(parser, "run", "--device") == ("auto", *job.DEVICES)
 
 
@@ -43,6 +44,9 @@ def test_the_rest_of_the_code_agrees_with_the_vocabulary():
     # rawvideo: what stream outputs (--format nut, y4m) carry, not a --codec choice.
     assert set(job.CODECS) == set(pyav.ENCODERS) - {"rawvideo"} | {"png"}
     assert pyav.ALPHA_KINDS is job.ALPHA_KINDS
+    from nvpipe.engine.matting.engines import ENGINES
+
+    assert ENGINES == job.CPU_ENGINES
 
 
 def test_kinds_and_greens_are_written_in_one_place():

@@ -69,20 +69,35 @@ def test_throughput_plot_draws_every_size(tmp_path):
     pytest.importorskip("matplotlib")
     from bench import throughput
 
-    report = {"device": "cpu", "clip": "c.mp4", "frames": 30, "pairs": 1,
-              "machine": {"cpu": "test CPU", "cores": 2, "gpu": None, "driver": None}, "sizes": {}}
+    report = {"device": "cpu", "clip": "c.mp4", "pairs": 1, "load_before": [0.1, 0.1, 0.1],
+              "machine": {"cpu": "test CPU", "cores": 2, "gpu": None}, "sizes": {}}
     for index, (name, (width, height, ratio)) in enumerate(throughput.SIZES.items()):
+        stages = {stage: {"ms_per_frame": 10.0 * (index + 1)} for stage in throughput.STAGES}
         report["sizes"][name] = {
-            "width": width, "height": height, "ratio": ratio,
-            "stages": {stage: 10.0 * (index + 1) for stage in throughput.STAGES},
-            "end_to_end": {"nvpipe": {"fps": 3.0}, "pyav_onnxruntime_loop": {"fps": 2.0},
-                           "nvpipe_over_loop": 1.5}}
-    report["sizes"]["4k"]["stages"] = {"error": "RuntimeError: out of memory"}  # a failed size
+            "width": width, "height": height, "ratio": ratio, "frames": 10,
+            "end_to_end": {"nvpipe": {"fps": 3.0}, "plain_loop": {"fps": 2.0},
+                           "median_pair_ratio": 1.5,
+                           "profile": {"profile": {"stages": stages}}}}
+    report["sizes"]["4k"]["end_to_end"] = {"error": "RuntimeError: out of memory"}  # a failed size
     target = throughput.plot(report, str(tmp_path / "p.png"))
     from PIL import Image
 
     with Image.open(target) as image:
         assert image.size[0] > 800 and image.size[1] > 400
+
+
+def test_throughput_pairs_summary():
+    from bench import throughput
+
+    runs = {"plain_loop": [{"fps": 2.0, "cores_busy": 1.0}, {"fps": 1.0, "cores_busy": 0.9},
+                           {"error": "x"}],
+            "nvpipe": [{"fps": 3.0, "cores_busy": 1.8}, {"fps": 2.0, "cores_busy": 1.7},
+                       {"fps": 4.0, "cores_busy": 1.9}]}
+    summary = throughput.summarise_pairs(runs)
+    assert summary["plain_loop"]["fps"] == 1.5 and summary["nvpipe"]["fps"] == 3.0
+    assert summary["pair_ratios"] == [1.5, 2.0]  # the failed plain run drops its pair
+    assert summary["median_pair_ratio"] == 1.75 and summary["nvpipe_over_plain"] == 2.0
+    assert summary["nvpipe"]["cores_busy"] == 1.8
 
 
 def test_targets_from_measurements():
@@ -125,48 +140,181 @@ def test_summary_rows_show_each_failed_stage_and_keep_the_rest():
 # --------------------------------------------------------------------------- the one device call
 
 SESSION = Path(__file__).resolve().parents[2] / "bench" / "gpu_session.sh"
-SESSION_STEPS = ["setup", "facts", "ctxleak", "context", "context-tests", "nvdec", "nvdec-tests",
-                 "clips", "network", "decode", "end_to_end", "x264", "fidelity"]
+SESSION_STEPS = ["setup", "facts", "ctxleak", "context", "nvdec-race", "context-tests", "nvdec",
+                 "nvdec-tests", "clips", "network", "decode", "end_to_end", "x264", "fidelity",
+                 "pipeline-tests"]
+# What the device brings back from $OUT: at most 8 files (../.library/device/README.md).
+DEVICE_MAX_FILES = 8
 
 
-def _session(tmp_path, python_body: str, seconds: int):
-    """gpu_session.sh with a stand-in python (``python_body`` is its bash), a budget of
-    ``seconds``; returns the rows of steps.tsv by step name."""
+def _session(tmp_path, python_body: str, *args: str, timeout: int = 120):
+    """gpu_session.sh with a stand-in python (``python_body`` is its bash) and ``args``;
+    returns ``(out folder, rows of steps.tsv by step name, the archive's names)``."""
     import os
     import subprocess
+    import tarfile
 
     fake = tmp_path / "python"
     fake.write_text("#!/usr/bin/env bash\n" + python_body + "\n")
     fake.chmod(0o755)
     out = tmp_path / "out"
-    env = dict(os.environ, OUT=str(out), PYTHON=str(fake), SESSION_SECONDS=str(seconds),
+    env = dict(os.environ, OUT=str(out), PYTHON=str(fake), WORK=str(tmp_path / "work"),
                NVPIPE_SHARED=str(tmp_path / "no-shared"), CARRY=str(tmp_path / "no-carry"))
-    done = subprocess.run(["bash", str(SESSION)], env=env, capture_output=True, text=True,
-                          timeout=seconds + 30)
+    env.pop("SESSION_SECONDS", None)
+    done = subprocess.run(["bash", str(SESSION), *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
     lines = (out / "steps.tsv").read_text().splitlines()
-    assert lines[0].split("\t")[:3] == ["step", "exit", "seconds"]
-    return out, {line.split("\t")[0]: line.split("\t") for line in lines[1:]}
+    assert lines[0].split("\t")[:4] == ["step", "exit", "seconds", "limit"]
+    with tarfile.open(out / "results.tgz") as archive:
+        names = {Path(name).name for name in archive.getnames()}
+    return out, {line.split("\t")[0]: line.split("\t") for line in lines[1:]}, names, done.stdout
 
 
-def test_session_runs_every_step_and_records_each_failure(tmp_path):
-    out, rows = _session(tmp_path, 'echo "stand-in python: $*"; echo "no CUDA GPU here" >&2; exit 2', 120)
+def test_session_brings_back_every_step_in_at_most_four_files(tmp_path):
+    out, rows, archived, stdout = _session(
+        tmp_path, 'echo "stand-in python: $*"; echo "no CUDA GPU here" >&2; exit 2', "--budget", "120")
     assert list(rows) == SESSION_STEPS
-    for name in SESSION_STEPS:
-        assert (out / f"{name}.log").exists(), name
-    assert rows["setup"][1] != "0" and "no-carry/ (run bash bench/gpu_prepare.sh" in rows["setup"][3]
+    assert sorted(p.name for p in out.iterdir()) == ["results.tgz", "steps.tsv", "summary.txt"]
+    assert len(list(out.iterdir())) <= min(4, DEVICE_MAX_FILES)
+    for name in SESSION_STEPS:  # every step's log is in the archive, none loose in $OUT
+        assert f"{name}.log" in archived, name
+    assert {"session.log", "summary.txt", "steps.tsv"} <= archived
+    assert rows["setup"][1] != "0" and "no-carry/ (run bash bench/gpu_prepare.sh" in rows["setup"][4]
     for name in ("context", "network", "decode", "end_to_end", "fidelity"):
-        assert rows[name][1] == "2" and rows[name][3] == "no CUDA GPU here", name
-    assert (out / "session.log").read_text().count("===") >= 2 * len(SESSION_STEPS)
+        assert rows[name][1] == "2" and rows[name][4] == "no CUDA GPU here", name
+    summary = (out / "summary.txt").read_text()
+    assert all(name in summary for name in SESSION_STEPS) and "of a 120 s budget" in summary
+    assert len(summary) < 9000 and summary in stdout  # the output's tail holds it too
+    assert not (tmp_path / "work").is_relative_to(out)
 
 
-def test_session_keeps_to_its_budget(tmp_path):
-    """A step that overruns what is left is cut at the budget; the later ones are skipped."""
-    started = __import__("time").perf_counter()
-    out, rows = _session(tmp_path, "sleep 30", 8)
-    assert __import__("time").perf_counter() - started < 25
-    assert rows["facts"][1] in ("124", "137") and "timed out" in (out / "facts.log").read_text()
+def test_session_setup_imports_the_kernels_and_dry_run_collects_the_tests(tmp_path):
+    """Finding 1: setup asks for ``import nvpipe.kernels, rvm`` (``import nvpipe`` passed on
+    a checkout while every kernel import failed); the dry run installs nothing and only
+    collects the test selections."""
+    log = tmp_path / "calls.txt"
+    _, rows, archived, _ = _session(tmp_path, f'echo "$*" >> {log}', "--dry-run")
+    calls = log.read_text().splitlines()
+    assert "-c import nvpipe.kernels, rvm" in calls
+    assert not any("pip install" in call for call in calls)
+    tests = [call for call in calls if call.startswith("-m pytest")]
+    assert len(tests) == 4 and all("--collect-only" in call for call in tests)
+    assert rows["setup"][1] == "0" and "setup.log" in archived
+
+
+def test_summary_shows_the_last_value_of_each_key_figure(tmp_path):
+    body = 'echo "KEY x fps: 1 (partial)"; echo "KEY x memory: 3"; echo "KEY x fps: 2 (all)"; exit 1'
+    out, _, _, _ = _session(tmp_path, body, "--dry-run", "--budget", "120")
+    summary = (out / "summary.txt").read_text()
+    lines = [line.strip() for line in summary.splitlines()]
+    assert "x fps: 2 (all)" in lines and "x fps: 1 (partial)" not in lines
+    assert summary.index("x fps: 2") < summary.index("x memory: 3")  # first-seen order
+
+
+def test_session_plan_fits_450_seconds_with_setup_and_packing():
+    import subprocess
+
+    done = subprocess.run(["bash", str(SESSION), "--plan"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+    rows = [line.split("\t") for line in done.stdout.splitlines()[1:]]
+    budgets = {row[0]: int(row[1]) for row in rows}
+    assert list(budgets)[:-2] == SESSION_STEPS and "packing" in budgets
+    assert budgets["total"] == sum(v for k, v in budgets.items() if k != "total") <= 450
+    # A smaller budget than the plan is refused by --plan.
+    assert subprocess.run(["bash", str(SESSION), "--plan", "--budget", "300"],
+                          capture_output=True).returncode == 1
+
+
+def test_session_test_selections_name_existing_tests():
+    """The plan's pytest selections (paths, test names) exist: the dry run collects them."""
+    import subprocess
+
+    repo = SESSION.parents[1]
+    done = subprocess.run(["bash", str(SESSION), "--plan"], capture_output=True, text=True)
+    selections = [word for line in done.stdout.splitlines() if "cuda_tests" in line
+                  for word in line.split("\t")[2].split()[2:] if word.startswith("tests/")]
+    assert any("::test_borrowed_frames_survive_a_slow_consumer" in s for s in selections)
+    for selection in selections:
+        path, _, test = selection.partition("::")
+        assert (repo / path).is_file(), selection
+        assert not test or f"def {test}(" in (repo / path).read_text(), selection
+    # The decisive race test runs on its own, before any other NVDEC test.
+    names = [line.split("\t")[0] for line in done.stdout.splitlines()]
+    assert names.index("nvdec-race") < names.index("nvdec-tests")
+    assert " -x" not in done.stdout
+
+
+def test_session_keeps_to_its_budget_and_keeps_what_it_measured(tmp_path):
+    """A step that overruns what is left is cut at the budget; the later ones are skipped,
+    and the archive still holds the cut step's log."""
+    import time
+
+    started = time.perf_counter()
+    out, rows, archived, _ = _session(tmp_path, "sleep 30", "--budget", "26")
+    assert time.perf_counter() - started < 26
+    assert rows["facts"][1] in ("124", "137")
+    assert "facts.log" in archived
     assert all(rows[name][1] == "skipped" for name in SESSION_STEPS[3:])
+
+
+def test_session_killed_midway_leaves_a_complete_archive(tmp_path):
+    """Packed after every step, written aside and renamed: a call cut short (the device's
+    600 s) still brings back a readable archive of the steps before."""
+    import os
+    import signal
+    import subprocess
+    import tarfile
+    import time
+
+    fake = tmp_path / "python"
+    fake.write_text("#!/usr/bin/env bash\nsleep 60\n")
+    fake.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=str(fake), WORK=str(tmp_path / "work"),
+               NVPIPE_SHARED=str(tmp_path / "s"), CARRY=str(tmp_path / "c"))
+    session = subprocess.Popen(["bash", str(SESSION)], env=env, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not (out / "results.tgz").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1)
+    os.killpg(session.pid, signal.SIGKILL)
+    session.wait()
+    with tarfile.open(out / "results.tgz") as archive:
+        names = {Path(name).name for name in archive.getnames()}
+    assert "setup.log" in names and "summary.txt" in names
+    assert "setup" in (out / "summary.txt").read_text()
+    assert len(list(out.iterdir())) <= DEVICE_MAX_FILES
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU dry run")
+def test_session_dry_run_on_this_cpu(tmp_path):
+    """``--dry-run`` with the real python: setup imports nvpipe.kernels and rvm from the
+    checkout, the test selections are collected, the CPU steps make their small clips."""
+    import os
+    import subprocess
+    import tarfile
+
+    out = tmp_path / "out"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, WORK=str(tmp_path / "work"),
+               CLIPS=str(tmp_path / "clips"))
+    done = subprocess.run(["bash", str(SESSION), "--dry-run"], env=env, capture_output=True,
+                          text=True, timeout=400)
+    assert done.returncode == 0, done.stderr
+    assert len(list(out.iterdir())) <= 4
+    rows = {line.split("\t")[0]: line.split("\t") for line in
+            (out / "steps.tsv").read_text().splitlines()[1:]}
+    assert rows["setup"][1] == "0"
+    for name in ("nvdec-race", "context-tests", "nvdec-tests", "clips", "x264"):
+        assert rows[name][1] == "0", (name, rows[name])
+    assert rows["nvdec-race"][4].startswith("1 test collected")
+    with tarfile.open(out / "results.tgz") as archive:
+        names = {Path(name).name for name in archive.getnames()}
+        setup_log = archive.extractfile("./setup.log").read().decode()
+    assert {f"{name}.log" for name in SESSION_STEPS} <= names
+    assert str(SESSION.parents[1] / "nvpipe" / "kernels") in setup_log
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
@@ -180,3 +328,156 @@ def test_gpu_check_steps_write_their_one_line_reason(step, tmp_path, capsys):
     written = json.loads((tmp_path / f"{step}.json").read_text())
     assert written["error"].startswith("no CUDA GPU") and "\n" not in written["error"]
     assert "no CUDA GPU" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- what the call carries
+
+
+def _git_repo(root: Path) -> Path:
+    import subprocess
+
+    root.mkdir()
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    (root / ".gitignore").write_text("/.gpu/\n/build/\n")
+    (root / "code.py").write_bytes(b"x" * 1000)
+    (root / "build").mkdir()
+    (root / "build" / "big.bin").write_bytes(b"y" * 50_000)  # ignored, not carried: not sent
+    (root / "new.txt").write_bytes(b"z" * 500)  # untracked, not ignored: sent
+    subprocess.run(["git", "-C", str(root), "add", "code.py", ".gitignore"], check=True)
+    return root
+
+
+def test_carry_counts_the_tree_and_the_carried_paths(tmp_path):
+    from bench import gpu_carry
+
+    repo = _git_repo(tmp_path / "repo")
+    (repo / ".gpu" / "wheels").mkdir(parents=True)
+    (repo / ".gpu" / "wheels" / "av.whl").write_bytes(b"w" * 30_000)
+    (repo / ".gpu" / "site.tar.xz").write_bytes(b"s" * 2_000)
+    report = gpu_carry.measure(repo, [".gpu"])
+    tree = 1000 + 500 + len("/.gpu/\n/build/\n")
+    assert report["parts"] == {".gpu/wheels": 30_000, "tree": tree, ".gpu/site.tar.xz": 2_000}
+    assert report["total"] == tree + 32_000 and report["fits"]
+    # Over a (small) limit: refused, exit 1; a missing carried path is named.
+    assert gpu_carry.main(["--repo", str(repo), "--limit-mib", "0.02"]) == 1
+    assert not gpu_carry.measure(repo, [".gpu"], limit_mib=0.02)["fits"]
+    assert gpu_carry.measure(repo, ["nothing"])["parts"]["nothing (missing)"] == 0
+
+
+def test_this_tree_and_prepared_carry_fit_the_device(capsys):
+    """The checkout (and .gpu, where gpu_prepare.sh built it) under the device's 64 MiB."""
+    from bench import gpu_carry
+
+    repo = Path(__file__).resolve().parents[2]
+    carry = [".gpu"] if (repo / ".gpu").is_dir() else []
+    assert gpu_carry.main(["--repo", str(repo), "--carry", *carry]) == 0, capsys.readouterr().out
+    assert gpu_carry.measure(repo, [])["total"] < 8 * gpu_carry.MIB  # the tree alone: small
+
+
+# --------------------------------------------------------------------------- timing and precision
+
+
+class _FakeStream:
+    def __init__(self, name):
+        self.name = name
+
+
+def _fake_cuda(log):
+    """Stand-ins for torch.cuda's events, stream context and synchronize, logging in order."""
+    current = [_FakeStream("legacy default")]
+
+    class Event:
+        def __init__(self):
+            self.stream = None
+
+        def record(self, stream=None):
+            self.stream = stream or current[0]
+            log.append(("record", self.stream.name))
+
+        def synchronize(self):
+            log.append(("synchronize event", self.stream.name))
+
+        def elapsed_time(self, other):
+            return 500.0  # ms
+
+    import contextlib
+
+    @contextlib.contextmanager
+    def use_stream(stream):
+        before, current[0] = current[0], stream
+        try:
+            yield
+        finally:
+            current[0] = before
+
+    def step():
+        log.append(("step", current[0].name))
+
+    return Event, use_stream, step
+
+
+def test_graph_timing_events_are_recorded_on_the_stage_stream():
+    """Finding 3: the work runs on the stage's own (non-blocking) stream, so the events that
+    time it must be recorded there, after the warm-up, around the timed calls."""
+    from bench import gpu_checks
+
+    log = []
+    Event, use_stream, step = _fake_cuda(log)
+    stage_stream = _FakeStream("stage")
+    seconds = gpu_checks.timed_on_stage(stage_stream, step, iterations=5, warmup=2,
+                                        make_event=Event, use_stream=use_stream,
+                                        synchronize=lambda: log.append(("synchronize", "device")))
+    assert seconds == 0.5 / 5
+    assert log == ([("step", "stage")] * 2 + [("synchronize", "device"), ("record", "stage")]
+                   + [("step", "stage")] * 5 + [("record", "stage"), ("synchronize event", "stage")])
+
+
+def test_network_step_times_the_graphs_on_their_stage_stream():
+    """The graphed timings in step_network go through timed_on_stage(stage.stream, ...)."""
+    import ast
+    import inspect
+
+    from bench import gpu_checks
+
+    tree = ast.parse(inspect.getsource(gpu_checks.step_network))
+    graphed = next(node for node in ast.walk(tree)
+                   if isinstance(node, ast.FunctionDef) and node.name == "graphed")
+    calls = [node for node in ast.walk(graphed) if isinstance(node, ast.Call)]
+    timers = [ast.unparse(call) for call in calls if ast.unparse(call.func) in ("timed_on_stage", "_timed")]
+    assert len(timers) == 2 and all(t.startswith("timed_on_stage(stage.stream, ") for t in timers)
+
+
+def test_no_tf32_turns_both_switches_off_and_restores_them():
+    from bench import gpu_checks
+
+    before = gpu_checks.tf32_settings()
+    torch.backends.cudnn.allow_tf32 = True  # torch's default
+    try:
+        with gpu_checks.no_tf32():
+            assert gpu_checks.tf32_settings() == {"cuda.matmul.allow_tf32": False,
+                                                  "cudnn.allow_tf32": False}
+        assert torch.backends.cudnn.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before["cuda.matmul.allow_tf32"]
+        torch.backends.cudnn.allow_tf32 = before["cudnn.allow_tf32"]
+
+
+@pytest.mark.parametrize("function,inner", [("step_fidelity", None), ("step_network", "fp32_eager")])
+def test_fp32_references_run_without_tf32(function, inner):
+    """Finding 5: the FP32 reference of the fidelity step and the FP16 speed-up's baseline
+    run under no_tf32() (and record the settings in their JSON)."""
+    import ast
+    import inspect
+
+    from bench import gpu_bench, gpu_checks
+
+    tree = ast.parse(inspect.getsource(getattr(gpu_checks, function)))
+    if inner:
+        tree = next(node for node in ast.walk(tree)
+                    if isinstance(node, ast.FunctionDef) and node.name == inner)
+    withs = [ast.unparse(item.context_expr) for node in ast.walk(tree) if isinstance(node, ast.With)
+             for item in node.items]
+    assert "no_tf32()" in withs
+    assert "tf32_settings()" in ast.unparse(tree)
+    source = inspect.getsource(gpu_bench.bench_network)
+    assert "with no_tf32():" in source and 'result["fp32_settings"]' in source

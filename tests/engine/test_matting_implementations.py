@@ -146,7 +146,10 @@ def test_the_stage_on_cpu_is_eager_and_graphs_need_cuda(cpu_network):
     stage = MattingStage(cpu_network, ratio=0.5, device="cpu", dtype=torch.float32)
     assert not stage.use_cuda_graphs and stage.stream is None
     stage(torch.rand(1, 3, 16, 16))
-    assert isinstance(stage._single, EagerMatting) and not stage._graphs
+    # The CPU engine under the tests' NVPIPE_ENGINE=torch (tests/engine/test_cpu_engines.py
+    # has the others): eager PyTorch behind CpuMatting.
+    assert stage.engine == "torch" and isinstance(stage._single._impl, EagerMatting)
+    assert not stage._graphs
     with pytest.raises(ValueError, match="CUDA device"):
         GraphedMatting(cpu_network, (1, 3, 16, 16), "cpu")
 

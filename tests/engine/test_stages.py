@@ -212,3 +212,21 @@ def test_x264_preset_by_size_and_cores_on_the_gpu_path():
     assert x264_preset_for(3840, 2160, cores=4) == "ultrafast"
     assert x264_preset_for(1920, 1080, cores=4) == "veryfast"    # ~75 fps
     assert x264_preset_for(7680, 4320, cores=16) == "ultrafast"
+
+
+def test_x264_preset_and_threads_on_the_cpu_path():
+    """The encoder's cost fits CPU_PATH_ENCODE_MS beside the network at every size (issue
+    19): the preset is chosen from the measured one-thread ms per 1080p frame."""
+    from nvpipe.platform.threads import budget
+    from nvpipe.sinks.pyav import CPU_PATH_ENCODE_MS, X264_MS_PER_1080P, cpu_path_x264_preset
+
+    sizes = [(640, 360), (1280, 720), (1920, 1080), (3840, 2160)]
+    assert [cpu_path_x264_preset(w, h, cores=2) for w, h in sizes] == \
+        ["veryfast", "veryfast", "superfast", "ultrafast"]
+    for w, h in sizes[:3]:
+        preset = cpu_path_x264_preset(w, h, cores=2)
+        assert X264_MS_PER_1080P[preset] * w * h / (1920 * 1080) <= CPU_PATH_ENCODE_MS
+    assert cpu_path_x264_preset(3840, 2160, cores=16) == "veryfast"  # 16 threads share it
+    two, many = budget(2), budget(16)
+    assert (two.network, two.encoder, two.tail) == (2, 1, 2)
+    assert (many.network, many.encoder) == (16, 0)

@@ -265,6 +265,30 @@ def test_nvml_capacity_means_nvenc_and_asks_the_right_codec(cuda_gpu, monkeypatc
     assert nvml.asked == [(("uuid", "GPU-abcd"), 1)]  # NVML_ENCODER_QUERY_HEVC, by UUID
 
 
+@pytest.mark.parametrize("capacity", [0, 100])
+def test_listed_gpus_have_no_nvenc_whatever_nvml_reads(capacity, libcuda, cuda_gpu, monkeypatch):
+    """Issue 17: an H200's driver may answer NVML's encoder capacity with a number (0 or
+    more); the list of NVENC-less GPUs is consulted first, so .mp4 outputs never go to an
+    NVENC that is not there."""
+    nvc = leaking_pynvvideocodec(libcuda)
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", nvc)
+    nvml = fake_nvml(monkeypatch, capacity=capacity)
+    cuda_gpu("NVIDIA H200")
+    available, reason = gpu.nvenc_status(0, "h264")
+    assert not available and "H200" in reason
+    assert nvml.asked == [] and nvc.calls == [] and libcuda.stack == [PRIMARY]
+
+
+def test_nvml_capacity_zero_means_no_encoder(libcuda, cuda_gpu, monkeypatch):
+    nvc = leaking_pynvvideocodec(libcuda)
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", nvc)
+    nvml = fake_nvml(monkeypatch, capacity=0)
+    cuda_gpu("NVIDIA Graphics Device")  # a name the list does not know
+    available, reason = gpu.nvenc_status(0, "h264")
+    assert not available and "capacity 0%" in reason
+    assert len(nvml.asked) == 1 and nvc.calls == []
+
+
 @pytest.mark.parametrize("name", ["NVIDIA H200", "NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-40GB",
                                   "NVIDIA GH200 480GB", "NVIDIA A30"])
 def test_nvenc_less_names_decide_when_nvml_cannot(name, libcuda, cuda_gpu, monkeypatch):

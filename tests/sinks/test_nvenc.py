@@ -4,6 +4,7 @@ The muxer is exercised on the CPU with libx264 producing the same kind of Annex 
 NVENC gives (no B-frames); NVENC itself only runs on GPUs that have it.
 """
 
+import types
 from fractions import Fraction
 
 import av
@@ -312,3 +313,83 @@ def test_audio_that_cannot_be_read_is_a_note_not_a_failure(tmp_path):
     assert len(muxer.notes) == 1 and muxer.notes[0].startswith("audio not copied: cannot read")
     with av.open(str(target)) as container:
         assert not container.streams.audio and container.streams.video[0].frames == 3
+
+
+# --------------------------------------------------------------------------- opening NVENC (issue 17)
+
+
+@pytest.fixture
+def nvenc_that_cannot_start(monkeypatch):
+    """A GPU whose NVML says "encoder" but whose NVENC fails to open (an H200's driver
+    answering a capacity): nvenc_status says yes, ``CreateEncoder`` raises. Stand-ins for
+    the CUDA stream and device let NvencSink get that far on this CPU."""
+    import contextlib
+    import sys
+    import types
+
+    from nvpipe.platform import gpu
+
+    module = types.ModuleType("PyNvVideoCodec")
+    module.NV_ENC_PIC_PARAMS = object
+    module.created = []
+
+    def create_encoder(*args, **kwargs):
+        module.created.append(kwargs.get("codec"))
+        raise RuntimeError("NvEncodeAPI: nvEncOpenEncodeSessionEx: unsupported device (2)\nmore")
+
+    module.CreateEncoder = create_encoder
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", module)
+    monkeypatch.setattr(gpu, "nvenc_status", lambda gpu_id=0, codec="h264": (True, "NVML capacity 100%"))
+    monkeypatch.setattr(gpu, "has_nvenc", lambda gpu_id=0, codec="h264": True)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda *a, **k: types.SimpleNamespace(cuda_stream=0))
+    monkeypatch.setattr(torch.cuda, "device", lambda *a, **k: contextlib.nullcontext())
+    return module
+
+
+def test_nvenc_sink_opens_its_encoder_before_the_first_frame(tmp_path, nvenc_that_cannot_start):
+    """The encoder is created in NvencSink's constructor: a failure is an open failure (which
+    --encoder auto can answer with the CPU encoder), not a failure at frame 1; no file is left."""
+    target = tmp_path / "out.mp4"
+    with pytest.raises(OutputError, match="NVENC could not start") as caught:
+        NvencSink(OutputSpec(str(target), codec="h264_nvenc"), _info(), staging=str(target))
+    assert nvenc_that_cannot_start.created == ["h264"]
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_encoder_auto_falls_back_to_the_cpu_when_nvenc_cannot_start(tmp_path, nvenc_that_cannot_start):
+    """A CUDA job's .mp4 routed to NVENC by --encoder auto: NVENC fails to open, the output
+    opens with libx264 instead, a one-line note says why, and the file is complete."""
+    import numpy as np
+
+    from conftest import count_frames
+    from nvpipe.engine.runner import _open_outputs
+    from nvpipe.job import Job
+
+    target = tmp_path / "out.mp4"
+    job = Job(input=str(tmp_path / "in.mp4"), outputs=[OutputSpec(str(target))], device="cuda")
+    source = types.SimpleNamespace(info=_info(64, 48))
+    notes = []
+    _, outputs = _open_outputs(job, source, torch.device("cpu"), notes)
+    sink = outputs.sinks[str(target)]
+    assert nvenc_that_cannot_start.created == ["h264"]  # NVENC was tried first
+    assert sink.encoder_name.endswith("(CPU)") and not sink.accepts_cuda
+    assert len(notes) == 1 and "\n" not in notes[0]
+    assert "NVENC could not start" in notes[0] and "unsupported device" in notes[0]
+    for index in range(5):
+        sink.write(np.full((72, 64), 16 + 30 * index, np.uint8), index)
+    outputs.commit()
+    assert count_frames(target) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]  # no partial, no lock
+
+
+def test_nvenc_asked_for_by_name_does_not_fall_back(tmp_path, nvenc_that_cannot_start):
+    from nvpipe.engine.runner import _open_outputs
+    from nvpipe.job import Job
+
+    target = tmp_path / "out.mp4"
+    for encoder, spec in (("nvenc", OutputSpec(str(target))), ("auto", OutputSpec(str(target), codec="nvenc"))):
+        job = Job(input="in.mp4", outputs=[spec], device="cuda", encoder=encoder)
+        with pytest.raises(OutputError, match="NVENC could not start"):
+            _open_outputs(job, types.SimpleNamespace(info=_info(64, 48)), torch.device("cpu"), [])
+        assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ import torch
 from conftest import needs_cuda
 from nvpipe.errors import DeviceError, InputError
 from nvpipe.sources.nvdec import planar420_view
+from tolerances import DECODE_LEVELS, RGB_LEVELS
 
 
 def _random_frame(rows, cols, dtype=torch.uint8):
@@ -83,6 +84,82 @@ def test_impossible_layouts_raise(shape, width, height, high):
         planar420_view(data, width, height, high_bit_depth=high)
 
 
+# --------------------------------------------------------------------------- NVDEC's size limits
+
+
+@pytest.mark.parametrize("caps,size,refused", [
+    ({"width_min": 144, "height_min": 144, "width_max": 8192, "height_max": 8192}, (128, 128), "below"),
+    ({"width_min": 144, "height_min": 144, "width_max": 8192, "height_max": 8192}, (200, 128), "below"),
+    ({"width_min": 144, "height_min": 144, "width_max": 4096, "height_max": 2304}, (8192, 4320), "exceeds"),
+    ({"width_min": 144, "height_min": 144, "width_max": 8192, "height_max": 8192}, (144, 144), None),
+    ({"width_max": 8192, "height_max": 8192}, (16, 16), None),  # no minimum given: not checked
+])
+def test_size_outside_the_decoders_caps_is_refused(caps, size, refused):
+    from nvpipe.sources.nvdec import NvdecUnsupported, check_size
+
+    if refused is None:
+        check_size(caps, *size, "hevc", "clip.mp4")
+        return
+    with pytest.raises(NvdecUnsupported, match=refused) as caught:
+        check_size(caps, *size, "hevc", "clip.mp4")
+    assert "\n" not in str(caught.value) and f"{size[0]}x{size[1]}" in str(caught.value)
+
+
+class _FakeStream:
+    cuda_stream = 0
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def synchronize(self):
+        pass
+
+
+@pytest.fixture
+def nvdec_on_the_cpu(monkeypatch):
+    """NvdecSource up to its caps check on this CPU: a PyNvVideoCodec whose demuxer says
+    4:2:0, a stand-in CUDA stream, and the GPU's decoder caps as ``set_caps`` gives them."""
+    import sys
+    import types
+
+    from nvpipe.sources import nvdec
+
+    module = types.ModuleType("PyNvVideoCodec")
+    module.decoders = []
+    module.CreateDemuxer = lambda filename: types.SimpleNamespace(ChromaFormat=lambda: "cudaVideoChromaFormat_420")
+
+    def create_decoder(**kwargs):
+        module.decoders.append(kwargs)
+        raise AssertionError("the caps check must refuse before a decoder is made")
+
+    module.CreateDecoder = create_decoder
+    monkeypatch.setitem(sys.modules, "PyNvVideoCodec", module)
+    monkeypatch.setattr(torch.cuda, "Stream", _FakeStream)
+    caps = {}
+    monkeypatch.setattr(nvdec, "decoder_caps", lambda codec, depth, gpu_id: dict(caps))
+    return caps.update
+
+
+def test_below_the_minimum_decodes_on_the_cpu_with_one_line(footage, nvdec_on_the_cpu):
+    """Finding 4: the 128x128 HEVC clip is below NVDEC's HEVC minimum (144x144): open_source
+    decodes it with PyAV and says why in one line, instead of NVDEC failing at frame 0."""
+    from nvpipe.sources import open_source
+    from nvpipe.sources.pyav import PyAVSource
+
+    nvdec_on_the_cpu({"supported": 1, "num_decoder_engines": 7, "width_min": 144,
+                      "height_min": 144, "width_max": 8192, "height_max": 8192})
+    path = footage("color/h265_video.mp4")
+    with pytest.warns(UserWarning) as caught:
+        source = open_source(str(path), device="cuda")
+    with source:
+        assert isinstance(source, PyAVSource)
+        assert (source.info.width, source.info.height) == (128, 128)
+        assert sum(1 for _ in source) == source.info.frame_count > 0
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1 and "\n" not in messages[0]
+    assert "below NVDEC's minimum 144x144 for hevc" in messages[0] and "decoding on the CPU" in messages[0]
+
+
 # --------------------------------------------------------------------------- GPU only
 
 CLIPS = ["four_people_1080p.mp4", "person_fullbody_360x640.mp4", "color/bt601_full_range.mp4",
@@ -138,11 +215,11 @@ def test_nvdec_matches_pyav(footage, clip):
             # "2 levels" in the stream's own bit depth (p016 holds v << 6).
             level = 1 if ours.pix_fmt == "nv12" else 64
             for mine, reference in zip(_planes(ours), _planes(theirs)):
-                assert (mine - reference).abs().max().item() <= 2 * level, count
+                assert (mine - reference).abs().max().item() <= DECODE_LEVELS * level, count
             rgb_gpu = _rgb(ours)
             ours.release()
             rgb_cpu = _rgb(theirs)
-            assert (rgb_gpu - rgb_cpu).abs().max().item() * 255 <= 2, count
+            assert (rgb_gpu - rgb_cpu).abs().max().item() * 255 <= RGB_LEVELS, count
             count += 1
     assert count >= 1
 
@@ -164,7 +241,7 @@ def test_borrowed_frames_survive_a_slow_consumer(footage):
     consumer.synchronize()
     with PyAVSource(str(path)) as cpu_source:
         for copy, theirs in zip(copies, itertools.islice(cpu_source, 40)):
-            assert (copy.cpu().to(torch.int32) - theirs.data.to(torch.int32)).abs().max() <= 2
+            assert (copy.cpu().to(torch.int32) - theirs.data.to(torch.int32)).abs().max() <= DECODE_LEVELS
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")

@@ -48,6 +48,13 @@ class MattingStage:
             ``EagerMatting``.
         stream: the CUDA stream the network runs on (default: a new one on CUDA; None on
             the CPU). The runner's network thread should run on it (module docstring).
+        engine: the CPU engine (``engines.CpuMatting``): ``"auto"`` (timed once per machine
+            and input size, cached), ``"torch"`` or ``"onnxruntime"``; None: ``$NVPIPE_ENGINE``
+            or auto. Ignored on CUDA.
+        network_dtype: the network's precision on the CPU where it differs from ``dtype``
+            (``torch.bfloat16``: the pipeline stays float32, the coefficients come back
+            float32; ``torch.float32`` asked for explicitly; None: the default, which
+            ``engines.CpuMatting`` decides).
 
     ``__call__(src_sm, src=None)`` takes ``[T, 3, h, w]`` (T = 1..chunk) and returns
     ``(coeff_a, coeff_b)``, each ``[T, 4, h, w]`` in ``coefficient_format``, for
@@ -66,7 +73,8 @@ class MattingStage:
 
     def __init__(self, network: torch.nn.Module, *, ratio: float, device: torch.device | str,
                  dtype: torch.dtype, use_cuda_graphs: Optional[bool] = None,
-                 stream: Optional[torch.cuda.Stream] = None):
+                 stream: Optional[torch.cuda.Stream] = None, engine: Optional[str] = None,
+                 network_dtype: Optional[torch.dtype] = None):
         self.ratio = float(ratio)
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -74,7 +82,8 @@ class MattingStage:
         self.dtype = dtype
         forward_only = bool(getattr(network, "needs_source", False))
         # A forward-only TorchScript adapter is already on its device and dtype (frozen).
-        self.network = network if forward_only else prepare_network(network, self.device, dtype)
+        self.network = network if forward_only else prepare_network(
+            network, self.device, network_dtype or dtype)
         if use_cuda_graphs is None:
             use_cuda_graphs = self.device.type == "cuda"
         self.use_cuda_graphs = use_cuda_graphs and not forward_only
@@ -85,7 +94,10 @@ class MattingStage:
         # One implementation for every shape (eager, forward-only), or, under graphs, one per
         # chunk shape (each with its own state buffers; eager where capture failed).
         self._single = (ForwardOnlyMatting(self.network, self.ratio) if forward_only
-                        else None if self.use_cuda_graphs else self._new_eager())
+                        else None if self.use_cuda_graphs
+                        else self._new_cpu(engine, network_dtype if network_dtype is not None
+                                           else None if dtype == torch.float32 else dtype)
+                        if self.device.type == "cpu" else self._new_eager())
         self._graphs: dict[tuple[int, ...], object] = {}
         self._last = None  # the implementation that ran last: it holds the current state
 
@@ -93,6 +105,23 @@ class MattingStage:
         return EagerMatting(self.network, shape, self.device, self.dtype,
                             downsample_ratio=self.ratio,
                             coefficient_format=self.coefficient_format)
+
+    def _new_cpu(self, engine: Optional[str], dtype: Optional[torch.dtype]):
+        """None: float32, or what ``engines.CpuMatting`` may choose by default."""
+        from nvpipe.engine.matting.engines import CpuMatting
+
+        return CpuMatting(self.network, downsample_ratio=self.ratio, engine=engine, dtype=dtype,
+                          coefficient_format=self.coefficient_format)
+
+    @property
+    def engine(self) -> str:
+        """What runs the network: ``"torch"``, ``"onnxruntime"`` (CPU; None before the
+        first call under auto), ``"cuda-graphs"``, ``"torch-forward"``."""
+        if isinstance(self._single, ForwardOnlyMatting):
+            return "torch-forward"
+        if self._single is None:
+            return "cuda-graphs"
+        return getattr(self._single, "name", "torch")
 
     def _implementation_for(self, shape: tuple[int, ...]):
         if self._single is not None:

@@ -1,0 +1,254 @@
+"""The CPU engine of the low-resolution network, chosen per machine (like cudnn.benchmark).
+
+``CpuMatting`` has the matting interface and runs one of:
+
+- ``"torch"``: ``EagerMatting`` (PyTorch, channels_last, oneDNN);
+- ``"onnxruntime"``: ``OrtMatting`` (nvpipe's own ONNX export of ``coefficients`` in ONNX
+  Runtime: same inputs, outputs and recurrent state).
+
+``"auto"`` (the default; ``--engine`` or ``$NVPIPE_ENGINE`` say otherwise) times both on the
+first chunk's input size, interleaved (1 warm-up and ``TIMED_CALLS`` calls each), runs the
+faster and records the choice in ``$NVPIPE_CACHE/cpu-engine.json``, keyed by CPU model,
+cores, library versions and input size, so later runs on this machine skip the timing. A
+timing taken while the 1-minute load average is above the network's threads is used for
+that run only (not recorded): the next run times again.
+Where ONNX Runtime is not installed, or the network is not an ``rvm.MattingNetwork`` in
+float32, auto is torch. ``--dtype bfloat16`` is torch's (ORT's CPU provider has no BF16
+convolution).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from nvpipe.engine.matting.eager import EagerMatting
+from nvpipe.errors import NvpipeError
+
+from nvpipe.job import CPU_ENGINES as ENGINES  # noqa: E402 - the one vocabulary
+ENGINE_ENV = "NVPIPE_ENGINE"
+TIMED_CALLS = 5  # per engine, interleaved, after one warm-up: ~0.6 s once at 480x270 on 2 cores
+BF16_ENGINE = "torch-bfloat16"
+# Whether BF16 keeps the alpha within the default's bar (MAD <= 1e-3 on every frame of every
+# shared clip, no growth): bench/results/cpu-fidelity.json. Where it does and the CPU has
+# BF16 arithmetic (AVX512-BF16 or AMX), auto times it beside the float32 engines. Measured:
+# worst frame 4.4e-3 (nasa_13013, growing), over the bar on 5 of the 12 clips: opt-in only.
+BF16_MEETS_BAR = False
+
+
+def native_bf16() -> bool:
+    """The CPU has BF16 arithmetic (AVX512-BF16 or AMX-BF16), which oneDNN uses."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line for line in info if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def requested_engine(engine: Optional[str] = None) -> str:
+    """``engine`` or ``$NVPIPE_ENGINE`` or ``"auto"``; a ``NvpipeError`` for another name."""
+    name = (engine or os.environ.get(ENGINE_ENV) or "auto").strip().lower()
+    if name not in ENGINES:
+        raise NvpipeError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}"
+                          + (f" (from ${ENGINE_ENV})" if not engine else ""))
+    return name
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("NVPIPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                          "nvpipe")
+    return Path(root) / "cpu-engine.json"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as info:
+            return next(line.split(":", 1)[1].strip() for line in info
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
+def choice_key(shape: Sequence[int], variant: str, use_refiner: bool, threads: int) -> str:
+    import onnxruntime
+
+    height, width = shape[-2:]
+    return (f"{_cpu_model()}|threads {threads}|torch {torch.__version__}|"
+            f"onnxruntime {onnxruntime.__version__}|{variant}|{height}x{width}|"
+            f"{'refiner' if use_refiner else 'plain'}")
+
+
+def read_choices() -> dict:
+    try:
+        with open(_cache_file()) as handle:
+            choices = json.load(handle)
+        return choices if isinstance(choices, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_choice(key: str, entry: dict) -> None:
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        choices = read_choices()
+        choices[key] = entry
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        temp.write_text(json.dumps(choices, indent=1))
+        os.replace(temp, path)
+    except OSError:
+        pass  # a read-only cache: time again next run
+
+
+def _load_average() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _time_calls(implementations: dict, src_sm: torch.Tensor, calls: int) -> dict[str, float]:
+    """Median ms per call of each implementation, interleaved (load drifts hit both)."""
+    times: dict[str, list[float]] = {name: [] for name in implementations}
+    for implementation in implementations.values():
+        implementation(src_sm)  # warm-up: allocations, oneDNN primitives, ORT arenas
+    for _ in range(calls):
+        for name, implementation in implementations.items():
+            started = time.perf_counter()
+            implementation(src_sm)
+            times[name].append((time.perf_counter() - started) * 1000)
+    for implementation in implementations.values():
+        implementation.reset()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+class CpuMatting:
+    """The matting interface over the engine chosen for this machine (module docstring).
+
+    Args:
+        network: an ``rvm.MattingNetwork`` (prepared in place for the CPU by ``EagerMatting``).
+        downsample_ratio: the job's ratio (1: no refiner).
+        engine: ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (None: ``$NVPIPE_ENGINE`` or auto).
+        dtype: the network's precision: float32, or bfloat16 (torch only; coefficients are
+            returned as float32 either way). None: float32, or under auto also
+            ``"torch-bfloat16"`` where ``BF16_MEETS_BAR`` and ``native_bf16()``.
+
+    ``name`` is the engine running (None until the first call under auto); ``timings`` the
+    ms per call measured for the choice (empty when it came from the cache or was asked).
+    """
+
+    def __init__(self, network: torch.nn.Module, *, downsample_ratio: Optional[float],
+                 engine: Optional[str] = None, dtype: Optional[torch.dtype] = torch.float32,
+                 coefficient_format: torch.memory_format = torch.contiguous_format):
+        import rvm
+
+        from nvpipe.platform.threads import budget
+
+        self.network = network
+        self.ratio = downsample_ratio
+        self.bf16_candidate = dtype is None and BF16_MEETS_BAR and native_bf16()
+        dtype = dtype or torch.float32
+        self.dtype = dtype
+        self.coefficient_format = coefficient_format
+        self.threads = budget().network
+        self.requested = requested_engine(engine)
+        self.timings: dict[str, float] = {}
+        self.name: Optional[str] = None
+        self._impl = None
+        fits_ort = isinstance(network, rvm.MattingNetwork) and dtype == torch.float32
+        if self.requested == "onnxruntime":
+            if not onnxruntime_available():
+                raise NvpipeError("--engine onnxruntime needs ONNX Runtime: "
+                                  "pip install onnxruntime")
+            if not fits_ort:
+                raise NvpipeError("--engine onnxruntime runs float32 RVM networks only "
+                                  "(use --engine torch for --dtype bfloat16)")
+            self._start("onnxruntime")
+        elif self.requested == "torch" or not fits_ort or not onnxruntime_available():
+            self._start("torch")
+
+    def _make(self, name: str):
+        if name == BF16_ENGINE:
+            import copy
+
+            return EagerMatting(copy.deepcopy(self.network), None, "cpu", torch.bfloat16,
+                                downsample_ratio=self.ratio,
+                                coefficient_format=self.coefficient_format)
+        if name == "onnxruntime":
+            from nvpipe.engine.matting.ort import OrtMatting
+
+            return OrtMatting(self.network, self.ratio, threads=self.threads,
+                              coefficient_format=self.coefficient_format)
+        return EagerMatting(self.network, None, "cpu", self.dtype, downsample_ratio=self.ratio,
+                            coefficient_format=self.coefficient_format)
+
+    def _start(self, name: str, implementation=None) -> None:
+        self.name = name
+        self._impl = implementation if implementation is not None else self._make(name)
+
+    def _choose(self, src_sm: torch.Tensor) -> None:
+        """auto: the cached choice for this input size, else time both and record it."""
+        use_refiner = self.ratio is None or float(self.ratio) != 1
+        names = ("torch", "onnxruntime") + ((BF16_ENGINE,) if self.bf16_candidate else ())
+        key = choice_key(src_sm.shape, getattr(self.network, "variant", "mobilenetv3"),
+                         use_refiner, self.threads) + ("|bf16" if self.bf16_candidate else "")
+        cached = read_choices().get(key)
+        if isinstance(cached, dict) and cached.get("engine") in names:
+            self._start(cached["engine"])
+            return
+        candidates = {name: self._make(name) for name in names}
+        one = src_sm[:1] if src_sm.ndim == 4 else src_sm
+        with torch.inference_mode():
+            self.timings = _time_calls(candidates, torch.rand_like(one), TIMED_CALLS)
+        winner = min(self.timings, key=self.timings.get)
+        load = _load_average()
+        if load is None or load <= self.threads:
+            # Kept only when timed on a machine that was not busy: with other work on the
+            # cores the engines' order can change (2 cores, 480x270-512x288: ORT 75 vs torch
+            # 94 ms at load 4; torch 245 vs ORT 268 ms at load 7), and the choice lasts.
+            _record_choice(key, {"engine": winner, "load_1min": load,
+                                 "ms_per_frame": {k: round(v, 2) for k, v in self.timings.items()},
+                                 "date": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        self._start(winner, candidates[winner])
+
+    def __call__(self, src_sm: torch.Tensor, src=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._impl is None:
+            self._choose(src_sm)
+        coeff_a, coeff_b = self._impl(src_sm, src)
+        if coeff_a.dtype != torch.float32:  # bfloat16 network: the tail takes float32
+            coeff_a, coeff_b = coeff_a.float(), coeff_b.float()
+        return coeff_a, coeff_b
+
+    def state(self) -> tuple[torch.Tensor, ...]:
+        return self._impl.state() if self._impl is not None else ()
+
+    def load_state(self, states: Sequence[torch.Tensor]) -> None:
+        if self._impl is None:
+            if len(states) == 0:
+                return
+            self._start("torch")  # no input size to time on yet; keep the state
+        self._impl.load_state(states)
+
+    def reset(self) -> None:
+        if self._impl is not None:
+            self._impl.reset()
+
+
+__all__ = ["CpuMatting", "ENGINES", "ENGINE_ENV", "requested_engine", "read_choices",
+           "onnxruntime_available"]
