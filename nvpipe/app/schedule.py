@@ -488,9 +488,6 @@ def connect(address: str):
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise NvpipeError(f"cannot start Ray on this machine: {first}") from None
         return ray, True
-    # Ray's C++ core prints its connection retries ("Failed to connect to GCS ... within
-    # 5 seconds") on stderr; the one line below says it.
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     outcome: dict = {}
 
     def init() -> None:
@@ -503,14 +500,17 @@ def connect(address: str):
     # thread of its own, waited for in 0.1 s slices, so both the time limit and Ctrl-C
     # act at once (the thread is a daemon: it ends with the process).
     thread = threading.Thread(target=init, name="nvpipe-ray-connect", daemon=True)
-    thread.start()
     deadline = time.monotonic() + timeout
-    try:
-        while thread.is_alive() and time.monotonic() < deadline:
-            thread.join(0.1)
-    except KeyboardInterrupt:
-        ABANDONED.set()
-        raise
+    with _stderr_held() as held:
+        thread.start()
+        try:
+            while thread.is_alive() and time.monotonic() < deadline:
+                thread.join(0.1)
+        except KeyboardInterrupt:
+            ABANDONED.set()
+            raise
+        connected = not thread.is_alive() and "error" not in outcome
+        held.replay = connected  # what Ray said on the way in, once it answered
     if thread.is_alive():
         ABANDONED.set()
         raise NvpipeError(f"cannot reach the Ray cluster at {address!r}: no answer within "
@@ -522,6 +522,32 @@ def connect(address: str):
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise NvpipeError(f"cannot reach the Ray cluster at {address!r}: {first}") from None
     return ray, True
+
+
+class _stderr_held:
+    """File descriptor 2 sent to a temporary file while Ray connects: its C++ core writes
+    each retry there directly ("Failed to connect to GCS ... within 5 seconds"), past
+    Python's logging and RAY_BACKEND_LOG_LEVEL. Written back on leaving when ``replay``."""
+
+    replay = False
+
+    def __enter__(self):
+        import tempfile
+
+        sys.stderr.flush()
+        self._saved = os.dup(2)
+        self._file = tempfile.TemporaryFile()
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc):
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        if self.replay:
+            self._file.seek(0)
+            sys.stderr.write(self._file.read().decode(errors="replace"))
+        self._file.close()
 
 
 # Set when a connection attempt was left running (timed out, or Ctrl-C): Ray's C++ core
