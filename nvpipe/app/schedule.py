@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -72,6 +72,7 @@ class ClipResult:
     frames: int = 0
     seconds: float = 0.0
     note: Optional[str] = None
+    outputs: list = field(default_factory=list)  # the outputs written (converted clips)
 
 
 # -- planning and the per-clip function ------------------------------------------------------
@@ -89,13 +90,8 @@ def plan_batch(source: str, out: str, options, summary, log=sys.stderr) -> list[
         os.makedirs(out, exist_ok=True)
     clips = []
     for number, input_path in enumerate(inputs, 1):
-        output, out_dir = batch_outputs(input_path, out)
-        stem = Path(input_path).stem
-        alpha = _name_for(options.alpha, stem, "_alpha", out_dir) if options.alpha else None
-        foreground = (_name_for(options.foreground, stem, "_foreground", out_dir)
-                      if options.foreground else None)
         try:
-            job = options.job(input_path, output, alpha=alpha, foreground=foreground)
+            job = clip_job(input_path, out, options)
             convert, reason, note = plan_clip(job)
         except NvpipeError as error:
             _record(summary, ClipResult(input_path, FAILED, str(error)), log)
@@ -108,6 +104,18 @@ def plan_batch(source: str, out: str, options, summary, log=sys.stderr) -> list[
             job = replace(job, overwrite=True)
         clips.append(Clip(number, len(inputs), job))
     return clips
+
+
+def clip_job(input_path: str, out: str, options):
+    """The job of one clip of a batch (or a watch folder) whose outputs go to ``out`` (a
+    folder, or a ``{stem}`` template): the main output and the ``--alpha``/``--foreground``
+    names of ``batch._name_for``."""
+    output, out_dir = batch_outputs(input_path, out)
+    stem = Path(input_path).stem
+    alpha = _name_for(options.alpha, stem, "_alpha", out_dir) if options.alpha else None
+    foreground = (_name_for(options.foreground, stem, "_foreground", out_dir)
+                  if options.foreground else None)
+    return options.job(input_path, output, alpha=alpha, foreground=foreground)
 
 
 def convert_clip(clip: Clip, *, networks: Optional[dict] = None, progress=None,
@@ -138,7 +146,7 @@ def convert_clip(clip: Clip, *, networks: Optional[dict] = None, progress=None,
         for path, manifest in manifests.items():
             manifest.mark_complete([path], job.input, settings, result.frames)
         return ClipResult(job.input, CONVERTED, frames=result.frames, seconds=result.seconds,
-                          note=note)
+                          note=note, outputs=list(result.outputs))
     except NvpipeError as error:
         return ClipResult(job.input, FAILED, str(error))
     except (KeyboardInterrupt, SystemExit):
@@ -190,6 +198,8 @@ def _record(summary, result: ClipResult, log) -> None:
     """Adds a clip's result to the batch summary (the failure line printed as it happens)."""
     if result.status == CONVERTED:
         summary.converted.append(result.input)
+        summary.outputs.extend(result.outputs)
+        summary.frames += result.frames
     elif result.status == SKIPPED:
         summary.skipped.append((result.input, result.reason))
     else:
@@ -519,7 +529,7 @@ def _run_on_ray(ray, clips, options, summary, jobs, show, log) -> None:
     display.finish()
 
 
-__all__ = ["Clip", "ClipResult", "run_batch",
+__all__ = ["Clip", "ClipResult", "run_batch", "clip_job",
            "convert_clip", "plan_batch", "schedule_batch", "connect", "BatchInterrupted",
            "MAX_ATTEMPTS", "KILL_HOOK"]
 
