@@ -21,10 +21,13 @@ setup(
         "onnx>=1.15",  # reading the official ONNX weights
         "onnxruntime>=1.17",  # the CPU path's network engine (nvpipe.engine.matting.ort)
         "tqdm>=4.60",  # the progress bar
+        "pillow>=9",  # colour names (PIL.ImageColor), picture outputs, inference_utils
+        "watchdog>=4",  # nvpipe run --watch: file events
+        "filelock>=4.3",  # output and batch-record locks, on every OS (fcntl is POSIX only)
     ],
     extras_require={
-        # pillow: tests read PNGs; matplotlib: the benchmark plot's test.
-        "test": ["pytest>=7", "onnxruntime>=1.17", "triton>=3.0", "pillow>=9", "matplotlib>=3.7"],
+        # matplotlib: the benchmark plot's test.
+        "test": ["pytest>=7", "onnxruntime>=1.17", "triton>=3.0", "matplotlib>=3.7"],
         "bench": ["matplotlib>=3.7"],
         "cluster": ["ray>=2.10"],  # nvpipe run ... --cluster (nvpipe.app.schedule)
         "gpu": ["pynvvideocodec>=2.2", "triton>=3.0", "nvidia-ml-py>=12"],

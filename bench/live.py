@@ -5,7 +5,8 @@
 For each clip a sender (``bench/stream_clip.py``: MPEG-TS, packets when their timestamps
 fall due) streams it ``--loops`` times to ``udp://127.0.0.1:PORT`` while
 ``nvpipe.engine.runner.run`` converts the stream live to an MP4 (composite, automatic ratio, the
-CLI's defaults). Reported per clip: frames sent, received, written and dropped (oldest
+CLI's defaults but ``--live``: a file output would otherwise be a recording that keeps every
+frame, and this measures the dropping pacing's latency). Reported per clip: frames sent, received, written and dropped (oldest
 first), the processing rate (frames written per second from the first arrival to the
 last write) and the latency of each written frame from its arrival at nvpipe to its write
 into the output returning (p50, p99).
@@ -56,7 +57,7 @@ def measure(clip: Path, loops: int, folder: Path) -> dict:
         str(clip), f"udp://127.0.0.1:{port}", loops=loops, start_delay=1.0)), daemon=True)
     out = folder / f"{clip.stem}.mp4"
     job = Job(input=f"udp://127.0.0.1:{port}?fifo_size=50000&overrun_nonfatal=1",
-              outputs=[OutputSpec(str(out))], timeout=3)
+              outputs=[OutputSpec(str(out))], timeout=3, live=True)
     sender.start()
     started = time.perf_counter()
     result = run(job)

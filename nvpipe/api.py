@@ -12,6 +12,9 @@ from nvpipe.errors import NvpipeError
 from nvpipe.job import RVM_GREEN, Job, OutputSpec  # noqa: F401 - RVM_GREEN: its default background
 from nvpipe.engine.runner import RunResult, default_dtype, run
 
+# RVM's ImageSequenceWriter names pictures by their 4-digit number.
+RVM_PICTURE_NAME = "%04d.png"
+
 
 def _as_network(model, device: str, dtype: torch.dtype):
     """None, a variant name, an ``rvm.MattingNetwork``, any module holding RVM's state_dict,
@@ -35,7 +38,7 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
 
     ``output_type`` "video" writes videos (the composition over RVM's green, RGB 120, 255,
     155 = ``nvpipe.job.RVM_GREEN``, or ``background``); "png_sequence" writes directories
-    of PNGs (the composition as RGBA).
+    of PNGs named as RVM names them (``0000.png``, ``0001.png``...; the composition as RGBA).
     ``input_resize`` is (width, height); ``output_video_mbps`` sets the bitrate;
     ``seq_chunk`` frames go through the network at once. ``num_workers`` is accepted for
     compatibility (decoding already runs on its own thread). RVM's converter overwrites its
@@ -63,7 +66,7 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     from nvpipe.model.adapters import device_and_dtype
 
     device, dtype = device_and_dtype(model, device, dtype)  # the model's, as RVM's converter
-    device = torch.device(device if device is not None else "cpu").type
+    device = str(torch.device(device if device is not None else "cpu"))  # cuda:N kept
     if dtype is None:
         # Without a model to take it from: the job's default.
         dtype = default_dtype(device)
@@ -74,7 +77,8 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
 
     def spec(path: str, kind: str) -> OutputSpec:
         if output_type == "png_sequence":
-            path = path if path.endswith(os.sep) or "%" in path else path + os.sep
+            # RVM's names: 0000.png, 0001.png... in the folder (nvpipe run keeps %05d.png).
+            path = path if "%" in os.path.basename(path) else os.path.join(path, RVM_PICTURE_NAME)
             return OutputSpec(path, kind=kind, codec="png")
         return OutputSpec(path, kind=kind, bitrate=bitrate)
 

@@ -17,16 +17,26 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (NvpipeError, rvm.WeightsError) if rvm is not None else (NvpipeError,)
 
 
+class UsageError(NvpipeError):
+    """Options that do not go together, or a value no option takes (the CLI exits 2)."""
+
+
 class InputError(NvpipeError):
-    """The input could not be read or decoded."""
+    """The input could not be read or decoded (the CLI exits 3)."""
 
 
 class OutputError(NvpipeError):
     """An output could not be written (exists, directory missing, codec unavailable)."""
 
 
+class OutputBlocked(OutputError):
+    """An output exists (and ``overwrite`` was not given) or another nvpipe run holds its
+    lock (the CLI exits 4)."""
+
+
 class DeviceError(NvpipeError):
-    """The requested device cannot run (no driver, PyNvVideoCodec or Triton missing)."""
+    """The requested device cannot run (no driver, PyNvVideoCodec or Triton missing; the
+    CLI exits 5)."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -8,7 +8,7 @@ from typing import Optional
 # The one vocabulary: the CLI's choices, convert_video, batches and the sinks read these.
 OUTPUT_KINDS = ("composite", "alpha", "foreground", "rgba", "rgba_premultiplied")
 ALPHA_KINDS = ("rgba", "rgba_premultiplied")  # the kinds that carry an alpha channel
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda")  # and "cuda:N", the N-th CUDA device, as torch and RVM take it
 VARIANTS = ("mobilenetv3", "resnet50")  # = rvm.VARIANTS (kept here: no torch import for --help)
 ENCODERS = ("auto", "cpu", "nvenc")
 DTYPES = ("float32", "float16", "bfloat16")  # bfloat16: CPU only, opt-in
@@ -94,8 +94,8 @@ class Job:
     cpu_fallback: bool = False
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        parse_device(self.device)  # cpu, cuda or cuda:N
+        self.device = str(self.device).strip().lower()
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.ratio is not None:
@@ -121,6 +121,40 @@ class Job:
             check_fps(self.fps)  # the value kept as given: a Fraction stays exact
         if self.timeout is not None:
             check_positive(self.timeout, "timeout")
+
+
+def parse_device(device) -> tuple[str, Optional[int]]:
+    """``"cpu"`` -> ``("cpu", None)``, ``"cuda"`` -> ``("cuda", None)`` (the current CUDA
+    device), ``"cuda:1"`` -> ``("cuda", 1)``; a ``torch.device`` is read the same way.
+    ``ValueError`` for anything else."""
+    text = str(device).strip().lower()
+    kind, colon, index = text.partition(":")
+    if kind in DEVICES and not colon:
+        return kind, None
+    if kind == "cuda" and colon and index.isdigit():
+        return kind, int(index)
+    raise ValueError(f"device must be cpu, cuda or cuda:N (N a GPU number), got {device!r}")
+
+
+def device_type(device) -> str:
+    """``"cpu"`` or ``"cuda"`` (``"cuda:1"`` -> ``"cuda"``)."""
+    return parse_device(device)[0]
+
+
+def gpu_index(device) -> int:
+    """The CUDA device number of ``"cuda:N"`` (N), of ``"cuda"`` torch's current device (0
+    where CUDA is not initialised yet)."""
+    kind, index = parse_device(device)
+    if kind != "cuda":
+        raise ValueError(f"{device!r} is not a CUDA device")
+    if index is not None:
+        return index
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return torch.cuda.current_device()
+    return 0
 
 
 def auto_ratio(width: int, height: int) -> float:

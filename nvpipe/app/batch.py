@@ -19,10 +19,14 @@ ALPHA_EXTENSIONS = {".mov", ".webm"}
 
 
 def carries_alpha(path: str) -> bool:
-    """Whether an output format takes alpha: .mov, .webm, or a PNG sequence (the sinks'
-    rule: a folder, a name without extension, or a ``%05d.png`` pattern)."""
+    """Whether an output format takes alpha: .mov, .webm, a PNG sequence (the sinks'
+    rule: a folder, a name without extension, or a ``%05d.png`` pattern), or one picture
+    that keeps alpha (.png, .webp, .tif)."""
     from nvpipe.sinks.images import is_sequence_output
+    from nvpipe.sinks.picture import is_picture_output, picture_keeps_alpha
 
+    if is_picture_output(path):
+        return picture_keeps_alpha(path)
     return is_sequence_output(path) or Path(path).suffix.lower() in ALPHA_EXTENSIONS
 
 
@@ -157,6 +161,8 @@ class BatchSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     # Clips never started because the batch could not go on (the Ray cluster was lost).
     not_started: list[tuple[str, str]] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # of the converted clips
+    frames: int = 0  # written, over the converted clips
 
     def report(self) -> str:
         counts = (f"nvpipe: batch: {len(self.converted)} converted, {len(self.skipped)} "

@@ -13,13 +13,49 @@ from nvpipe.platform.threads import tune_for_pipeline
 
 tune_for_pipeline()  # before anything imports torch
 
-from nvpipe.errors import NvpipeError, raise_terminated, user_errors  # noqa: E402
+from nvpipe.errors import UsageError, raise_terminated, user_errors  # noqa: E402
+from nvpipe.app.automation import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: E402
+                                   EXIT_TERMINATED, EXIT_USAGE, exit_code_for)
 from nvpipe.app.progress import ProgressBar  # noqa: E402,F401 - tqdm; also convert_video's
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT
-EXIT_TERMINATED = 143  # 128 + SIGTERM
+# RVM's inference.py flags: given to `nvpipe run`, they mean RVM's command line, which
+# `python -m nvpipe.inference` takes as it is (argparse would otherwise take their values
+# as IN and OUT).
+RVM_FLAGS = ("--input-source", "--input-resize", "--downsample-ratio", "--output-type",
+             "--output-composition", "--output-alpha", "--output-foreground",
+             "--output-video-mbps", "--seq-chunk", "--num-workers", "--disable-progress",
+             "--checkpoint")
+RVM_HINT = ("these are RVM's inference.py options: run `python -m nvpipe.inference` with "
+            "them as they are, or `nvpipe run IN OUT` with nvpipe's (see nvpipe run --help)")
+
+EXAMPLES = """examples:
+  nvpipe run in.mp4 out.mp4                          composite over green
+  nvpipe run in.mp4 out.mov                          ProRes 4444 with alpha
+  nvpipe run photo.jpg cut.png                       one picture: an RGBA cut-out
+  nvpipe run in.mp4 out.mp4 --background blur        the input, blurred, behind the subject
+  nvpipe run clips/ out/ --jobs 2                    a batch, two clips at once
+  nvpipe run --watch inbox/ out/                     convert clips as they arrive
+  nvpipe run in.mp4 out.mp4 --json --progress prog.txt   for scripts
+"""
+
+
+def _epilog() -> str:
+    from nvpipe.app.automation import EXIT_CODES
+
+    codes = "\n".join(f"  {code:<4} {what}" for code, what in EXIT_CODES.items())
+    return (f"{EXAMPLES}\nexit codes:\n{codes}\n\nThe README (README.md in the source tree) "
+            f"has every option, live inputs and\noutputs, batches, the watch folder and the "
+            f"Python API.")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps descriptions and help as argparse does; keeps text with line breaks (the
+    examples and exit codes of the epilog) as written."""
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -148,8 +184,10 @@ def add_stream_arguments(run: argparse.ArgumentParser) -> None:
         "streams", "IN may be - (standard input), a named pipe, an FFmpeg URL (udp://, "
                    "srt://, rtmp://, rtsp://, http://) or a camera (/dev/video0); OUT may be "
                    "- (standard output) or a URL (udp://, srt://, rtmp://). Live inputs "
-                   "(network streams, cameras) drop the oldest frames when conversion falls "
-                   "behind, so latency stays bounded; files, pipes and http never drop.")
+                   "(network streams, cameras) recorded to files keep every frame, buffered "
+                   "in memory up to $NVPIPE_RECORD_BUFFER_MB (1024); written to a live output "
+                   "(-, a URL, a pipe) they drop the oldest frames when conversion falls "
+                   "behind, so latency stays bounded. Files, pipes and http never drop.")
     streams.add_argument("--input-format", metavar="FMT",
                          help="the input's demuxer or device, as ffmpeg -f (mpegts, v4l2, ...)")
     streams.add_argument("--input-option", metavar="KEY=VALUE", type=parse_option,
@@ -168,44 +206,77 @@ def add_stream_arguments(run: argparse.ArgumentParser) -> None:
                               "10 for URLs; pipes wait for their end)")
     live = streams.add_mutually_exclusive_group()
     live.add_argument("--live", dest="live", action="store_true", default=None,
-                      help="pace as live (drop frames rather than fall behind) whatever IN is")
+                      help="pace as live (drop frames rather than fall behind) whatever IN "
+                           "and OUT are")
     live.add_argument("--no-live", dest="live", action="store_false",
-                      help="never drop frames, even for a network stream")
+                      help="never drop frames, even for a network stream (the stream waits "
+                           "in FFmpeg's own buffers, which may overflow)")
     streams.add_argument("--no-cut-reset", dest="cut_reset", action="store_false",
                          help="do not reset the network's memory at scene cuts (default: "
                               "reset, so the last shot does not linger in the next)")
 
 
+def add_automation_arguments(run: argparse.ArgumentParser) -> None:
+    """--json, --progress and the watch folder (nvpipe.app.automation, nvpipe.app.watch)."""
+    scripts = run.add_argument_group("scripts and automation")
+    scripts.add_argument("--json", action="store_true",
+                         help="print a JSON summary on standard output at the end (status, "
+                              "exit_code, outputs, frames, fps, decisions, notes, dropped, "
+                              "latency); messages stay on standard error")
+    scripts.add_argument("--progress", metavar="FILE", dest="progress_file",
+                         help="write machine-readable progress to FILE (- for standard "
+                              "output), as ffmpeg -progress: key=value lines, each block "
+                              "ending progress=continue, the last progress=end")
+    watch = run.add_argument_group(
+        "watch folder", "nvpipe run --watch IN/ OUT/: convert the clips in IN, then each new "
+                        "one as it arrives and is complete (written and closed, or unchanged "
+                        "for --watch-settle seconds), exactly once (OUT/.nvpipe-batch.json "
+                        "records them); until Ctrl-C")
+    watch.add_argument("--watch", action="store_true", help="watch IN (a folder)")
+    watch.add_argument("--watch-settle", type=parse_timeout, default=None, metavar="SECONDS",
+                       help="a clip unchanged this long is complete (default 2)")
+    watch.add_argument("--watch-exit-after", type=_whole_number_at_least_1("clips"),
+                       metavar="N", help="stop after N clips (converted or failed)")
+    watch.add_argument("--watch-idle", type=parse_timeout, metavar="SECONDS",
+                       help="stop after this long with nothing new")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nvpipe.app.commands import VARIANT_HELP
-    from nvpipe.job import (CODECS, CPU_ENGINES, DEFAULT_GREEN, DEVICES, DTYPES, ENCODERS,
-                            OUTPUT_KINDS, VARIANTS)
+    from nvpipe.job import (CODECS, CPU_ENGINES, DEFAULT_GREEN, DTYPES, ENCODERS, OUTPUT_KINDS,
+                            VARIANTS)
 
-    parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).")
+    from nvpipe.app.devices import DEVICE_CHOICES, DEVICE_METAVAR
+
+    parser = _Parser(prog="nvpipe", description="Human video matting (Robust Video Matting).",
+                     epilog=_epilog(), formatter_class=_HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser(
-        "run", help="convert a video, an image sequence, or a batch of videos",
+        "run", help="convert a video, an image sequence, a picture, or a batch of videos",
         description="Convert IN to OUT. IN may be a video, an image sequence (directory or "
-                    "%05d.png pattern), or for a batch a directory of videos or a glob; OUT "
-                    "is then a directory or a template containing {stem}.")
+                    "%05d.png pattern), one picture (OUT then one picture too: cut.png), or "
+                    "for a batch a directory of videos or a glob; OUT is then a directory or "
+                    "a template containing {stem}.",
+        epilog=_epilog(), formatter_class=_HelpFormatter)
     run.add_argument("input", metavar="IN")
     run.add_argument("output", metavar="OUT")
     run.add_argument("--ratio", type=parse_ratio, default=None,
                      help="downsample ratio for the network (default: min(512/max(H,W), 1))")
-    run.add_argument("--device", choices=("auto", *DEVICES),
-                     default=os.environ.get("NVPIPE_DEVICE", "auto"),
+    run.add_argument("--device", choices=DEVICE_CHOICES, metavar=DEVICE_METAVAR,
+                     type=str.lower, default=os.environ.get("NVPIPE_DEVICE", "auto"),
                      help="auto (default, or $NVPIPE_DEVICE): the GPU pipeline where it can run "
                           "here (see `nvpipe info`), else the CPU; a GPU run that fails before "
-                          "its first frame reruns on the CPU")
+                          "its first frame reruns on the CPU; cuda:N the N-th GPU")
     run.set_defaults(cpu_fallback=False)  # Job.cpu_fallback: _run sets it when auto picks cuda
     run.add_argument("--variant", choices=VARIANTS, default="mobilenetv3", help=VARIANT_HELP)
     run.add_argument("--weights", metavar="PATH", help=".pth or .onnx weights (default: "
                      "$NVPIPE_WEIGHTS, the cache, then the official file)")
     run.add_argument("--background", metavar="B", default=None,
-                     help="composite background: a colour (#00ff00, green, 0,255,0), an image "
-                          f"or a video; 'none' writes RGBA (default: {DEFAULT_GREEN}; RGBA for "
-                          ".mov/.webm/PNG outputs)")
+                     help="composite background: a colour (#00ff00, any CSS/X11 name such as "
+                          "rebeccapurple, 0,255,0), blur[:RADIUS] (the input itself, blurred; "
+                          "RADIUS in pixels), an image or a video; 'none' writes RGBA "
+                          f"(default: {DEFAULT_GREEN}; RGBA for .mov/.webm/PNG outputs)")
     run.add_argument("--alpha", metavar="PATH", help="also write the alpha matte here")
     run.add_argument("--foreground", metavar="PATH", help="also write the foreground here")
     run.add_argument("--type", dest="kind", default=None,
@@ -263,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(HOST:6379, ray://HOST:10001) or 'auto' (this machine's Ray, "
                           "started if none); outputs go to OUT, which every node must see")
     add_stream_arguments(run)
+    add_automation_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="stages, encoders and telemetry; tracebacks of internal errors")
@@ -273,6 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(parser, commands)
     return parser
+
+
+def _rvm_flags(argv: Sequence[str]) -> list[str]:
+    """RVM's inference.py flags among ``argv`` (``--flag`` or ``--flag=value``)."""
+    return [arg.split("=", 1)[0] for arg in argv if arg.split("=", 1)[0] in RVM_FLAGS]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -288,23 +365,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rvm_flags = _rvm_flags(argv)
+    if rvm_flags and "--help" not in argv and "-h" not in argv:
+        print(f"nvpipe: error: {', '.join(rvm_flags)}: {RVM_HINT}", file=sys.stderr)
+        return EXIT_USAGE
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, raise_terminated)
+    report = _Report(args)
     try:
         if args.command in ("info", "doctor"):
             from nvpipe.app.info import format_report
 
             print(format_report())
-            return 0
+            return EXIT_OK
         from nvpipe.app.commands import COMMANDS, run_command
 
         if args.command in COMMANDS:
             return run_command(args)
-        return _run(args)
+        return report.done(_run(args, report))
     except user_errors() as error:
         print(f"nvpipe: error: {error}", file=sys.stderr)
-        return EXIT_FAILED
+        return report.failed(exit_code_for(error), str(error))
     except KeyboardInterrupt as interrupt:
         from nvpipe.engine.runner import Interrupted
         from nvpipe.errors import Terminated
@@ -314,15 +397,62 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         if isinstance(interrupt, Interrupted):
             done = interrupt.result
             print(f"nvpipe: {how} after {done.frames} frames; {_kept(done)}", file=sys.stderr)
+            if not report.fields:
+                report.summary_of(done)
         else:
             print(f"nvpipe: {how}", file=sys.stderr)
-        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+        return report.failed(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED, how)
     except Exception as error:  # noqa: BLE001 - one line unless asked for the traceback
         if getattr(args, "verbose", False) or os.environ.get("NVPIPE_DEBUG"):
             raise
         print(f"nvpipe: internal error: {type(error).__name__}: {error} "
               "(run with --verbose for the traceback)", file=sys.stderr)
-        return EXIT_FAILED
+        return report.failed(EXIT_FAILED, f"internal error: {type(error).__name__}: {error}")
+    finally:
+        report.close()
+
+
+class _Report:
+    """What ``nvpipe run`` tells scripts: the ``--json`` summary (printed once, at the end,
+    whatever the outcome) and the ``--progress`` stream."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.json = bool(getattr(args, "json", False))
+        self.fields: dict = {}
+        self.progress = None
+        self._printed = False
+        self._target = getattr(args, "progress_file", None)
+
+    def open_progress(self):
+        """The ``--progress`` stream, opened on first use (None without the option)."""
+        if self._target and self.progress is None:
+            from nvpipe.app.automation import ProgressStream
+
+            self.progress = ProgressStream(self._target)
+        return self.progress
+
+    def summary_of(self, result, device_decision: Optional[dict] = None) -> None:
+        from nvpipe.app.automation import run_summary
+
+        self.fields = run_summary(result, device_decision=device_decision)
+
+    def done(self, code: int) -> int:
+        return self._emit(code, None)
+
+    def failed(self, code: int, error: str) -> int:
+        return self._emit(code, error)
+
+    def _emit(self, code: int, error: Optional[str]) -> int:
+        if self.json and not self._printed:
+            from nvpipe.app.automation import print_json
+
+            self._printed = True
+            print_json(self.fields, code=code, error=error)
+        return code
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
 
 
 def _stream_job(job, args: argparse.Namespace):
@@ -357,53 +487,86 @@ def _live_line(stats) -> None:
     print(f"nvpipe: live: {stats.describe()}", file=sys.stderr)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _check_usage(args: argparse.Namespace) -> None:
+    """Options that do not go together (``UsageError``: exit code 2)."""
+    from nvpipe.app.automation import stdout_is_taken
+
+    taken = stdout_is_taken(args)
+    if taken and args.json:
+        raise UsageError("--json prints on standard output, which the output - already takes: "
+                         "write the output elsewhere, or leave out --json")
+    if taken and args.progress_file == "-":
+        raise UsageError("--progress - writes to standard output, which the output - already "
+                         "takes: give --progress a file")
+    if args.json and args.progress_file == "-":
+        raise UsageError("--json and --progress - both write to standard output: give "
+                         "--progress a file")
+    if args.watch and (args.jobs > 1 or args.cluster):
+        raise UsageError("--watch converts one clip at a time: leave out --jobs and --cluster")
+    if not args.watch and any(value is not None for value in (
+            args.watch_settle, args.watch_exit_after, args.watch_idle)):
+        raise UsageError("--watch-settle, --watch-exit-after and --watch-idle go with --watch")
+    if args.cluster and ":" in args.device:
+        raise UsageError(f"--device {args.device} names a GPU of this machine; with --cluster, "
+                         f"Ray assigns the GPUs (give --device cuda)")
+
+
+def _run(args: argparse.Namespace, report: "_Report") -> int:
     from nvpipe.app.batch import batch_outputs, is_batch, job_from_args
+    from nvpipe.app.devices import resolve
     from nvpipe.app.schedule import run_batch
     from nvpipe.engine.fallback import run_guarded
     from nvpipe.sources import is_picture_input
 
-    from nvpipe.platform.gpu import resolve_device
-
-    from nvpipe.job import DEVICES
-
+    _check_usage(args)
     requested = args.device
-    if requested not in ("auto", *DEVICES):  # a bad $NVPIPE_DEVICE (argparse checks only flags)
-        raise NvpipeError(f"NVPIPE_DEVICE must be auto, cpu or cuda, got {requested!r}")
     if args.cluster and requested == "auto":
         not_cuda = None  # the cluster's GPUs decide, not this machine's (schedule.cluster_device)
     else:
-        args.device, not_cuda = resolve_device(args.device)
+        args.device, not_cuda = resolve(requested)
+    device_decision = {"device": args.device, "device_requested": requested}
+    if not_cuda:
+        device_decision["device_why_not_cuda"] = not_cuda
     if args.verbose and requested == "auto":
         print(f"nvpipe: device {args.device}" + (f" (not cuda: {not_cuda})" if not_cuda else ""),
               file=sys.stderr)
     # auto never does worse than cpu: a GPU run failing before its first frame reruns there
     # (Job.cpu_fallback; job_from_args reads it from args like every Job field).
-    args.cpu_fallback = requested == "auto" and args.device == "cuda"
+    args.cpu_fallback = requested == "auto" and args.device.startswith("cuda")
+    progress = report.open_progress()
+    if args.watch:
+        return _watch(args, progress, report, device_decision)
     batch = is_batch(args.input)
     if args.fps is not None and (batch or not is_picture_input(args.input)):
-        raise NvpipeError("--fps is for picture-sequence inputs (a folder or %05d.png): a "
-                          "video keeps its own timing")
+        raise UsageError("--fps is for picture-sequence inputs (a folder or %05d.png): a "
+                         "video keeps its own timing")
     if batch:
         # The template's main output stands for every clip's: its format decides the kind.
         template = job_from_args(args, output=batch_outputs("clip", args.output)[0])
         summary = run_batch(args.input, args.output, template,
-                            progress_factory=None if args.quiet else ProgressBar,
+                            progress_factory=_progress_factory(args, progress),
                             jobs=args.jobs, cluster=args.cluster, verbose=args.verbose)
         print(summary.report(), file=sys.stderr)
-        return EXIT_FAILED if summary.failed or summary.not_started else 0
+        _batch_report(report, summary, device_decision)
+        return EXIT_FAILED if summary.failed or summary.not_started else EXIT_OK
 
     if args.jobs > 1 or args.cluster:
-        raise NvpipeError("--jobs and --cluster are for batches: give a folder of videos or a glob")
+        raise UsageError("--jobs and --cluster are for batches: give a folder of videos or a glob")
     job = _stream_job(job_from_args(args), args)
-    bar = None if args.quiet else ProgressBar(os.path.basename(args.input))
+    callback = _progress_factory(args, progress)
+    bar = callback(os.path.basename(args.input)) if callback is not None else None
     try:
         result = run_guarded(job, progress=bar, verbose=args.verbose,
                              live_report=_live_line if args.verbose else None,
                              profile=getattr(args, "profile", False))
+    except KeyboardInterrupt as interrupt:
+        if hasattr(interrupt, "result"):
+            report.summary_of(interrupt.result, device_decision)
+        raise
     finally:
-        if bar:
+        if bar is not None and hasattr(bar, "finish"):
             bar.finish()
+    report.summary_of(result, device_decision)
     for note in result.notes:
         print(f"nvpipe: note: {note}", file=sys.stderr)
     if result.cuts and not args.quiet:
@@ -428,7 +591,66 @@ def _run(args: argparse.Namespace) -> int:
         print(f"nvpipe: {result.frames} frames in {result.seconds:.1f} s "
               f"({result.fps:.1f} fps on {result.device or job.device}, {engine}{encoders}) -> "
               f"{', '.join(result.outputs)}", file=sys.stderr)
-    return 0
+    return EXIT_OK
+
+
+def _progress_factory(args: argparse.Namespace, progress):
+    """A clip's progress callback: the bar (unless --quiet) and the --progress stream."""
+    if progress is None and args.quiet:
+        return None
+
+    def factory(label: str):
+        parts = []
+        if not args.quiet:
+            parts.append(ProgressBar(label))
+        if progress is not None:
+            parts.append(progress.for_clip(os.path.basename(label.split("] ")[-1]),
+                                           clip=label[1:].split("]")[0] if label.startswith("[")
+                                           else None))
+        return parts[0] if len(parts) == 1 else _Both(parts)
+
+    return factory
+
+
+class _Both:
+    """Two progress callbacks as one (the bar and the --progress stream)."""
+
+    def __init__(self, parts):
+        self.parts = parts
+
+    def __call__(self, done, total, elapsed):
+        for part in self.parts:
+            part(done, total, elapsed)
+
+    def finish(self):
+        for part in self.parts:
+            if hasattr(part, "finish"):
+                part.finish()
+
+
+def _batch_report(report: "_Report", summary, device_decision: dict) -> None:
+    from nvpipe.app.automation import batch_summary
+
+    report.fields = batch_summary(summary)
+    report.fields["decisions"] = dict(device_decision)
+
+
+def _watch(args, progress, report: "_Report", device_decision: dict) -> int:
+    from nvpipe.app.batch import batch_outputs, job_from_args
+    from nvpipe.app.watch import SETTLE_S, watch
+
+    summary = None
+    try:
+        template = job_from_args(args, output=batch_outputs("clip", args.output)[0])
+        summary = watch(args.input, args.output, template,
+                        settle=args.watch_settle or SETTLE_S, exit_after=args.watch_exit_after,
+                        idle=args.watch_idle, progress_factory=_progress_factory(args, progress),
+                        verbose=args.verbose)
+    finally:
+        if summary is not None:
+            print(summary.report().replace("nvpipe: batch:", "nvpipe: watch:", 1), file=sys.stderr)
+            _batch_report(report, summary, device_decision)
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def _kept(result) -> str:

@@ -14,14 +14,14 @@ only that record, never a file's existence:
   ``--overwrite``;
 - ``absent``: nothing there -> convert.
 
-The record is read and rewritten under an ``flock`` and replaced atomically, so runs that
-share a folder (``--jobs``, a cluster) never lose each other's entries.
+The record is read and rewritten under a file lock (``filelock``: ``flock`` on POSIX,
+``LockFileEx`` on Windows) and replaced atomically, so runs that share a folder
+(``--jobs``, a cluster) never lose each other's entries.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -62,8 +62,9 @@ class BatchManifest:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[dict]:
         """The record, locked for read-modify-write; written back (atomically) on exit."""
-        with open(os.path.join(self.folder, ".nvpipe-batch.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        from filelock import FileLock
+
+        with FileLock(os.path.join(self.folder, ".nvpipe-batch.lock")):
             entries = self._read()
             before = json.dumps(entries, sort_keys=True)
             yield entries

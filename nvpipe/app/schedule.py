@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -74,6 +74,7 @@ class ClipResult:
     frames: int = 0
     seconds: float = 0.0
     note: Optional[str] = None
+    outputs: list = field(default_factory=list)  # the outputs written (converted clips)
 
 
 # -- planning and the per-clip function ------------------------------------------------------
@@ -146,7 +147,7 @@ def convert_clip(clip: Clip, *, networks: Optional[dict] = None, progress=None,
         for path, manifest in manifests.items():
             manifest.mark_complete([path], job.input, settings, result.frames)
         return ClipResult(job.input, CONVERTED, frames=result.frames, seconds=result.seconds,
-                          note=note)
+                          note=note, outputs=list(result.outputs))
     except NvpipeError as error:
         return ClipResult(job.input, FAILED, str(error))
     except (KeyboardInterrupt, SystemExit):
@@ -198,6 +199,8 @@ def _record(summary, result: ClipResult, log) -> None:
     """Adds a clip's result to the batch summary (the failure line printed as it happens)."""
     if result.status == CONVERTED:
         summary.converted.append(result.input)
+        summary.outputs.extend(result.outputs)
+        summary.frames += result.frames
     elif result.status == SKIPPED:
         summary.skipped.append((result.input, result.reason))
     else:

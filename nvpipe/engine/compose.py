@@ -66,6 +66,10 @@ class Composer:
         color = getattr(self.background, "color", None)
         if color is not None:
             return tuple(color)
+        if getattr(self.background, "from_source", False):  # blur[:RADIUS]: the input itself
+            from nvpipe.engine.blur import blur_frame
+
+            return blur_frame(src, self.background.radius)
         frame = self.background.frame(index)  # owned: never changed once returned
         if frame.device == src.device:
             return frame

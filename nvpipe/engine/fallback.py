@@ -17,7 +17,7 @@ from dataclasses import replace
 from typing import Callable, Optional
 
 from nvpipe.errors import DeviceError, NvpipeError
-from nvpipe.job import Job
+from nvpipe.job import Job, device_type
 
 
 def first_line(error: BaseException) -> str:
@@ -36,7 +36,7 @@ def run_guarded(job: Job, *, run: Optional[Callable[..., object]] = None,
     """
     if run is None:
         from nvpipe.engine.runner import run
-    if job.device != "cuda":
+    if device_type(job.device) != "cuda":
         return run(job, progress=progress, **kwargs)
     frames = [0]
 

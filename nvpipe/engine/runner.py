@@ -2,8 +2,10 @@
 
 Threads: a decode thread (source + conversion), the calling thread (network + compose)
 and one encode thread per output, joined by bounded queues of typed items. A live input
-adds a receive thread in front, whose one-frame mailbox drops the oldest frame when the
-pipeline falls behind (``nvpipe.engine.pacing``: the pacing, chosen once per job). How frames
+adds a receive thread in front (``nvpipe.engine.pacing``: the pacing, chosen once per job
+from the input and the outputs): recorded to files, every frame is buffered up to a memory
+bound; written to a live output, a one-frame mailbox drops the oldest frame when the
+pipeline falls behind. How frames
 cross between them (streams, events, host copies) is the job's ``transfer``, chosen once
 (``nvpipe.engine.transfer``). The first error anywhere stops every stage and is raised once from
 ``run``. Where the outputs end up is ``nvpipe.sinks.outputs``' policy: all committed when the
@@ -27,8 +29,9 @@ from nvpipe.engine.compose import ComposeTarget, Composer
 from nvpipe.engine.convert import Converter
 from nvpipe.errors import InputError, NvpipeError, Terminated
 from nvpipe.frames import StreamInfo
-from nvpipe.job import DEFAULT_GREEN, Job, OutputSpec, auto_ratio
-from nvpipe.engine.pacing import FILE_PACING, LatencyLog, LatestFrames, LiveStats, Pacing, pacing_for
+from nvpipe.job import DEFAULT_GREEN, Job, OutputSpec, auto_ratio, device_type, gpu_index
+from nvpipe.engine.pacing import (FILE_PACING, LatencyLog, LatestFrames, LiveStats, Pacing,
+                                  choose_pacing)
 from nvpipe.engine.matting import MattingStage
 from nvpipe.sinks.outputs import Outputs, Placed
 
@@ -63,6 +66,8 @@ class RunResult:
     engine: Optional[str] = None  # what ran the network (MattingStage.engine)
     profile: Optional[dict] = None  # --profile: nvpipe.engine.profile.Profile.report()
     device: str = ""  # where it ran: the job's device, or "cpu" after a fallback
+    # What the run chose where it was not told: ratio, dtype, pacing, output kinds...
+    decisions: dict = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -155,7 +160,8 @@ class Stages:
 # -- the stage threads ---------------------------------------------------------------------
 def receive_worker(source, mailbox: LatestFrames, stages: Stages) -> None:
     """A live source -> ``mailbox``, never waiting on the pipeline: each frame is stamped
-    with its arrival and replaces the oldest one waiting (``mailbox.dropped`` counts)."""
+    with its arrival and put into the mailbox, which keeps it (a recording's buffer) or
+    replaces the oldest one waiting (live); ``mailbox.dropped`` counts what it dropped."""
     try:
         for frame in source:
             frame.arrival = time.monotonic()
@@ -245,7 +251,7 @@ def chunks(decoded: queue.Queue, size: int, stages: Stages) -> Iterator[list[Con
 # -- the job's parts -------------------------------------------------------------------------
 def default_dtype(device: str) -> torch.dtype:
     """The network's precision unless asked: FP16 on CUDA (tensor cores), FP32 on the CPU."""
-    return torch.float16 if device == "cuda" else torch.float32
+    return torch.float16 if device_type(device) == "cuda" else torch.float32
 
 
 def _dtype_for(job: Job) -> torch.dtype:
@@ -274,12 +280,14 @@ def choose_encoder(spec: OutputSpec, job: Job) -> OutputSpec:
     """``spec`` routed to NVENC or the CPU by ``nvpipe.sinks.encoders.choose_encoder``."""
     from nvpipe.sinks import choose_encoder as route
 
+    gpu = gpu_index(job.device) if device_type(job.device) == "cuda" else 0
+
     def has_nvenc(codec: str) -> bool:
         from nvpipe.platform.gpu import has_nvenc as probe
 
-        return probe(codec=codec)
+        return probe(gpu, codec=codec)
 
-    return route(spec, device=job.device, policy=job.encoder, has_nvenc=has_nvenc)
+    return route(spec, device=device_type(job.device), policy=job.encoder, has_nvenc=has_nvenc)
 
 
 def load_network(job: Job, dtype: torch.dtype):
@@ -402,7 +410,8 @@ def _open_outputs(job: Job, source, device: torch.device,
     info = source.info
     sink_info = output_info(info, job.resize)
     specs = [choose_encoder(spec, job) for spec in job.outputs]
-    opener = functools.partial(open_sink, shares_cores_with_network=device.type == "cpu")
+    opener = functools.partial(open_sink, shares_cores_with_network=device.type == "cpu",
+                               gpu_id=device.index or 0)
     if job.encoder == "auto":  # NVENC chosen for the user, not asked for: the CPU can take over
         cpu_specs = {str(routed.path): spec for routed, spec in zip(specs, job.outputs)
                      if routed is not spec and not requests_nvenc(spec)}
@@ -422,22 +431,33 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     (``nvpipe.engine.profile``). ``live_report`` is called about once a second of a live
     run with its figures so far. Raises ``NvpipeError`` for anything the user can fix, its
     message ending with what became of the outputs; ``Interrupted`` on Ctrl-C.
+    ``job.device`` ``cuda:N`` runs everything on GPU N (decoder, network, encoder).
     """
-    from nvpipe.sources import open_source, trim
-
     if not job.outputs:
         raise NvpipeError("nothing to write: give at least one output")
-    if job.device == "cuda":
+    if device_type(job.device) == "cuda":
         from nvpipe.platform.gpu import check_cuda_ready
 
         # Pictures decode on the CPU: PyNvVideoCodec is only needed for video inputs, and
         # the NVDEC source raises DeviceError naming it when it cannot load.
-        check_cuda_ready(need_decoder=False)
+        check_cuda_ready(need_decoder=False, gpu_id=gpu_index(job.device))
+        device = torch.device("cuda", gpu_index(job.device))
+        # This thread's current device for the run (the stage threads set theirs: the
+        # transfer's stage_thread_started), put back after it.
+        with torch.cuda.device(device):
+            return _run(job, device, progress, stop, network, verbose, live_report, profile)
+    return _run(job, torch.device("cpu"), progress, stop, network, verbose, live_report,
+                profile)
+
+
+def _run(job: Job, device: torch.device, progress, stop, network, verbose, live_report,
+         profile) -> RunResult:
+    from nvpipe.sources import open_source, trim
+
     dtype = _dtype_for(job)
-    device = torch.device(job.device)
     started = time.perf_counter()
     stages = Stages(stop)
-    source = trim(open_source(job.input, device=job.device, fps=job.fps,
+    source = trim(open_source(job.input, device=str(device), fps=job.fps,
                               input_format=job.input_format, input_options=job.input_options,
                               timeout=job.timeout, live=job.live, stop=stages.stop), job)
     open_notes: list[str] = []
@@ -446,10 +466,15 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
     except BaseException:
         source.close()
         raise
-    pacing = pacing_for(source.live)
+    try:
+        pacing = choose_pacing(source.live, [str(spec.path) for spec in job.outputs], job.live)
+    except ValueError as error:  # a bad $NVPIPE_RECORD_BUFFER_MB
+        outputs.discard()
+        source.close()
+        raise NvpipeError(str(error)) from None
     encoder_busy = {path: 0.0 for path in outputs.sinks}
     latency = {path: LatencyLog() for path in outputs.sinks}
-    mailbox = LatestFrames(pacing.mailbox) if pacing.live else None
+    mailbox = pacing.receive_buffer() if pacing.live else None
     frames_done = 0
     cuts: list[int] = []
     telemetry = None
@@ -461,7 +486,7 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         if verbose and device.type == "cuda":
             from nvpipe.platform.telemetry import Telemetry
 
-            telemetry = Telemetry()
+            telemetry = Telemetry(gpu_id=device.index or 0)
             telemetry.start()
         decoded: queue.Queue = queue.Queue(pacing.decoded)
         inboxes = {path: queue.Queue(pacing.encode) for path in outputs.sinks}
@@ -523,10 +548,20 @@ def run(job: Job, *, progress: Optional[ProgressCallback] = None,
         if telemetry is not None:
             telemetry.stop()
     live = _live_stats(mailbox, latency, outputs) if mailbox is not None else None
+    ratio_used = job.ratio if job.ratio is not None else auto_ratio(*output_info(
+        source.info, job.resize).display_size)
+    decisions = {"device": job.device, "dtype": str(dtype).replace("torch.", ""),
+                 "ratio": round(ratio_used, 6), "ratio_auto": job.ratio is None,
+                 "pacing": pacing.mode, "chunk": job.chunk,
+                 "kinds": {str(spec.path): spec.kind for spec in job.outputs}}
+    if pacing.mode == "record":
+        decisions["record_buffer_mb"] = round(pacing.buffer_bytes / 2 ** 20, 1)
     result = _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
-                          notes=list(source.notes) + open_notes, live=live, cuts=cuts)
+                          notes=list(source.notes) + open_notes, live=live, cuts=cuts,
+                          decisions=decisions)
     if pipeline is not None:
         result.engine = pipeline.matting.engine
+        result.decisions["engine"] = pipeline.matting.engine
     if profiler is not None:
         result.profile = profiler.report(frames_done, pipeline.matting)
     return result
@@ -538,9 +573,12 @@ def _live_stats(mailbox: LatestFrames, latency: dict[str, LatencyLog],
     first = next(iter(outputs.sinks))
     log = latency[first]
     percentiles = log.percentiles() or (None, None)
+    recording = getattr(mailbox, "max_bytes", None)
     return LiveStats(received=mailbox.received, written=outputs.sinks[first].frames_written,
                      dropped=mailbox.dropped, fps=log.rate(),
-                     latency_p50=percentiles[0], latency_p99=percentiles[1])
+                     latency_p50=percentiles[0], latency_p99=percentiles[1],
+                     mode="record" if recording else "live",
+                     buffer_peak=getattr(mailbox, "peak", 0), buffer_bound=recording or 0)
 
 
 def _close_source(source, threads: list[threading.Thread]) -> None:
@@ -554,7 +592,8 @@ def _close_source(source, threads: list[threading.Thread]) -> None:
 
 def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
                  started: float, telemetry, encoder_busy: dict, *, notes: list[str],
-                 live: Optional[LiveStats] = None, cuts: Optional[list[int]] = None) -> RunResult:
+                 live: Optional[LiveStats] = None, cuts: Optional[list[int]] = None,
+                 decisions: Optional[dict] = None) -> RunResult:
     """Applies the output policy to how the run ended; returns or raises accordingly."""
     error = stages.error
     interrupted = isinstance(error, KeyboardInterrupt) or (error is None and stages.stop.is_set())
@@ -586,6 +625,7 @@ def _end_outputs(job: Job, outputs: Outputs, stages: Stages, frames_done: int,
                        outputs=[p.path for p in placed], interrupted=interrupted,
                        encoders=encoders, placed=placed, notes=notes, live=live,
                        cuts=list(cuts or ()), device=job.device,
+                       decisions=dict(decisions or {}),
                        telemetry=telemetry.summary() if telemetry is not None else {})
     if isinstance(error, KeyboardInterrupt):
         raise Interrupted(result, terminated=isinstance(error, Terminated)) from None
@@ -600,7 +640,7 @@ def encoder_bound(busy: dict[str, float], encoders: dict[str, str], seconds: flo
                   device: str) -> Optional[str]:
     """A note when a CPU encoder was the run's ceiling on the GPU path (on the CPU path the
     network shares the cores, so an encoder's busy time there says little)."""
-    if device != "cuda" or seconds <= 0:
+    if device_type(device) != "cuda" or seconds <= 0:
         return None
     on_cpu = {path: spent for path, spent in busy.items() if "(CPU)" in encoders[path]}
     path, spent = max(on_cpu.items(), key=lambda item: item[1], default=(None, 0.0))

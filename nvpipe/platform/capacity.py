@@ -85,7 +85,7 @@ def clip_resources(device: str) -> dict:
     """The Ray resources one clip asks for: on ``cuda`` a 1/engines share of a GPU (a GPU
     then takes as many clips as it has NVDEC engines) and ``CPUS_PER_GPU_CLIP`` CPUs; on
     the CPU one core (its network on one thread)."""
-    if device == "cuda":
+    if str(device).startswith("cuda"):
         # Ray counts GPU shares in steps of 1e-4: 1/7 rounds down, so 7 shares still fit.
         share = int(10_000 / clips_per_gpu()) / 10_000
         return {"num_gpus": share, "num_cpus": CPUS_PER_GPU_CLIP}

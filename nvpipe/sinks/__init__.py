@@ -18,18 +18,21 @@ from nvpipe.sinks._base import Sink, SinkBase
 from nvpipe.sinks.encoders import NVENC_FORMATS, choose_encoder, nvenc_codec, requests_nvenc
 from nvpipe.sinks.images import PngSequenceSink, is_sequence_output, sequence_location
 from nvpipe.sinks.null import NullSink, is_null_output
+from nvpipe.sinks.picture import PictureSink, is_picture_output
 from nvpipe.sinks.pyav import CONTAINERS, PyAVSink, resolve_codec
 from nvpipe.sinks.stream import StreamSink, is_stream_output
 
 
 def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
-              audio_from: Optional[str] = None, shares_cores_with_network: bool = True) -> Sink:
+              audio_from: Optional[str] = None, shares_cores_with_network: bool = True,
+              gpu_id: int = 0) -> Sink:
     """Opens the writer for one output.
 
     Args:
         spec: the output (path, kind, codec, crf/bitrate, preset). A folder path (existing,
             ending in a separator, or without extension) or a ``%05d.png`` pattern writes
-            PNGs; ``os.devnull`` discards the frames (:class:`NullSink`); ``-`` or a URL
+            PNGs; a picture name (``cut.png``, ``cut.jpg``) writes the one frame of the
+            input as a picture (:class:`PictureSink`); ``os.devnull`` discards the frames (:class:`NullSink`); ``-`` or a URL
             streams (:class:`StreamSink`, muxer ``spec.format``); ``.mp4``/``.mkv``
             H.264 (or ``codec`` hevc/av1), ``.mov`` ProRes 4444, ``.webm`` VP9; an NVENC
             codec (``nvenc``, ``h264_nvenc``...) goes to ``nvpipe.sinks.nvenc``.
@@ -39,6 +42,7 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
         audio_from: a file whose audio streams are copied in (containers that take them).
         shares_cores_with_network: the network runs on the CPU too (CPU encoders then take
             fewer threads; see ``pyav.encoder_threads``).
+        gpu_id: the CUDA device of an NVENC output.
 
     Raises:
         OutputError: an unknown codec or extension, a kind or crf the format cannot take.
@@ -52,6 +56,8 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
     if spec.format:
         raise OutputError(f"--format is for stream outputs (- or a URL); {path} takes its "
                           f"format from its extension")
+    if is_picture_output(path):
+        return PictureSink(spec, info, staging=staging, audio_from=audio_from)
     if is_sequence_output(path):
         return PngSequenceSink(spec, info, staging=staging, audio_from=audio_from)
     if requests_nvenc(spec):
@@ -60,7 +66,7 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
             from nvpipe.sinks.nvenc import NvencSink
         except ImportError as error:
             raise OutputError(f"NVENC output is not available ({error})") from None
-        return NvencSink(spec, info, staging=staging, audio_from=audio_from)
+        return NvencSink(spec, info, staging=staging, audio_from=audio_from, gpu_id=gpu_id)
     extension = os.path.splitext(path)[1].lower()
     if extension not in CONTAINERS:
         raise OutputError(
@@ -73,4 +79,5 @@ def open_sink(spec: OutputSpec, info: StreamInfo, *, staging: Optional[str],
 
 __all__ = ["Sink", "SinkBase", "open_sink", "choose_encoder", "nvenc_codec", "NVENC_FORMATS",
            "is_null_output", "is_sequence_output", "sequence_location", "PyAVSink",
-           "PngSequenceSink", "NullSink", "StreamSink", "is_stream_output"]
+           "PngSequenceSink", "NullSink", "StreamSink", "is_stream_output", "PictureSink",
+           "is_picture_output"]

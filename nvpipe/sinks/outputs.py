@@ -4,7 +4,8 @@ The output policy, written once (``docs/design.md`` states the same):
 
 - Every output is written under a staging name of its own beside its target
   (``.NAME.<run id>.partial.EXT``; a folder ``.NAME.<run id>.partial`` for picture
-  sequences), while a lock (``.NAME.nvpipe-lock``, ``flock``) keeps every other nvpipe run
+  sequences), while a lock (``.NAME.nvpipe-lock``: an OS file lock through ``filelock``,
+  ``flock`` on Linux and macOS, ``LockFileEx`` on Windows) keeps every other nvpipe run
   off that target: a second writer is refused with one line, never interleaved.
 - :meth:`Outputs.commit` (the run completed): every sink finishes its file; only when all
   did is each moved onto its target. An existing target is replaced only with
@@ -26,7 +27,6 @@ next run that takes the same target's lock removes them.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import re
 import secrets
@@ -34,7 +34,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from nvpipe.errors import OutputError
+from nvpipe.errors import OutputBlocked, OutputError
 from nvpipe.frames import StreamInfo
 from nvpipe.job import OutputSpec
 
@@ -79,10 +79,12 @@ def _os_reason(error: OSError) -> str:
 
 
 class TargetLock:
-    """An exclusive ``flock`` on a hidden lock file beside a target, held for the run.
+    """An exclusive OS lock on a hidden lock file beside a target, held for the run.
 
-    The kernel drops the lock when the process dies, so a killed run never blocks the next
-    one; the file itself is removed on release.
+    The lock is ``filelock``'s native one on a descriptor we own (``flock`` on POSIX,
+    ``LockFileEx`` on Windows), so it works wherever nvpipe runs. The operating system drops
+    it when the process dies, so a killed run never blocks the next one; the file itself is
+    removed on release (on Windows, where an open file cannot be removed, after closing it).
     """
 
     def __init__(self, folder: str, name: str, target: str):
@@ -90,8 +92,18 @@ class TargetLock:
         self.target = target
         self._fd: Optional[int] = None
 
+    def _holder(self, fd: int) -> str:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            return os.read(fd, 32).decode(errors="replace").strip() or "?"
+        except OSError:  # Windows: the holder's locked byte cannot be read
+            return "?"
+
     def acquire(self) -> None:
-        """Raises :class:`OutputError` when another run holds it or the folder is not writable."""
+        """Raises :class:`OutputBlocked` when another run holds it, :class:`OutputError`
+        when the folder is not writable."""
+        from filelock import lock_descriptor
+
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -99,31 +111,42 @@ class TargetLock:
                 raise OutputError(f"cannot write to {os.path.dirname(self.path)} "
                                   f"({_os_reason(error)})") from None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                locked = lock_descriptor(fd, blocking=False)
+            except OSError as error:
                 os.close(fd)
-                raise OutputError(f"{self.target} is being written by another nvpipe run "
-                                  f"(pid {holder}); wait for it or choose another output") from None
-            try:  # a holder that released between our open and flock unlinked this file
+                raise OutputError(f"cannot lock {self.path} ({_os_reason(error)})") from None
+            if not locked:
+                holder = self._holder(fd)
+                os.close(fd)
+                raise OutputBlocked(f"{self.target} is being written by another nvpipe run "
+                                    f"(pid {holder}); wait for it or choose another output")
+            try:  # a holder that released between our open and lock unlinked this file
                 if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
                     break
             except FileNotFoundError:
                 pass
             os.close(fd)
+        # The pid goes after the first byte: Windows locks byte 0 for the holder alone.
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f" {os.getpid()}".encode())
         self._fd = fd
 
     def release(self) -> None:
         if self._fd is None:
             return
+        removed = True
         try:
             os.unlink(self.path)
         except OSError:
-            pass
+            removed = False
         os.close(self._fd)
         self._fd = None
+        if not removed:  # Windows: removable once closed
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
 
 
 class _Target:
@@ -194,7 +217,7 @@ class _Target:
         if self.exists() and not overwrite:
             what = (f"{self.path} holds {len(self._existing_pictures())} frames"
                     if self.kind == "sequence" else self.path)
-            raise OutputError(f"output exists: {what} (use --overwrite to replace it)")
+            raise OutputBlocked(f"output exists: {what} (use --overwrite to replace it)")
 
     def take_lock(self) -> None:
         if self.kind in ("null", "stream"):
@@ -233,7 +256,7 @@ class _Target:
     def _place_file(self, replace: bool) -> None:
         if os.path.lexists(self.file):
             if not replace:
-                raise OutputError(f"{self.path} appeared while converting; it was not replaced")
+                raise OutputBlocked(f"{self.path} appeared while converting; it was not replaced")
             self._backup = os.path.join(self._parent, f".{self._stem}.{self._run_id}.old.partial"
                                                       f"{self._extension}")
             try:  # kept until every output of the run is in place
@@ -246,7 +269,7 @@ class _Target:
             os.link(self.staging, self.file)  # fails if the target appeared: never replaced
             os.unlink(self.staging)
         except FileExistsError:
-            raise OutputError(f"{self.path} appeared while converting; it was not replaced") from None
+            raise OutputBlocked(f"{self.path} appeared while converting; it was not replaced") from None
         except OSError as error:
             if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
                 raise
@@ -256,7 +279,7 @@ class _Target:
     def _place_sequence(self, replace: bool) -> None:
         old = self._existing_pictures()
         if old and not replace:
-            raise OutputError(f"{self.path} gained pictures while converting; they were not replaced")
+            raise OutputBlocked(f"{self.path} gained pictures while converting; they were not replaced")
         if not os.path.isdir(self.folder):
             os.rename(self.staging, self.folder)
             self._placed_new = True

@@ -367,9 +367,13 @@ class PyAVSink(SinkBase):
             for packet in self._stream.encode(frame):
                 self._container.mux(packet)
         except av.FFmpegError as error:
-            raise OutputError(f"writing {self.path} failed ({error})") from None
+            raise self._write_error(error) from None
         self.frames_written += 1
         self._last_pts = int(pts)
+
+    def _write_error(self, error: Exception) -> OutputError:
+        """The one-line error of a failed write (a subclass names a missing protocol)."""
+        return OutputError(f"writing {self.path} failed ({error})")
 
     def _check_shape(self, array: np.ndarray, shape: tuple) -> None:
         if array.shape != shape:

@@ -123,7 +123,19 @@ class StreamSink(PyAVSink):
         return codec
 
     def _open_container(self, extension: str):
-        return av.open(self._partial, "w", format=self.container_format)
+        try:
+            return av.open(self._partial, "w", format=self.container_format)
+        except av.ProtocolNotFoundError:
+            from nvpipe.sources.live import missing_protocol
+
+            raise OutputError(missing_protocol(self._partial, output=True)) from None
+
+    def _write_error(self, error: Exception) -> OutputError:
+        if isinstance(error, av.ProtocolNotFoundError):  # opened at the first write
+            from nvpipe.sources.live import missing_protocol
+
+            return OutputError(missing_protocol(self.path, output=True))
+        return super()._write_error(error)
 
     def _raw_formats(self, kind: str) -> tuple[str, str, bool]:
         if self.container_format != "yuv4mpegpipe":

@@ -44,8 +44,8 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
 
     Args:
         path: the input.
-        device: ``"cpu"`` (PyAV; pictures always decode here) or ``"cuda"`` (NVDEC through
-            ``nvpipe.sources.nvdec``, imported only then). Where NVDEC cannot run (no
+        device: ``"cpu"`` (PyAV; pictures always decode here) or ``"cuda"``/``"cuda:N"``
+            (NVDEC of that GPU through ``nvpipe.sources.nvdec``, imported only then). Where NVDEC cannot run (no
             PyNvVideoCodec, the driver's video libraries missing, a stream NVDEC does not
             take) the file decodes on the CPU with PyAV, after a one-line warning: the GPU
             pipeline then converts the frames after a host-to-device copy.
@@ -57,9 +57,10 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
     """
     from nvpipe.sources.live import locate_input
 
+    from nvpipe.job import device_type, gpu_index
+
     path = str(path)
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    kind = device_type(device)  # ValueError for anything but cpu, cuda, cuda:N
     stream = dict(input_format=input_format, input_options=input_options, timeout=timeout,
                   live=live, stop=stop)
     if not locate_input(path, live=live, input_format=input_format).is_file or input_format:
@@ -70,8 +71,8 @@ def open_source(path: str, *, device: str = "cpu", fps: Union[float, Fraction, N
         return ImageSequenceSource(path, fps=fps)
     if not os.path.exists(path):
         raise InputError(f"input not found: {path}")
-    if device == "cuda":
-        nvdec = _open_nvdec(path)
+    if kind == "cuda":
+        nvdec = _open_nvdec(path, gpu_index(device))
         if nvdec is not None:
             return nvdec
     from nvpipe.sources.pyav import PyAVSource
@@ -86,7 +87,7 @@ def is_picture_input(path: str) -> bool:
         or (os.path.isfile(path) and is_image_path(path))
 
 
-def _open_nvdec(path: str):
+def _open_nvdec(path: str, gpu_id: int = 0):
     """An ``NvdecSource`` for ``path``, or None (after a one-line warning) where NVDEC
     cannot decode it here; ``InputError`` for a file that no decoder can read."""
     try:
@@ -96,7 +97,7 @@ def _open_nvdec(path: str):
                       stacklevel=3)
         return None
     try:
-        return NvdecSource(path)
+        return NvdecSource(path, gpu_id)
     except NvdecUnsupported as error:
         # A stream NVDEC cannot take (4:2:2, a codec this GPU lacks).
         warnings.warn(f"{path}: {error}; decoding on the CPU", stacklevel=3)

@@ -1,4 +1,5 @@
-"""Backgrounds for the composite: a solid colour, a picture, or a (looping) video.
+"""Backgrounds for the composite: a solid colour, a picture, a (looping) video, or the
+input itself blurred.
 
 ``open_background(spec, width, height)`` returns one of:
 
@@ -6,7 +7,9 @@
   composite over the constant; no frame is ever built);
 - :class:`ImageBackground` / :class:`VideoBackground` with ``frame(index)`` -> uint8
   ``[3, H, W]`` CPU tensors, resized to *cover* ``width x height`` (scaled by
-  ``max(W / w, H / h)``, then centre-cropped).  A video shorter than the input loops.
+  ``max(W / w, H / h)``, then centre-cropped).  A video shorter than the input loops;
+- :class:`BlurBackground` (``blur[:RADIUS]``) with ``.radius``: each input frame blurred
+  (``nvpipe.engine.blur``, on the frame's device).
 """
 
 from __future__ import annotations
@@ -22,24 +25,31 @@ import torch
 
 from nvpipe.errors import NvpipeError
 
-# Basic names (X11 meanings: "green" is pure #00ff00, the usual screen colour, where CSS
-# says #008000) plus a few CSS ones.
-COLOR_NAMES = {
-    "black": "#000000", "white": "#ffffff", "red": "#ff0000", "green": "#00ff00",
-    "lime": "#00ff00", "blue": "#0000ff", "yellow": "#ffff00", "cyan": "#00ffff",
-    "aqua": "#00ffff", "magenta": "#ff00ff", "fuchsia": "#ff00ff", "gray": "#808080",
-    "grey": "#808080", "silver": "#c0c0c0", "maroon": "#800000", "olive": "#808000",
-    "navy": "#000080", "teal": "#008080", "purple": "#800080", "orange": "#ffa500",
-    "pink": "#ffc0cb", "brown": "#a52a2a",
-}
+# Colour names: every CSS/X11 name PIL.ImageColor knows (148, rebeccapurple included), with
+# one exception: "green" keeps its X11 meaning, pure #00ff00 (the usual keying colour, and
+# nvpipe's default), where CSS says #008000 ("lime" is #00ff00 in both).
+KEYING_NAMES = {"green": "#00ff00"}
+BLUR = "blur"  # --background blur[:RADIUS]: the input itself, blurred (BlurBackground)
+
+
+def _color_names() -> dict[str, str]:
+    from PIL import ImageColor
+
+    names = {name: "#%02x%02x%02x" % ImageColor.getrgb(name)[:3] for name in ImageColor.colormap}
+    names.update(KEYING_NAMES)
+    return names
+
+
+COLOR_NAMES = _color_names()
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 
 
 def parse_color(text: str) -> tuple[float, float, float]:
-    """Reads a colour: ``"#00ff00"``, ``"#0f0"``, a name (``"green"``, see
-    :data:`COLOR_NAMES`), ``"0,255,0"`` (integers 0..255) or ``"0,1.0,0"`` (floats 0..1
-    when any component has a decimal point).
+    """Reads a colour: ``"#00ff00"``, ``"#0f0"``, any CSS/X11 name (``"rebeccapurple"``;
+    ``"green"`` is #00ff00, see :data:`KEYING_NAMES`), CSS forms PIL knows
+    (``"rgb(0, 255, 0)"``, ``"hsl(120, 100%, 50%)"``), ``"0,255,0"`` (integers 0..255) or
+    ``"0,1.0,0"`` (floats 0..1 when any component has a decimal point).
 
     Returns:
         ``(r, g, b)`` floats in [0, 1].
@@ -47,8 +57,10 @@ def parse_color(text: str) -> tuple[float, float, float]:
     Raises:
         NvpipeError: the text is none of these, naming it.
     """
+    from PIL import ImageColor
+
     raw = str(text).strip()
-    value = COLOR_NAMES.get(raw.lower(), raw)
+    value = KEYING_NAMES.get(raw.lower(), raw)
     match = _HEX.fullmatch(value)
     if match and (value.startswith("#") or len(value) == 6):
         digits = match.group(1)
@@ -56,7 +68,7 @@ def parse_color(text: str) -> tuple[float, float, float]:
             digits = "".join(c * 2 for c in digits)
         return tuple(int(digits[i : i + 2], 16) / 255.0 for i in (0, 2, 4))  # type: ignore
     parts = [p.strip() for p in value.split(",")]
-    if len(parts) == 3:
+    if len(parts) == 3 and "(" not in value:
         try:
             if any("." in p for p in parts):
                 rgb = tuple(float(p) for p in parts)
@@ -68,8 +80,16 @@ def parse_color(text: str) -> tuple[float, float, float]:
                     return tuple(c / 255.0 for c in ints)  # type: ignore
         except ValueError:
             pass
+    elif value and not value.startswith("#"):
+        try:
+            rgb = ImageColor.getrgb(value)[:3]
+        except ValueError:
+            pass
+        else:
+            return tuple(c / 255.0 for c in rgb)  # type: ignore
     raise NvpipeError(
-        f"not a colour: {text!r} (use #rrggbb, #rgb, r,g,b with 0-255, or a name such as green)")
+        f"not a colour: {text!r} (use #rrggbb, #rgb, r,g,b with 0-255, or a CSS/X11 name such "
+        f"as green or rebeccapurple)")
 
 
 def is_color(text: str) -> bool:
@@ -78,6 +98,53 @@ def is_color(text: str) -> bool:
         return True
     except NvpipeError:
         return False
+
+
+def parse_blur(text: str) -> Optional[Optional[float]]:
+    """``"blur"`` -> None (the default radius), ``"blur:12"`` -> 12.0; raises
+    :class:`NvpipeError` for ``"blur:x"``; returns ``False`` for anything else."""
+    name, colon, radius = str(text).strip().partition(":")
+    if name.lower() != BLUR:
+        return False
+    if not colon:
+        return None
+    try:
+        value = float(radius)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise NvpipeError(f"blur radius must be a positive number of pixels, got {text!r} "
+                          f"(use blur or blur:RADIUS, e.g. blur:20)")
+    return value
+
+
+class BlurBackground:
+    """The input frame itself, blurred, behind the subject (``--background blur[:RADIUS]``).
+
+    ``radius``: the Gaussian's standard deviation in output pixels (CSS ``blur()``'s
+    meaning); by default ``default_blur_radius(width, height)``. The engine blurs each
+    frame where it is (``nvpipe.engine.blur``), so ``color`` is None and ``frame`` is not
+    used: ``from_source`` says so.
+    """
+
+    color = None
+    from_source = True
+
+    def __init__(self, radius: Optional[float], width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.radius = float(radius) if radius is not None else default_blur_radius(width, height)
+
+    def frame(self, index: int) -> torch.Tensor:
+        raise RuntimeError("a blurred background is made from each input frame (nvpipe.engine.blur)")
+
+    def close(self) -> None:
+        pass
+
+
+def default_blur_radius(width: int, height: int) -> float:
+    """2% of the frame's longer side (13 px at 640, 38 px at 1080p): a background blurred
+    out of recognition, as video-call tools do."""
+    return max(2.0, 0.02 * max(width, height))
 
 
 def _cover_geometry(src_w: int, src_h: int, width: int, height: int) -> tuple[int, int, int, int]:
@@ -219,7 +286,7 @@ class VideoBackground:
             self._container = None
 
 
-Background = Union[SolidBackground, ImageBackground, VideoBackground]
+Background = Union[SolidBackground, ImageBackground, VideoBackground, BlurBackground]
 _PICTURE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -227,26 +294,32 @@ def open_background(spec: str, width: int, height: int) -> Background:
     """A background for ``width x height`` frames from a colour or a file path.
 
     Args:
-        spec: a colour (see :func:`parse_color`), a picture or a video file.
+        spec: a colour (see :func:`parse_color`), ``blur[:RADIUS]``, a picture or a video file.
         width, height: the output frame size (after rotation).
 
     Returns:
-        :class:`SolidBackground` (``.color``), :class:`ImageBackground` or
-        :class:`VideoBackground` (``frame(index)`` -> uint8 ``[3, height, width]``).
+        :class:`SolidBackground` (``.color``), :class:`BlurBackground` (``.radius``),
+        :class:`ImageBackground` or :class:`VideoBackground` (``frame(index)`` -> uint8
+        ``[3, height, width]``).
 
     Raises:
         NvpipeError: neither a colour nor a readable picture/video file.
     """
     spec = str(spec)
+    blur = parse_blur(spec)
+    if blur is not False:
+        return BlurBackground(blur, width, height)
     if is_color(spec):
         return SolidBackground(parse_color(spec), width, height)
     if not os.path.isfile(spec):
         raise NvpipeError(
-            f"background not found: {spec!r} is neither a colour (#rrggbb, r,g,b, a name) nor a file")
+            f"background not found: {spec!r} is neither a colour (#rrggbb, r,g,b, a name), "
+            f"blur[:RADIUS] nor a file")
     if os.path.splitext(spec)[1].lower() in _PICTURE_EXTENSIONS:
         return ImageBackground(spec, width, height)
     return VideoBackground(spec, width, height)
 
 
-__all__ = ["parse_color", "open_background", "Background", "SolidBackground", "ImageBackground",
-           "VideoBackground", "COLOR_NAMES", "cover_frame"]
+__all__ = ["parse_color", "parse_blur", "open_background", "Background", "SolidBackground",
+           "ImageBackground", "VideoBackground", "BlurBackground", "COLOR_NAMES", "KEYING_NAMES",
+           "cover_frame", "default_blur_radius"]

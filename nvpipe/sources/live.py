@@ -1,7 +1,9 @@
 """Inputs that are not files: standard input, named pipes, FFmpeg URLs, capture devices.
 
 ``locate_input`` says what an input names and whether it is *live* (it arrives in real
-time, so the runner must drop frames rather than fall behind; see ``nvpipe.engine.pacing``):
+time and does not wait for the pipeline: the runner records every frame into a bounded
+buffer, or drops frames rather than fall behind when an output is live; see
+``nvpipe.engine.pacing``):
 
 =================================================  =======  ==========================
 input                                              kind     live by default
@@ -111,6 +113,24 @@ def open_fifo(path: str) -> int:
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
     return fd
+# Protocols FFmpeg takes through an external library that PyAV's own wheels are built
+# without (``Protocol not found``), and how to get the stream in or out all the same.
+EXTERNAL_PROTOCOLS = {"srt": "libsrt", "rist": "librist", "sftp": "libssh"}
+
+
+def missing_protocol(url: str, *, output: bool = False) -> str:
+    """The one-line message for a URL whose protocol this FFmpeg build lacks (PyAV's wheels
+    carry no libsrt), naming the way round: ffmpeg (built with it) piping to or from nvpipe."""
+    scheme = url_scheme(url)
+    library = EXTERNAL_PROTOCOLS.get(scheme)
+    built = f"built without {library}" if library else f"built without the {scheme} protocol"
+    if output:
+        way = (f"pipe nvpipe's output into an ffmpeg that has it: nvpipe run IN - --format "
+               f"mpegts | ffmpeg -i - -c copy -f mpegts {url}")
+    else:
+        way = (f"receive it with an ffmpeg that has it and pipe it in: ffmpeg -i {url} -c copy "
+               f"-f mpegts - | nvpipe run - OUT")
+    return f"cannot open {url}: this FFmpeg (PyAV's) is {built}; {way}"
 
 
 class PipeReader:
@@ -171,4 +191,5 @@ class PipeReader:
 
 
 __all__ = ["InputLocation", "locate_input", "url_scheme", "PipeReader", "open_fifo", "STDIN_NAMES",
+           "missing_protocol", "EXTERNAL_PROTOCOLS",
            "REAL_TIME_SCHEMES", "DEVICE_FORMATS", "DEFAULT_URL_TIMEOUT"]

@@ -243,6 +243,10 @@ class PyAVSource:
                                  f"devices: stream the camera with ffmpeg to udp:// or a pipe)")
         try:
             container = av.open(target, **kwargs)
+        except av.ProtocolNotFoundError:
+            from nvpipe.sources.live import missing_protocol
+
+            raise InputError(missing_protocol(self.path)) from None
         except av.FFmpegError as error:
             if self._reader is not None:
                 self._reader.close()
@@ -353,6 +357,16 @@ class PyAVSource:
             for frame in frames:
                 decoded += 1
                 yield frame
+        if cut_short is not None:
+            # The demuxer stopped (a stream's read timeout, a cut file) before the flush
+            # packets it sends at a clean end: the frames the decoder still holds (frame
+            # threads keep several) are drained here, or the last ones would be lost.
+            try:
+                for frame in self._stream.codec_context.decode(None):
+                    decoded += 1
+                    yield frame
+            except av.FFmpegError:
+                pass
         if not self.location.is_file:
             self._note_stream_end(failed, cut_short)
             return

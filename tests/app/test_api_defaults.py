@@ -30,13 +30,14 @@ def recorded(monkeypatch):
 
 
 @pytest.mark.parametrize("device, expected", [("cuda", torch.float16), ("cpu", torch.float32),
-                                              (torch.device("cuda", 0), torch.float16)])
+                                              (torch.device("cuda", 0), torch.float16),
+                                              ("cuda:1", torch.float16)])
 def test_without_a_model_the_dtype_follows_the_device(recorded, tmp_path, device, expected):
     assert api.convert_video(None, str(tmp_path / "in.mp4"), output_composition=str(tmp_path / "o.mp4"),
                              device=device, progress=False) == "result"
-    device_type = torch.device(device).type
-    assert recorded["network"] == (device_type, expected)
-    assert recorded["job"].device == device_type
+    named = str(torch.device(device))  # cuda:N keeps its GPU number
+    assert recorded["network"] == (named, expected)
+    assert recorded["job"].device == named
     assert recorded["job"].dtype == {torch.float16: "float16", torch.float32: "float32"}[expected]
 
 

@@ -107,7 +107,9 @@ def test_bad_input_one_line_nonzero(case, small_clip, weights_env, tmp_path):
         args = ["--ratio", "1.5"]
     before = _sha(src) if os.path.exists(src) else None
     code, _, stderr = _cli("run", src, out, "--quiet", *args)
-    assert code != 0
+    # The exit codes of nvpipe.app.automation: input bad 3, output exists 4, usage 2.
+    assert code == {"missing": 3, "not_video": 3, "truncated": 3, "no_out_dir": 1, "exists": 4,
+                    "bad_value": 2, "bad_ratio": 2}[case], stderr
     line = _one_clean_line(stderr)
     assert "error" in line
     if before is not None:
@@ -139,7 +141,7 @@ def test_null_output_converts_every_frame_and_writes_nothing(small_clip, weights
 
 def test_device_auto_picks_what_can_run(small_clip, weights_env, tmp_path, monkeypatch):
     """--device auto (the default, or $NVPIPE_DEVICE): the GPU pipeline where it can run,
-    else the CPU, saying why with --verbose; a bad $NVPIPE_DEVICE is one line, exit 1."""
+    else the CPU, saying why with --verbose; a bad $NVPIPE_DEVICE is one line, exit 2."""
     import torch
 
     from nvpipe.platform import gpu
@@ -160,7 +162,7 @@ def test_device_auto_picks_what_can_run(small_clip, weights_env, tmp_path, monke
     assert gpu.resolve_device("auto") == ("cpu", "no driver")
     monkeypatch.setenv("NVPIPE_DEVICE", "gpu")
     code, _, stderr = _cli("run", small_clip, tmp_path / "b.mp4")
-    assert code == 1 and "NVPIPE_DEVICE must be auto, cpu or cuda" in _one_clean_line(stderr)
+    assert code == 2 and "NVPIPE_DEVICE must be auto, cpu, cuda or cuda:N" in _one_clean_line(stderr)
     assert not (tmp_path / "b.mp4").exists()
 
 

@@ -20,7 +20,8 @@ import torch
 
 from conftest import CLIP_FRAMES, count_frames, load_bench_script, make_clip
 
-from nvpipe.engine.pacing import LIVE_PACING, LatencyLog, LatestFrames
+from nvpipe.engine.pacing import (FILE_PACING, LIVE_PACING, LatencyLog, LatestFrames,
+                                  RecordBuffer, choose_pacing)
 from nvpipe.sources.live import PipeReader, locate_input
 
 
@@ -88,6 +89,48 @@ def test_pipe_reader_ends_on_timeout_and_on_stop():
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_pacing_chosen_from_the_input_and_the_outputs(tmp_path, monkeypatch):
+    """A file input waits; a live input recorded to files keeps every frame (buffered up
+    to the stated bound); a live input to a live output (standard output, a URL, a named
+    pipe), or under --live, drops to keep latency bounded."""
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    assert choose_pacing(False, ["out.mp4"]) is FILE_PACING
+    assert choose_pacing(False, ["-"]) is FILE_PACING  # --no-live, or a file input
+    recording = choose_pacing(True, ["out.mp4", "frames/", os.devnull])
+    assert recording.mode == "record" and recording.live and not recording.drops
+    assert recording.buffer_bytes == 1024 << 20
+    for live_output in ("-", "udp://127.0.0.1:6000", str(fifo)):
+        assert choose_pacing(True, ["out.mp4", live_output]) is LIVE_PACING, live_output
+    assert choose_pacing(True, ["out.mp4"], live=True) is LIVE_PACING
+    monkeypatch.setenv("NVPIPE_RECORD_BUFFER_MB", "64")
+    assert choose_pacing(True, ["out.mp4"]).buffer_bytes == 64 << 20
+    monkeypatch.setenv("NVPIPE_RECORD_BUFFER_MB", "lots")
+    with pytest.raises(ValueError, match="NVPIPE_RECORD_BUFFER_MB"):
+        choose_pacing(True, ["out.mp4"])
+
+
+def test_record_buffer_keeps_everything_up_to_its_bound():
+    frame = np.zeros(1000, np.uint8)
+    buffer = RecordBuffer(max_bytes=3500)
+    for _ in range(5):
+        buffer.put(frame)
+    stop = threading.Event()
+    assert (buffer.received, buffer.dropped, buffer.held, buffer.peak) == (5, 2, 3000, 3000)
+    assert buffer.get(stop) is frame and buffer.held == 2000
+    buffer.put(frame)  # room again
+    buffer.close()
+    assert len(list(buffer.drain(stop))) == 3 and buffer.dropped == 2
+
+
+def test_srt_is_one_line_naming_libsrt(tmp_path):
+    done = subprocess.run(_nvpipe("run", "srt://127.0.0.1:9", tmp_path / "out.mp4"),
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 3 and len(lines) == 1, done.stderr
+    assert "libsrt" in lines[0] and "ffmpeg -i srt://127.0.0.1:9" in lines[0]
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -171,7 +214,7 @@ def test_stdin_redirected_from_an_mp4_with_its_index_at_the_end(small_clip, weig
                                stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=False)
     _, err = process.communicate(small_clip.read_bytes(), timeout=120)
     lines = [line for line in err.decode().splitlines() if line.strip()]
-    assert process.returncode == 1 and len(lines) == 1, err
+    assert process.returncode == 3 and len(lines) == 1, err  # the input is bad
     assert "cannot be read from a pipe" in lines[0]
     assert not (tmp_path / "piped.mp4").exists()
 
@@ -213,7 +256,7 @@ def test_silent_pipe_ends_after_timeout_with_one_line(weights_env, tmp_path):
         os.close(read_end)
         os.close(write_end)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert done.returncode == 3 and len(lines) == 1, done.stderr
     assert "no data from standard input within 1 s" in lines[0]
     assert time.monotonic() - started < 60
     assert list(tmp_path.iterdir()) == []
@@ -222,14 +265,15 @@ def test_silent_pipe_ends_after_timeout_with_one_line(weights_env, tmp_path):
 # -- loopback UDP -------------------------------------------------------------------------
 @pytest.mark.slow
 def test_udp_stream_converted_live_until_it_ends(live_clip, weights_env, tmp_path):
-    """A sender streams 6 s of real footage over UDP in real time while nvpipe converts
-    it (what is sent before nvpipe listens is lost, as on a real network); the stream's
-    end (no data for --timeout) ends the run with a playable file."""
+    """--live: a sender streams 6 s of real footage over UDP in real time while nvpipe
+    converts it, dropping what it cannot keep up with (what is sent before nvpipe listens
+    is lost, as on a real network); the stream's end (no data for --timeout) ends the run
+    with a playable file."""
     port = _free_udp_port()
     out = tmp_path / "out.mp4"
     process = subprocess.Popen(_nvpipe("run", f"udp://127.0.0.1:{port}?fifo_size=1000000"
                                        "&overrun_nonfatal=1", out, "--timeout", "3",
-                                       "--ratio", "0.5"),
+                                       "--ratio", "0.5", "--live"),
                                stderr=subprocess.PIPE, text=True)
     sender = _Sender(live_clip, f"udp://127.0.0.1:{port}", loops=3, start_delay=0.5)
     sender.start()
@@ -246,12 +290,88 @@ def test_udp_stream_converted_live_until_it_ends(live_clip, weights_env, tmp_pat
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def _listening(port: int) -> bool:
+    """Whether something (nvpipe) holds the UDP port: binding it fails then."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
+def test_udp_stream_recorded_to_a_file_keeps_every_frame(live_clip, weights_env, tmp_path):
+    """nvpipe run udp://... out.mp4 at the default settings: 3 loops of 48 frames sent in
+    real time (24 fps, faster than this CPU mattes) once nvpipe listens; every frame sent is
+    in the file, decoded and counted, and the summary says none was dropped."""
+    port = _free_udp_port()
+    out = tmp_path / "out.mp4"
+    process = subprocess.Popen(_nvpipe("run", f"udp://127.0.0.1:{port}", out, "--timeout", "3"),
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not _listening(port) and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.05)
+        assert _listening(port), "nvpipe never opened the stream"
+        sent = load_bench_script("stream_clip").stream_clip(str(live_clip),
+                                                            f"udp://127.0.0.1:{port}", loops=3)
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert sent == 3 * 48
+    assert count_frames(out) == sent
+    live_line = next(line for line in stderr.splitlines() if line.startswith("nvpipe: live:"))
+    assert f"{sent} frames written, 0 dropped of {sent} received" in live_line
+    assert "recorded, every frame kept" in live_line
+
+
+def test_recording_beyond_its_buffer_says_what_was_dropped(live_clip, weights_env, tmp_path,
+                                                           monkeypatch):
+    """A buffer of 0.2 MiB (3 frames of 144x256) and a network slowed to 4 fps: frames
+    arriving while it is full are dropped, counted, and the summary says so."""
+    from nvpipe import Job, OutputSpec, run
+    from nvpipe.engine.matting import MattingStage
+
+    original = MattingStage.__call__
+    monkeypatch.setattr(MattingStage, "__call__",
+                        lambda self, *a, **k: (time.sleep(0.25), original(self, *a, **k))[1])
+    monkeypatch.setenv("NVPIPE_RECORD_BUFFER_MB", "0.2")
+    port = _free_udp_port()
+    sender = _Sender(live_clip, f"udp://127.0.0.1:{port}", loops=1, start_delay=0.5)
+    sender.start()
+    result = run(Job(input=f"udp://127.0.0.1:{port}", outputs=[OutputSpec(str(tmp_path / "o.mp4"))],
+                     ratio=0.5, timeout=3))
+    sender.join(timeout=30)
+    live = result.live
+    assert live.mode == "record" and live.dropped > 0
+    assert live.received == live.written + live.dropped
+    assert live.written == result.frames == count_frames(tmp_path / "o.mp4")
+    assert result.decisions["pacing"] == "record"
+    assert "NVPIPE_RECORD_BUFFER_MB" in live.describe() and f"{live.dropped} frames" in live.describe()
+
+
+def test_live_example_fed_a_file_keeps_every_frame(small_clip, weights_env, tmp_path):
+    """python -m nvpipe.examples.live_matte clip.mp4 -: a file waits for the matting, so
+    every frame comes out (it used to keep 2 of 50)."""
+    process = subprocess.run([sys.executable, "-m", "nvpipe.examples.live_matte", str(small_clip),
+                              "-", "--ratio", "0.5"], capture_output=True, timeout=300)
+    assert process.returncode == 0, process.stderr.decode()
+    (tmp_path / "out.nut").write_bytes(process.stdout)
+    assert count_frames(tmp_path / "out.nut") == CLIP_FRAMES
+    summary = process.stderr.decode().strip().splitlines()[-1]
+    assert summary.startswith(f"matted {CLIP_FRAMES} frames, dropped 0 of {CLIP_FRAMES}")
+
+
 def test_udp_without_sender_fails_with_one_line(weights_env, tmp_path):
     port = _free_udp_port()
     done = subprocess.run(_nvpipe("run", f"udp://127.0.0.1:{port}", tmp_path / "out.mp4",
                                   "--timeout", "1"), capture_output=True, text=True, timeout=120)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode == 1 and len(lines) == 1, done.stderr
+    assert done.returncode == 3 and len(lines) == 1, done.stderr  # the input is bad
     assert f"no data from udp://127.0.0.1:{port} within 1 s" in lines[0]
     assert list(tmp_path.iterdir()) == []
 
@@ -285,8 +405,8 @@ def test_sigterm_mid_stream_leaves_a_playable_file(live_clip, weights_env, tmp_p
 
 def test_slow_network_drops_frames_and_latency_stays_bounded(live_clip, weights_env, tmp_path,
                                                              monkeypatch):
-    """The network slowed to 0.25 s a frame (4 fps) on a 24 fps live stream: frames are
-    dropped, oldest first, and no frame waits longer than the frames in flight allow."""
+    """--live: the network slowed to 0.25 s a frame (4 fps) on a 24 fps live stream: frames
+    are dropped, oldest first, and no frame waits longer than the frames in flight allow."""
     from nvpipe import Job, OutputSpec, run
     from nvpipe.engine.matting import MattingStage
 
@@ -302,7 +422,7 @@ def test_slow_network_drops_frames_and_latency_stays_bounded(live_clip, weights_
     sender = _Sender(live_clip, f"udp://127.0.0.1:{port}", loops=3, start_delay=0.5)
     sender.start()
     job = Job(input=f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1",
-              outputs=[OutputSpec(str(tmp_path / "out.mp4"))], ratio=0.5, timeout=3)
+              outputs=[OutputSpec(str(tmp_path / "out.mp4"))], ratio=0.5, timeout=3, live=True)
     reports = []
     result = run(job, live_report=reports.append)
     sender.join(timeout=30)
@@ -494,7 +614,12 @@ def test_live_example_mattes_a_udp_stream_to_stdout(live_clip, weights_env, tmp_
                                 f"udp://127.0.0.1:{port}?fifo_size=1000000&overrun_nonfatal=1",
                                 "-", "--ratio", "0.5", "--timeout", "3"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sender = _Sender(live_clip, f"udp://127.0.0.1:{port}", loops=2, start_delay=0.5)
+    # Sent once the example listens (its start-up is seconds on a busy machine: a stream
+    # sent before that is lost, and the example's open then times out).
+    deadline = time.monotonic() + 120
+    while not _listening(port) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    sender = _Sender(live_clip, f"udp://127.0.0.1:{port}", loops=2)
     sender.start()
     out, err = process.communicate(timeout=300)
     sender.join(timeout=30)
@@ -520,7 +645,7 @@ def test_input_format_and_options_reach_the_demuxer(small_clip, weights_env, tmp
     wrong = subprocess.run(_nvpipe("run", "-", tmp_path / "bad.mp4", "--input-format", "nut"),
                            input=stream, capture_output=True, timeout=120)
     lines = [line for line in wrong.stderr.decode().splitlines() if line.strip()]
-    assert wrong.returncode == 1 and len(lines) == 1 and "not a readable video stream" in lines[0]
+    assert wrong.returncode == 3 and len(lines) == 1 and "not a readable video stream" in lines[0]
     bad_option = subprocess.run(_nvpipe("run", "-", tmp_path / "bad.mp4", "--input-option",
                                         "novalue"), input=b"", capture_output=True, timeout=60)
     assert bad_option.returncode == 2 and b"key=value" in bad_option.stderr

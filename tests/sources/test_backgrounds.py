@@ -122,3 +122,32 @@ def test_bad_backgrounds(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
     with pytest.raises(NvpipeError, match="not a readable image"):
         open_background(str(tmp_path / "broken.png"), 8, 8)
+
+
+def test_every_css_and_x11_name_through_pil():
+    """Colour names come from PIL.ImageColor (148 CSS/X11 names), not a hand-kept list;
+    green keeps its keying meaning, #00ff00."""
+    from PIL import ImageColor
+
+    assert parse_color("rebeccapurple") == pytest.approx((102 / 255, 51 / 255, 153 / 255))
+    assert parse_color("LightGoldenRodYellow") == pytest.approx(
+        tuple(c / 255 for c in ImageColor.getrgb("lightgoldenrodyellow")))
+    assert parse_color("green") == (0.0, 1.0, 0.0) == parse_color("lime")
+    assert parse_color("rgb(10, 20, 30)") == pytest.approx((10 / 255, 20 / 255, 30 / 255))
+    assert len(COLOR_NAMES) >= 140 and "rebeccapurple" in COLOR_NAMES
+    background = open_background("rebeccapurple", 4, 4)
+    assert background.frame(0)[:, 0, 0].tolist() == [102, 51, 153]
+
+
+def test_blur_background_spec():
+    from nvpipe.sources.backgrounds import BlurBackground, default_blur_radius, parse_blur
+
+    assert parse_blur("blur") is None and parse_blur("blur:12.5") == 12.5
+    assert parse_blur("green") is False and parse_blur("blurry.png") is False
+    background = open_background("blur:8", 64, 32)
+    assert isinstance(background, BlurBackground) and background.radius == 8
+    assert background.color is None and background.from_source
+    assert open_background("BLUR", 640, 360).radius == default_blur_radius(640, 360) == 12.8
+    for bad in ("blur:", "blur:0", "blur:-3", "blur:wide"):
+        with pytest.raises(NvpipeError, match="blur radius"):
+            open_background(bad, 8, 8)
