@@ -92,8 +92,9 @@ class BatchManifest:
         recorded it (size and mtime to the nanosecond). Every other output is then not
         trusted (``foreign``: never replaced without ``--overwrite``). Returns the note to
         print, or None where the record was sound (or absent)."""
-        with open(os.path.join(self.folder, ".nvpipe-batch.lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        from filelock import FileLock
+
+        with FileLock(os.path.join(self.folder, ".nvpipe-batch.lock")):
             try:
                 with open(self.path, "rb") as file:
                     raw = file.read()
