@@ -107,11 +107,8 @@ def open_fifo(path: str) -> int:
     act. The descriptor is then made blocking again; ``PipeReader`` waits in ``select``,
     which reports nothing until a writer has connected (Linux), so the timeout and a stop
     apply from the start."""
-    import fcntl
-
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+    os.set_blocking(fd, True)
     return fd
 # Protocols FFmpeg takes through an external library that PyAV's own wheels are built
 # without (``Protocol not found``), and how to get the stream in or out all the same.

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 from conftest import SHARED, count_frames, make_clip
+from nvpipe.app.automation import EXIT_INPUT
 
 SEED = 22
 FLIPS = 8        # clips with bytes flipped anywhere
@@ -84,7 +85,7 @@ def test_fuzzed_inputs_never_hang_never_trace(weights_env, tmp_path):
             assert count_frames(out) >= 1, source  # decodes fully (raises otherwise)
             converted += 1
         else:
-            assert code == 1, (source, code, stderr)
+            assert code == EXIT_INPUT, (source, code, stderr)  # the input is bad
             lines = [line for line in stderr.splitlines() if line.strip()]
             assert len(lines) == 1 and lines[0].startswith("nvpipe: error: "), (source, stderr)
             assert not (outputs / out).exists(), source

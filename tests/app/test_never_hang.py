@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 
+from nvpipe.app.automation import EXIT_INPUT
 from nvpipe.app.cli import main
 
 from conftest import SHARED, count_frames, make_clip
@@ -53,7 +54,7 @@ def test_fifo_without_writer_ends_at_timeout(weights_env, tmp_path):
     started = time.monotonic()
     code, stderr = _cli("run", fifo, tmp_path / "out.mp4", "--timeout", "2", "--quiet",
                         timeout=60)
-    assert code == 1
+    assert code == EXIT_INPUT
     assert f"no data from {fifo} within 2 s" in _line(stderr)
     assert time.monotonic() - started < 30  # interpreter start-up + 2 s, not forever
     assert _listing(tmp_path) == ["in.fifo"]
@@ -139,7 +140,7 @@ def test_fps_beyond_the_limit_is_refused(tmp_path, capsys):
 def test_unknown_input_format_is_one_line(small_clip, weights_env, tmp_path, capsys):
     code, line = _main_line(capsys, "run", small_clip, tmp_path / "out.mp4", "--input-format",
                             "nosuchfmt", "--quiet")
-    assert code == 1
+    assert code == EXIT_INPUT
     assert "--input-format nosuchfmt: this FFmpeg has no such format" in line
     assert _listing(tmp_path) == []
 
@@ -151,7 +152,7 @@ def test_stream_without_a_codec_is_not_a_readable_video(small_clip, weights_env,
     clip = tmp_path / "fuzzed.mp4"
     clip.write_bytes(data)
     code, line = _main_line(capsys, "run", clip, tmp_path / "out.mp4", "--quiet")
-    assert code == 1
+    assert code == EXIT_INPUT
     assert f"not a readable video file: {clip}" in line
     assert clip.read_bytes() == data
     assert _listing(tmp_path) == ["fuzzed.mp4"]
@@ -183,7 +184,7 @@ def test_export_into_read_only_folder_is_one_line(weights_env, read_only_folder,
 # -- poor: misleading or missing messages ------------------------------------------------------
 def test_empty_standard_input_says_it_was_empty(weights_env, tmp_path):
     code, stderr = _cli("run", "-", tmp_path / "out.mp4", "--quiet", input=b"", cwd=tmp_path)
-    assert code == 1
+    assert code == EXIT_INPUT
     line = _line(stderr)
     assert line == "nvpipe: error: standard input was empty: no data came before its end"
     assert _listing(tmp_path) == []
