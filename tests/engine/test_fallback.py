@@ -39,10 +39,15 @@ def _fake_failure(point, monkeypatch):
         monkeypatch.setattr(gpu, "check_cuda_ready", check)
         return failed
     monkeypatch.setattr(gpu, "check_cuda_ready", lambda *a, **k: None)
+    # This CPU build of torch has no CUDA device to make current: GPU 0 stands in.
+    import contextlib
+
+    monkeypatch.setattr(runner, "gpu_index", lambda device: 0)
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext())
     real_open_source = sources.open_source
 
     def open_source(path, device="cpu", **kwargs):
-        if device == "cuda" and point == "nvdec open":
+        if str(device).startswith("cuda") and point == "nvdec open":
             failed.append(point)
             raise RuntimeError("cuvidCreateDecoder failed: CUDA_ERROR_OUT_OF_MEMORY\nmore")
         return real_open_source(path, device="cpu", **kwargs)
