@@ -20,6 +20,11 @@ setup(
         "av>=12",
         "onnx>=1.15",  # reading the official ONNX weights
         "tqdm>=4.60",  # the progress bar
+        # --subject (nvpipe.engine.subject): labelling, distance transforms, the watershed;
+        # the subject mask's picture and nvpipe preview's sheet.
+        "scipy>=1.10",
+        "scikit-image>=0.21",
+        "pillow>=9",
     ],
     extras_require={
         # pillow: tests read PNGs; matplotlib: the benchmark plot's test.

@@ -13,6 +13,10 @@ if not torch.cuda.is_available():
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NVPIPE_SHARED", REPO.parent / "shared"))
+# The commands the tests start in subprocesses import this checkout, whatever else is
+# installed (an editable install of another worktree, say).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
