@@ -88,6 +88,7 @@ SWAP_MARGIN = 0.05       # two tracks that came apart swap when that matches bet
 HEAD_PROMINENCE = 0.12   # a head rises this share of its component's height above its
                          # neighbours' outline ...
 HEAD_WIDTH = 0.25        # ... and is at least this share of that rise wide (not a hand)
+PERSON_SHARE = 0.3       # a part of a split smaller than this share of the largest is no person
 EDGE_SMOOTHING = 1.0     # Gaussian sigma (pixels) of the colours before their edges
 BOUNDARY_SMOOTHING = 2.0  # Gaussian sigma (pixels) of each person's region where people touch
 
@@ -114,6 +115,44 @@ def shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
     out[yd, xd] = mask[ys, xs]
     return out
+
+
+def _grown(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by a (2r+1)-pixel square (a separable maximum filter: fast)."""
+    return _ndi().maximum_filter(mask.view(np.uint8), size=2 * radius + 1).view(bool)
+
+
+def _shrunk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` eroded by a (2r+1)-pixel square (pixels beyond the frame count as inside)."""
+    return _ndi().minimum_filter(mask.view(np.uint8), size=2 * radius + 1,
+                                 mode="nearest").view(bool)
+
+
+def bounding_box(mask: np.ndarray, pad: int = 0):
+    """``(rows slice, columns slice)`` around ``mask``'s pixels, ``pad`` more each side."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    cols = np.nonzero(mask.any(axis=0))[0]
+    return (slice(max(0, rows[0] - pad), rows[-1] + pad + 1),
+            slice(max(0, cols[0] - pad), cols[-1] + pad + 1))
+
+
+class EdgeMap:
+    """``colour_edges`` of one frame, computed only where asked (``crop(box)``), since the
+    watershed only floods the few pixels between seeds."""
+
+    PAD = 4  # the filters' reach: a crop's edges equal the whole frame's
+
+    def __init__(self, rgb: np.ndarray):
+        self.rgb = rgb
+
+    def crop(self, box) -> np.ndarray:
+        rows, cols = box
+        h, w = self.rgb.shape[:2]
+        r0, r1 = max(0, rows.start - self.PAD), min(h, rows.stop + self.PAD)
+        c0, c1 = max(0, cols.start - self.PAD), min(w, cols.stop + self.PAD)
+        edges = colour_edges(self.rgb[r0:r1, c0:c1])
+        return edges[rows.start - r0:rows.start - r0 + (min(h, rows.stop) - rows.start),
+                     cols.start - c0:cols.start - c0 + (min(w, cols.stop) - cols.start)]
 
 
 def colour_edges(rgb: np.ndarray) -> np.ndarray:
@@ -175,7 +214,7 @@ def find_heads(component: np.ndarray) -> list[tuple[int, int]]:
     return heads
 
 
-def split_people(component: np.ndarray, edges: np.ndarray) -> list[np.ndarray]:
+def split_people(component: np.ndarray, edges: "EdgeMap | np.ndarray") -> list[np.ndarray]:
     """One component (bool) -> one mask per person: each head (its top down to its
     shoulders, a column band a third of the way to the next head) seeds a watershed over
     the colour edges, which floods the bodies below."""
@@ -194,8 +233,32 @@ def split_people(component: np.ndarray, edges: np.ndarray) -> list[np.ndarray]:
         band = np.zeros_like(component)
         band[top[x]:top[x] + rise, max(0, x - half):x + half + 1] = True
         markers[band & component] = i + 1
-    labels = smooth_labels(watershed(edges, markers, mask=component), component)
-    return [labels == i + 1 for i in range(len(heads)) if (labels == i + 1).any()]
+    box = bounding_box(component)
+    elevation = edges.crop(box) if isinstance(edges, EdgeMap) else edges[box]
+    labels = np.zeros(component.shape, np.int32)
+    labels[box] = watershed(elevation, markers[box], mask=component[box])
+    labels = smooth_labels(labels, component)
+    return _merge_small_parts([labels == i + 1 for i in range(len(heads))
+                               if (labels == i + 1).any()])
+
+
+def _merge_small_parts(parts: list[np.ndarray]) -> list[np.ndarray]:
+    """Parts smaller than ``PERSON_SHARE`` of the largest are not people (a raised hand
+    took the top of the outline, so the head looked like a second one): each joins the
+    part it shares the longest border with."""
+    ndi = _ndi()
+    parts = list(parts)
+    while len(parts) > 1:
+        areas = [int(p.sum()) for p in parts]
+        smallest = int(np.argmin(areas))
+        if areas[smallest] >= PERSON_SHARE * max(areas):
+            break
+        ring = ndi.binary_dilation(parts[smallest], structure=EIGHT) & ~parts[smallest]
+        contact = [int((ring & p).sum()) if i != smallest else -1 for i, p in enumerate(parts)]
+        target = int(np.argmax(contact))
+        parts[target] = parts[target] | parts[smallest]
+        del parts[smallest]
+    return parts
 
 
 def smooth_labels(labels: np.ndarray, where: np.ndarray) -> np.ndarray:
@@ -273,6 +336,10 @@ class SubjectTracker:
     """
 
     def __init__(self, spec: SubjectSpec, input_size: tuple[int, int]):
+        # Imported now, not in the first frame's time (about a second, once).
+        import scipy.signal  # noqa: F401
+        import skimage.segmentation  # noqa: F401
+
         self.spec = spec
         self.input_size = input_size
         self.tracks: dict[int, Track] = {}
@@ -290,7 +357,7 @@ class SubjectTracker:
         self.frame += 1
         h, w = pha.shape
         fg = pha > FOREGROUND
-        edges = colour_edges(rgb)
+        edges = EdgeMap(rgb)
         refound = False
         if not self.chosen:
             labels = self._first_frame(fg, edges, rgb, pha)
@@ -449,7 +516,12 @@ class SubjectTracker:
         ndi = _ndi()
         live = [t for t in self.tracks.values() if t.hidden <= COAST_FRAMES]
         markers = self._seeds(live, fg, rgb)
-        labels = watershed(edges, markers, mask=fg) if markers.any() else markers
+        labels = markers.copy()
+        unseeded = fg & (markers == 0)
+        if markers.any() and unseeded.any():
+            # Only where the seeds leave pixels to flood (and the seeds beside them).
+            box = bounding_box(unseeded, pad=EdgeMap.PAD)
+            labels[box] = watershed(edges.crop(box), markers[box], mask=fg[box])
         # Smoothed where the watershed flooded; the seeds stay (a thin strip of someone
         # showing past the person in front is theirs, however thin).
         labels = smooth_labels(labels.astype(np.int32), fg & (markers == 0))
@@ -512,10 +584,9 @@ class SubjectTracker:
             settled_share[undecided] = front[undecided]
         decided = (settled_share > 0) & fg  # first: the overlaps were decided already
         markers[decided] = settled_share[decided]
-        erosion = np.ones((2 * MARGIN + 1, 2 * MARGIN + 1), bool)
         for track in live:
             own = ((share == track.id) | (settled_share == track.id)) & fg
-            seed = ndi.binary_erosion(own, structure=erosion)
+            seed = _shrunk(own, MARGIN)
             if not seed.any():
                 seed = own
             others = [likely[t.id] for t in live if t.id != track.id and t.id in likely]
@@ -524,8 +595,7 @@ class SubjectTracker:
                 seed &= likely[track.id] >= SEED_LIKELIHOOD * strongest
                 # How far off a prediction may be: a margin, and more the faster it moves.
                 reach = 2 * MARGIN + int(math.ceil(math.hypot(*track.velocity) / 2))
-                near = ndi.binary_dilation(predictions[track.id], structure=np.ones(
-                    (2 * reach + 1, 2 * reach + 1), bool)) & fg
+                near = _grown(predictions[track.id], reach) & fg
                 seed |= near & (likely[track.id] * SEED_LIKELIHOOD >= strongest) & (
                     likely[track.id] > 0) & (markers == 0)
             markers[seed & (markers == 0)] = track.id
