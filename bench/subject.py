@@ -8,7 +8,8 @@ Cases, each run through the real network (RVM MobileNetV3, the CPU path, float32
   in the middle (the plaid shirt, ``--subject 994,750``) kept. No truth: reported are the
   frames where the subject was lost, the share of plain RVM's alpha mass kept, and how
   steady the subject's own mass is.
-- ``walking_behind``, ``crossing``, ``occluded``, ``joined_then_apart``: made from the
+- ``walking_behind``, ``crossing``, ``occluded``, ``joined_then_apart``,
+  ``leaves_and_returns``, ``scene_cut``: made from the
   shared ``person_fullbody_360x640.mp4``. Its person is cut out with plain RVM's alpha; a
   second copy, mirrored and with red and blue swapped (orange overalls), is the bystander;
   both are composited at half size over a plain backdrop (640x360), moving, in a known depth
@@ -19,8 +20,10 @@ Cases, each run through the real network (RVM MobileNetV3, the CPU path, float32
   ``tests/engine/test_subject.py``).
 
 Cost: the selector's time per frame (``SubjectSelector.__call__``: the low-resolution alpha,
-its copy to the host, the tracker, the mask applied), on this machine's CPU. On CUDA the same
-host work runs after one synchronisation per frame; no GPU was at hand to measure that.
+its copy to the host, the tracker, the mask applied), on this machine's CPU: the process's
+CPU time (what it costs; the tracker is single-threaded) and the wall time (which on a
+shared machine also counts waiting for a core). On CUDA the same host work runs after one
+synchronisation per frame; no GPU was at hand to measure that, nor CuPy's labelling.
 """
 
 from __future__ import annotations
@@ -120,13 +123,14 @@ def run_case(network, frames: list[np.ndarray], subject, *, truth=None, whole=No
             coeff_a, coeff_b = coeff_a[0], coeff_b[0]
             plain = kernels.matting_tail(coeff_a, coeff_b, src, output="alpha",
                                          out_dtype=torch.float32, impl="reference")[0].numpy()
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             selector(coeff_a, coeff_b, small, cut=cut)
-            spent = time.perf_counter() - started
+            spent, cpu = time.perf_counter() - started, time.process_time() - cpu
             kept = kernels.matting_tail(coeff_a, coeff_b, src, output="alpha",
                                         out_dtype=torch.float32, impl="reference")[0].numpy()
             report = selector.tracker.reports[-1]
-            row = {"frame": index, "ms": round(spent * 1000, 2), "cut": bool(cut),
+            row = {"frame": index, "ms": round(spent * 1000, 2),
+                   "cpu_ms": round(cpu * 1000, 2), "cut": bool(cut),
                    "plain_mass": round(float(plain.sum()), 1),
                    "kept_mass": round(float(kept.sum()), 1), "lost": report.lost,
                    "people": report.people}
@@ -149,9 +153,12 @@ def run_case(network, frames: list[np.ndarray], subject, *, truth=None, whole=No
 def summarise(case: dict) -> dict:
     rows = case["frames"]
     ms = np.array([r["ms"] for r in rows[1:]] or [rows[0]["ms"]])
+    cpu = np.array([r["cpu_ms"] for r in rows[1:]] or [rows[0]["cpu_ms"]])
     out = {"frames": len(rows), "lost_frames": sum(r["lost"] for r in rows),
-           "selector_ms_median": round(float(np.median(ms)), 1),
-           "selector_ms_p90": round(float(np.percentile(ms, 90)), 1),
+           "selector_cpu_ms_median": round(float(np.median(cpu)), 1),
+           "selector_cpu_ms_p90": round(float(np.percentile(cpu, 90)), 1),
+           "selector_wall_ms_median": round(float(np.median(ms)), 1),
+           "selector_wall_ms_p90": round(float(np.percentile(ms, 90)), 1),
            "selector_ms_first_frame": rows[0]["ms"],
            "kept_share_of_plain_mass": round(sum(r["kept_mass"] for r in rows)
                                              / max(1e-9, sum(r["plain_mass"] for r in rows)), 3),
@@ -228,15 +235,26 @@ def made_case(kind: str, layers, frames: int):
         subject_x = np.full(frames, 170.0)
         bystander_x = np.where(t < 0.5, 262.0, 262 + (t - 0.5) * 2 * 190)
         subject_front = True
+    elif kind == "leaves_and_returns":  # out of the right edge, a while away, back in
+        subject_x = np.interp(t, [0, 0.35, 0.65, 1], [300, width + 10, width + 10, 300])
+        bystander_x = np.full(frames, 40.0)
+        subject_front = True
+    elif kind == "scene_cut":  # a cut to another place: the two have swapped sides
+        subject_x = np.where(t < 0.5, 60.0, 400.0)
+        bystander_x = np.where(t < 0.5, 400.0, 60.0)
+        subject_front = True
     else:
         raise ValueError(kind)
     ys, xs = np.mgrid[0:height, 0:width]
     backdrop = np.empty((height, width, 3), np.float32)
     backdrop[:] = BACKDROP
     backdrop += (ys[..., None] / height * 30 - 15)
+    elsewhere = np.empty_like(backdrop)
+    elsewhere[:] = (70, 52, 40)  # the other shot's backdrop: dark brown
+    elsewhere += (xs[..., None] / width * 40 - 20)
     out, truth, whole = [], [], []
     for i in range(frames):
-        canvas = backdrop.copy()
+        canvas = (elsewhere if kind == "scene_cut" and t[i] >= 0.5 else backdrop).copy()
         j = i % len(rgb)
         order = [("bystander", bystander_x[i]), ("subject", subject_x[i])]
         if not subject_front:
@@ -264,13 +282,17 @@ def made_case(kind: str, layers, frames: int):
     return out, truth, whole, point
 
 
+MADE_CASES = ("walking_behind", "crossing", "occluded", "joined_then_apart",
+              "leaves_and_returns", "scene_cut")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "subject.json"))
     parser.add_argument("--frames", type=int, default=50, help="frames per made case")
     parser.add_argument("--skip-four", action="store_true", help="leave out four_people")
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(1)  # the CPU time per frame is then one core's
     network = load_network()
     results = {"command": "python bench/subject.py " + " ".join(argv or sys.argv[1:]),
                "machine": {"cpu": platform.processor() or platform.machine(),
@@ -287,7 +309,7 @@ def main(argv=None) -> int:
         print("four_people", json.dumps(summary))
         del frames
     layers = person_layers(network, args.frames)
-    for kind in ("walking_behind", "crossing", "occluded", "joined_then_apart"):
+    for kind in MADE_CASES:
         frames, truth, whole, point = made_case(kind, layers, args.frames)
         case = run_case(network, frames, point, truth=truth, whole=whole)
         summary = summarise(case)

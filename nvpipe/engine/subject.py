@@ -521,7 +521,10 @@ class SubjectTracker:
         if markers.any() and unseeded.any():
             # Only where the seeds leave pixels to flood (and the seeds beside them).
             box = bounding_box(unseeded, pad=EdgeMap.PAD)
-            labels[box] = watershed(edges.crop(box), markers[box], mask=fg[box])
+            # The unseeded pixels and the seeds that border them: the rest is settled.
+            around = fg[box] & _grown(np.ascontiguousarray(unseeded[box]), 1)
+            labels[box] = np.where(around, watershed(edges.crop(box), markers[box] * around,
+                                                     mask=around), labels[box])
         # Smoothed where the watershed flooded; the seeds stay (a thin strip of someone
         # showing past the person in front is theirs, however thin).
         labels = smooth_labels(labels.astype(np.int32), fg & (markers == 0))
@@ -584,19 +587,23 @@ class SubjectTracker:
             settled_share[undecided] = front[undecided]
         decided = (settled_share > 0) & fg  # first: the overlaps were decided already
         markers[decided] = settled_share[decided]
+        # Where each track may be: its prediction, grown by how far off a prediction may be
+        # (a margin, and more the faster it moves). (Counting a colour against a track only
+        # where someone else may be was tried: it lost a half-hidden subject's seeds in the
+        # occlusion test.)
+        near = {t.id: _grown(predictions[t.id], 2 * MARGIN + int(math.ceil(
+            math.hypot(*t.velocity) / 2))) & fg for t in live}
         for track in live:
             own = ((share == track.id) | (settled_share == track.id)) & fg
             seed = _shrunk(own, MARGIN)
             if not seed.any():
                 seed = own
-            others = [likely[t.id] for t in live if t.id != track.id and t.id in likely]
+            others = [likely[t.id] for t in live
+                      if t.id != track.id and t.id in likely]
             if track.id in likely and others:
                 strongest = np.maximum.reduce(others)
                 seed &= likely[track.id] >= SEED_LIKELIHOOD * strongest
-                # How far off a prediction may be: a margin, and more the faster it moves.
-                reach = 2 * MARGIN + int(math.ceil(math.hypot(*track.velocity) / 2))
-                near = _grown(predictions[track.id], reach) & fg
-                seed |= near & (likely[track.id] * SEED_LIKELIHOOD >= strongest) & (
+                seed |= near[track.id] & (likely[track.id] * SEED_LIKELIHOOD >= strongest) & (
                     likely[track.id] > 0) & (markers == 0)
             markers[seed & (markers == 0)] = track.id
         return markers
