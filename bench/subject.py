@@ -11,7 +11,8 @@ Cases, each run through the real network (RVM MobileNetV3, the CPU path, float32
 - ``walking_behind``, ``crossing``, ``occluded``, ``joined_then_apart``,
   ``leaves_and_returns``, ``scene_cut``: made from the
   shared ``person_fullbody_360x640.mp4``. Its person is cut out with plain RVM's alpha; a
-  second copy, mirrored and with red and blue swapped (orange overalls), is the bystander;
+  second copy, mirrored and with red and blue swapped where blue dominates (orange overalls,
+  the same skin), is the bystander;
   both are composited at half size over a plain backdrop (640x360), moving, in a known depth
   order. So each pixel's person is known, and the issue's measure is computed per frame on
   the output alpha: the alpha mass on the other person's side as a share of the subject's
@@ -38,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -219,7 +219,10 @@ def made_case(kind: str, layers, frames: int):
     from scipy import ndimage
 
     rgb, alpha = layers
-    bystander_rgb = [np.ascontiguousarray(r[:, ::-1, ::-1]) for r in rgb]  # mirrored, R<->B
+    # The bystander: mirrored, and where blue dominates (the overalls) red and blue swapped,
+    # so the clothes are orange and the skin stays skin.
+    bystander_rgb = [np.ascontiguousarray(np.where((r[..., 2:3] > r[..., 0:1]), r[..., ::-1], r)
+                                          [:, ::-1]) for r in rgb]
     bystander_alpha = [np.ascontiguousarray(a[:, ::-1]) for a in alpha]
     width, height = CANVAS
     lw = rgb[0].shape[1]

@@ -271,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nvpipe.app.preview import add_preview_command
 
-    add_preview_command(commands, add_subject_arguments)
+    add_preview_command(commands, add_subject_arguments=add_subject_arguments,
+                        parse_ratio=parse_ratio, parse_start=parse_start)
     commands.add_parser("info", help="what this machine can do (GPU, decoders, weights)")
     commands.add_parser("doctor", help="same as info")
     from nvpipe.app.commands import add_commands  # --version, export, weights

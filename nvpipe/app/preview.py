@@ -45,7 +45,9 @@ class Preview:
     absent: list[int] = field(default_factory=list)  # sampled frames without the subject
 
 
-def add_preview_command(commands, add_subject_arguments) -> None:
+def add_preview_command(commands, *, add_subject_arguments, parse_ratio, parse_start) -> None:
+    """The ``preview`` subcommand on ``commands``; the option helpers come from
+    ``nvpipe.app.cli`` (which imports this module: no import back)."""
     from nvpipe.job import DEVICES, VARIANTS
 
     preview = commands.add_parser(
@@ -58,8 +60,6 @@ def add_preview_command(commands, add_subject_arguments) -> None:
     preview.add_argument("input", metavar="IN")
     preview.add_argument("output", metavar="OUT.png", nargs="?",
                          help="default: IN's name with .preview.png, in this folder")
-    from nvpipe.app.cli import parse_ratio, parse_start
-
     preview.add_argument("--frames", type=int, default=DEFAULT_SAMPLES, metavar="N",
                          help=f"frames on the sheet (default {DEFAULT_SAMPLES})")
     preview.add_argument("--warmup", type=int, default=WARMUP_FRAMES, metavar="N",
@@ -132,7 +132,6 @@ def make_preview(input_path: str, output: str, *, samples: int = DEFAULT_SAMPLES
     """Write the contact sheet (module docstring) to ``output``; see ``Preview``."""
     import numpy as np
     import torch
-    from PIL import Image
 
     from nvpipe.engine.convert import Converter
     from nvpipe.engine.matting import MattingStage

@@ -31,8 +31,10 @@ What a frame goes through (``SubjectTracker.step``, NumPy/SciPy/scikit-image on 
    ``SWAP_MARGIN``). **Re-finding rule** (after a scene cut, or when a lost subject may have
    come back): a person is the subject when the Bhattacharyya distance between its histogram
    and the subject's model is under ``REFIND_DISTANCE`` (0.35), and lower than to every
-   bystander's model; the closest such person wins. Position is not used: after a cut it
-   means nothing.
+   bystander's model; the closest such person wins. Someone first seen in the last
+   ``RECLAIM_FRAMES`` (24) frames is checked again each frame while the subject is lost
+   (a person coming back in at the frame's edge shows too little at first). Position is not
+   used: after a cut it means nothing.
 5. **Keep mask.** Every pixel belongs to the nearest labelled person pixel (a Euclidean
    distance transform): the subject's soft edges, hair and motion blur lie nearer to the
    subject than to anyone else, so they stay. The subject's territory is dilated by one
@@ -56,8 +58,8 @@ same synchronisation per frame. ``bench/subject.py`` measures the host side's co
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -84,6 +86,7 @@ VELOCITY_SMOOTHING = 0.5  # EMA weight of the newest displacement
 APPEARANCE_RATE = 0.1    # EMA weight of the newest histogram
 HISTOGRAM_BINS = 8       # per channel: 512 RGB bins
 REFIND_DISTANCE = 0.35   # Bhattacharyya distance under which a person is the subject again
+RECLAIM_FRAMES = 24      # a track this young may turn out to be the lost subject come back
 SWAP_MARGIN = 0.05       # two tracks that came apart swap when that matches better by this
 HEAD_PROMINENCE = 0.12   # a head rises this share of its component's height above its
                          # neighbours' outline ...
@@ -302,6 +305,7 @@ class Track:
     whole_before: bool = False         # seen mostly whole in the frame before
     area: float = 0.0                  # its usual area (pixels), followed while seen whole
     merged: int = 0                    # frames in a row touching someone
+    born: int = 0                      # the frame it was first seen
 
     def predicted(self) -> np.ndarray:
         dy = int(round(self.position[0] - self.template_at[0]))
@@ -337,8 +341,10 @@ class SubjectTracker:
 
     def __init__(self, spec: SubjectSpec, input_size: tuple[int, int]):
         # Imported now, not in the first frame's time (about a second, once).
-        import scipy.signal  # noqa: F401
-        import skimage.segmentation  # noqa: F401
+        import importlib
+
+        for module in ("scipy.signal", "skimage.segmentation"):
+            importlib.import_module(module)
 
         self.spec = spec
         self.input_size = input_size
@@ -424,7 +430,8 @@ class SubjectTracker:
         at = _centroid(mask)
         track = Track(self._next_id, subject, mask.copy(), at, at,
                       appearance=colour_histogram(rgb, mask & (pha > CONFIDENT)),
-                      last_seen=self.frame, whole_before=True, area=float(mask.sum()))
+                      last_seen=self.frame, whole_before=True, area=float(mask.sum()),
+                      born=self.frame)
         self._next_id += 1
         self.tracks[track.id] = track
         return track
@@ -513,7 +520,6 @@ class SubjectTracker:
     def _track(self, fg, edges, rgb, pha) -> tuple[np.ndarray, bool]:
         from skimage.segmentation import watershed
 
-        ndi = _ndi()
         live = [t for t in self.tracks.values() if t.hidden <= COAST_FRAMES]
         markers = self._seeds(live, fg, rgb)
         labels = markers.copy()
@@ -533,7 +539,44 @@ class SubjectTracker:
         labels = self._attach_strays(labels, fg)
         self._update(labels, fg, rgb, pha)
         self._unswap(labels, merged_before, rgb, pha)
+        refound = self._reclaim(labels, rgb, pha) or refound
         return labels, refound
+
+    def _reclaim(self, labels, rgb, pha) -> bool:
+        """A lost subject may have come back as someone new a few frames ago, first seen
+        too little of (coming in at the frame's edge) to be recognised: a young track
+        (``RECLAIM_FRAMES``) that now matches the subject by the re-finding rule becomes
+        the subject."""
+        lost = [t for t in self.tracks.values() if t.subject and t.visible == 0]
+        if not lost:
+            return False
+        young = [t for t in self.tracks.values() if not t.subject and t.visible
+                 and self.frame - t.born <= RECLAIM_FRAMES]
+        if not young:
+            return False
+        others = [t for t in self.tracks.values() if not t.subject]
+        found = False
+        for track in lost:
+            best, best_distance = None, REFIND_DISTANCE
+            for candidate in young:
+                histogram = colour_histogram(rgb, (labels == candidate.id) & (pha > CONFIDENT))
+                distance = bhattacharyya(histogram, track.appearance)
+                rivals = min((bhattacharyya(histogram, o.appearance) for o in others
+                              if o is not candidate and self.frame - o.born > RECLAIM_FRAMES),
+                             default=1.0)
+                if distance < best_distance and distance < rivals:
+                    best, best_distance = candidate, distance
+            if best is not None:
+                labels[labels == best.id] = track.id
+                track.template, track.template_at = best.template, best.template_at
+                track.position, track.velocity = best.position, best.velocity
+                track.area, track.hidden, track.visible = best.area, best.hidden, best.visible
+                track.whole_before, track.merged = best.whole_before, best.merged
+                track.last_seen = self.frame
+                del self.tracks[best.id]
+                young.remove(best)
+                found = True
+        return found
 
     def _seeds(self, live: list[Track], fg: np.ndarray, rgb: np.ndarray) -> np.ndarray:
         """The watershed's markers (track ids; 0 elsewhere) from the tracks' predictions.
@@ -551,7 +594,6 @@ class SubjectTracker:
           decisively that track's (against every other track) seeds it, unshrunk: a thin
           strip of someone showing past the person in front is theirs.
         """
-        ndi = _ndi()
         shape = fg.shape
         markers = np.zeros(shape, np.int32)
         if not live:
