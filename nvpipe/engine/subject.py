@@ -392,8 +392,9 @@ class SubjectTracker:
         where = ""
         if self.chosen_at is not None and not self.spec.points:
             where = f" (at {self.chosen_at[0]:.0f},{self.chosen_at[1]:.0f})"
-        text = (f"subject: {self.spec.describe()}{where}, one of {self.first_people} "
-                f"{'person' if self.first_people == 1 else 'people'} in the first frame")
+        text = f"subject: {self.spec.describe()}{where}, " + (
+            "the only person in the first frame" if self.first_people == 1 else
+            f"one of {self.first_people} people in the first frame")
         lost = self.lost_frames
         refound = sum(r.refound for r in self.reports)
         if lost:
