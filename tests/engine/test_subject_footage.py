@@ -108,15 +108,17 @@ def test_real_footage_joined_then_apart(bench, network, layers):
 OVERLAPS = ["walking_behind", "crossing", "occluded"]
 OVERLAP_BOUND = 0.10
 WHY = ("while one person is in front of the other (about a third of these 30 frames, fast "
-       "motion: 20 low-resolution pixels a frame) 2-7% of the subject's mass lands on the "
-       "other's side in a few frames (heads and raised arms overlapping, skin on skin), over "
-       "the 2% limit; bench/results/subject.json has every frame")
+       "motion: 20 low-resolution pixels a frame) the others' side gets 2-7% of the subject's "
+       "mass in a few frames crossing or walking behind, up to 31% with the bystander in "
+       "front (heads, raised arms, the same white shoes and black gloves: colours both share "
+       "and no edge between them), over the 2% limit; bench/results/subject.json has every "
+       "frame")
 
 
 OCCLUDED_WHY = ("a bystander passing in front of the subject (fast, 20 low-resolution pixels a "
                 "frame): for 3-4 frames at the deepest overlap up to 31% of half the "
-                "subject's mass is kept on the bystander's side (the bystander's pixels next "
-                "to the subject's visible sliver go to the subject); before and after it holds")
+                "subject's mass is kept on the bystander's side (its head, gloves and shoes: "
+                "colours both people share); before and after it holds")
 
 
 @pytest.mark.parametrize("kind", [
