@@ -21,9 +21,13 @@ setup(
         "onnx>=1.15",  # reading the official ONNX weights
         "onnxruntime>=1.17",  # the CPU path's network engine (nvpipe.engine.matting.ort)
         "tqdm>=4.60",  # the progress bar
-        "pillow>=9",  # colour names (PIL.ImageColor), picture outputs, inference_utils
+        "pillow>=9",  # colour names (PIL.ImageColor), picture outputs, inference_utils, the
+        # subject mask's picture and nvpipe preview's sheet
         "watchdog>=4",  # nvpipe run --watch: file events
         "filelock>=4.3",  # output and batch-record locks, on every OS (fcntl is POSIX only)
+        # --subject (nvpipe.engine.subject): labelling, distance transforms, the watershed
+        "scipy>=1.10",
+        "scikit-image>=0.21",
     ],
     extras_require={
         # matplotlib: the benchmark plot's test.

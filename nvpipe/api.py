@@ -25,6 +25,16 @@ def _as_network(model, device: str, dtype: torch.dtype):
     return as_network(model, device, dtype)
 
 
+def _as_tuple(subject) -> tuple:
+    """``Job.subject`` from the API's forms: None, "main", "X,Y", (x, y), or a list."""
+    if subject is None:
+        return ()
+    if isinstance(subject, str) or (isinstance(subject, (tuple, list)) and len(subject) == 2
+                                    and all(isinstance(v, (int, float)) for v in subject)):
+        return (subject,)
+    return tuple(subject)
+
+
 def convert_video(model=None, input_source: str = None, input_resize: Optional[tuple] = None,
                   downsample_ratio: Optional[float] = None, output_type: str = "video",
                   output_composition: Optional[str] = None, output_alpha: Optional[str] = None,
@@ -33,7 +43,8 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
                   num_workers: int = 0, progress: bool = True,
                   device: Optional[Union[str, torch.device]] = None,
                   dtype: Optional[torch.dtype] = None, *, overwrite: bool = True,
-                  background: Optional[str] = None) -> RunResult:
+                  background: Optional[str] = None, subject=None,
+                  subject_mask: Optional[str] = None) -> RunResult:
     """Convert a video or image sequence, with the argument names of RVM's ``convert_video``.
 
     ``output_type`` "video" writes videos (the composition over RVM's green, RGB 120, 255,
@@ -44,7 +55,14 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     compatibility (decoding already runs on its own thread). RVM's converter overwrites its
     outputs, so ``overwrite`` defaults to True here. ``device``/``dtype`` default to the
     model's; without a model module, to the CPU and to float16 on CUDA (float32 on the CPU).
+    ``subject`` keeps one person, everyone else's alpha zero (``nvpipe.engine.subject``):
+    ``"main"`` (the largest person), ``(x, y)`` or ``"X,Y"`` (the person under that pixel of
+    the first frame), or a list of points; ``subject_mask``: a first-frame mask image, white
+    where the people to keep are. ``result.decided`` says what was decided.
     """
+    from nvpipe.job import subject_spec
+
+    subject_spec(subject, subject_mask)  # NvpipeError for a bad choice, before any work
     from nvpipe.app.progress import ProgressBar
     from nvpipe.job import check_positive, check_ratio, check_size, check_whole
 
@@ -95,7 +113,8 @@ def convert_video(model=None, input_source: str = None, input_resize: Optional[t
     job = Job(input=str(input_source), outputs=outputs, ratio=downsample_ratio, device=device,
               background=background or RVM_GREEN, chunk=seq_chunk, overwrite=overwrite,
               dtype=dtype_names[dtype],
-              resize=tuple(input_resize) if input_resize else None)
+              resize=tuple(input_resize) if input_resize else None,
+              subject=_as_tuple(subject), subject_mask=subject_mask)
     network = _as_network(model, device, dtype)
     bar = ProgressBar(os.path.basename(str(input_source))) if progress else None
     result = run(job, progress=bar, network=network)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
+
+from nvpipe.errors import NvpipeError
 
 # The one vocabulary: the CLI's choices, convert_video, batches and the sinks read these.
 OUTPUT_KINDS = ("composite", "alpha", "foreground", "rgba", "rgba_premultiplied")
@@ -23,6 +25,70 @@ CODECS = ("h264", "hevc", "av1", "prores", "vp9", "png")
 # (RGB 120, 255, 155), so scripts moved over from RVM give the same pictures.
 DEFAULT_GREEN = "#00ff00"
 RVM_GREEN = "#78ff9b"
+
+
+# -- who to keep (nvpipe.engine.subject) ------------------------------------------------------
+SubjectChoice = Union[str, tuple]
+
+
+@dataclass(frozen=True)
+class SubjectSpec:
+    """Who to keep: ``points`` (``(x, y)`` in the input's displayed pixels of the first
+    frame, after ``--start``), ``main`` (the largest person) or ``mask`` (an image, white
+    where the people to keep are, any size)."""
+
+    points: tuple = ()
+    main: bool = False
+    mask: Optional[str] = None
+
+    def describe(self) -> str:
+        if self.mask:
+            return f"the people under the mask {self.mask}"
+        if self.main:
+            return "the largest person"
+        return " and ".join(f"the person at {x:g},{y:g}" for x, y in self.points)
+
+
+def parse_subject(text: str) -> SubjectChoice:
+    """``"main"`` or ``"X,Y"`` (input pixels) -> ``"main"`` or ``(x, y)``; ValueError else."""
+    text = text.strip()
+    if text.lower() == "main":
+        return "main"
+    parts = text.split(",")
+    try:
+        x, y = (float(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"subject must be X,Y (pixels of the first frame) or main, "
+                         f"got {text!r}") from None
+    if x < 0 or y < 0:
+        raise ValueError(f"subject coordinates must be 0 or more, got {text!r}")
+    return (x, y)
+
+
+def subject_spec(subject=None, subject_mask: Optional[str] = None) -> Optional[SubjectSpec]:
+    """The API's forms -> a ``SubjectSpec`` (None: keep everyone). ``subject``: ``"main"``,
+    ``"X,Y"``, an ``(x, y)`` pair, or a list of those; ``subject_mask``: an image path."""
+    if subject is None or subject == () or subject == []:
+        choices = []
+    elif isinstance(subject, str) or (isinstance(subject, (tuple, list)) and len(subject) == 2
+                                      and all(isinstance(v, (int, float)) for v in subject)):
+        choices = [subject]
+    else:
+        choices = list(subject)
+    parsed = [parse_subject(c) if isinstance(c, str) else (float(c[0]), float(c[1]))
+              for c in choices]
+    if subject_mask is not None and parsed:
+        raise NvpipeError("give --subject or --subject-mask, not both")
+    if subject_mask is not None:
+        return SubjectSpec(mask=str(subject_mask))
+    if not parsed:
+        return None
+    if "main" in parsed:
+        if len(parsed) > 1:
+            raise NvpipeError("--subject main cannot be combined with points")
+        return SubjectSpec(main=True)
+    return SubjectSpec(points=tuple(parsed))
+
 
 
 @dataclass
@@ -92,6 +158,11 @@ class Job:
     # --device auto chose cuda: a GPU pipeline that fails before its first frame reruns on
     # the CPU (nvpipe.engine.fallback.run_guarded) instead of failing.
     cpu_fallback: bool = False
+    # Keep one person (or a few), everyone else's alpha zero (nvpipe.engine.subject):
+    # "main", (x, y) / "X,Y" pixels of the first frame (after start), or a list of points;
+    # or a first-frame mask image, white where the people to keep are.
+    subject: tuple = ()
+    subject_mask: Optional[str] = None
 
     def __post_init__(self) -> None:
         parse_device(self.device)  # cpu, cuda or cuda:N
@@ -121,6 +192,15 @@ class Job:
             check_fps(self.fps)  # the value kept as given: a Fraction stays exact
         if self.timeout is not None:
             check_positive(self.timeout, "timeout")
+        try:
+            subject_spec(self.subject, self.subject_mask)
+        except NvpipeError as error:
+            raise ValueError(str(error)) from None
+
+    @property
+    def subject_spec(self) -> Optional[SubjectSpec]:
+        """Who to keep (None: everyone)."""
+        return subject_spec(self.subject, self.subject_mask)
 
 
 def parse_device(device) -> tuple[str, Optional[int]]:

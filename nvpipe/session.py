@@ -48,12 +48,17 @@ class MattingSession:
     ``cuts`` lists the frames (counted from 0) where a cut reset it; ``latency()`` gives
     the p50/p99 seconds of ``process`` calls. The ratio defaults to
     ``min(512 / max(H, W), 1)`` of the first frame.
+
+    ``subject`` (``"main"``, ``(x, y)``/``"X,Y"`` pixels of the first frame, or a list of
+    points) or ``subject_mask`` (an image path, white where the people to keep are) keeps
+    only those people: everyone else's alpha is zero (``nvpipe.engine.subject``);
+    ``session.subject`` is the tracker (its ``reports``, ``describe()``).
     """
 
     def __init__(self, *, device: str = "cpu", ratio: Optional[float] = None,
                  variant: str = "mobilenetv3", weights: Optional[str] = None,
                  dtype: Optional[torch.dtype] = None, network: Optional[torch.nn.Module] = None,
-                 cut_reset: bool = True):
+                 cut_reset: bool = True, subject=None, subject_mask: Optional[str] = None):
         import rvm
 
         from nvpipe.engine.cuts import CutDetector
@@ -70,6 +75,11 @@ class MattingSession:
         self.cuts: list[int] = []
         self.frames = 0
         self._latency = LatencyLog()
+        from nvpipe.job import subject_spec
+
+        self._subject_spec = subject_spec(subject, subject_mask)
+        self._selector = None
+        self.subject = None  # nvpipe.engine.subject.SubjectTracker, from the first frame on
 
     def reset(self) -> None:
         """Forget the recurrent state (a scene cut)."""
@@ -129,12 +139,21 @@ class MattingSession:
             self._size = (height, width)
             if self._cuts is not None:
                 self._cuts.reset()
+            if self._subject_spec is not None:
+                from nvpipe.engine.subject import SubjectSelector
+
+                self._selector = SubjectSelector(self._subject_spec, (width, height))
+                self.subject = self._selector.tracker
         small = downsample(src, self._stage.ratio)
+        cut = False
         if self._cuts is not None and self._cuts(small):
             self._stage.reset()
             self.cuts.append(self.frames)
+            cut = True
         self.frames += 1
         coeff_a, coeff_b = self._stage(small[None], [src])
+        if self._selector is not None:
+            self._selector(coeff_a[0], coeff_b[0], small, cut=cut)
         fgr_pha = kernels.matting_tail(coeff_a[0], coeff_b[0], src, output="rgba",
                                        out_dtype=self.dtype)
         if self.device.type == "cuda":

@@ -192,6 +192,9 @@ def job_settings(job: Job) -> str:
                             ("cut_reset", True)):
         if getattr(job, name) != untrimmed:
             settings[name] = getattr(job, name)
+    spec = job.subject_spec  # who is kept shapes the outputs too
+    if spec is not None:
+        settings["subject"] = [list(spec.points), spec.main, spec.mask]
     return settings_fingerprint(settings)
 
 

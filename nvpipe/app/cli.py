@@ -170,6 +170,35 @@ CODEC_HELP = ("h264 (.mp4/.mkv/.mov; the default for .mp4/.mkv), hevc (H.265, sm
               "%%05d.png). Default: from OUT's extension")
 
 
+def parse_subject_choice(text: str):
+    """``--subject``: ``X,Y`` (pixels of the first frame) or ``main``."""
+    from nvpipe.job import parse_subject
+
+    try:
+        return parse_subject(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--subject`` and ``--subject-mask`` (``nvpipe.engine.subject``), for run and preview."""
+    group = parser.add_argument_group(
+        "subject", "keep one person (or a few): everyone else's alpha is zero in every "
+                   "frame, the subject's matte untouched; tracked over time, found again by "
+                   "appearance after a scene cut, and an empty matte while the subject is "
+                   "out of shot")
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--subject", metavar="X,Y", type=parse_subject_choice, action="append",
+                        default=[],
+                        help="the person under pixel X,Y of the first frame (input pixels, "
+                             "after --start; the nearest person within 5%% of the frame's "
+                             "longer side), repeatable to keep several; or 'main': the "
+                             "largest person")
+    choice.add_argument("--subject-mask", metavar="PATH",
+                        help="a first-frame mask image, white where the people to keep are "
+                             "(any size)")
+
+
 def parse_option(text: str) -> tuple[str, str]:
     """``key=value`` (``--input-option``) -> ``(key, value)``."""
     key, equals, value = text.partition("=")
@@ -335,10 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
                           "started if none); outputs go to OUT, which every node must see")
     add_stream_arguments(run)
     add_automation_arguments(run)
+    add_subject_arguments(run)
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.add_argument("-v", "--verbose", action="store_true",
                      help="stages, encoders and telemetry; tracebacks of internal errors")
 
+    from nvpipe.app.preview import add_preview_command
+
+    add_preview_command(commands, add_subject_arguments=add_subject_arguments,
+                        parse_ratio=parse_ratio, parse_start=parse_start)
     commands.add_parser("info", help="what this machine can do (GPU, decoders, weights)")
     commands.add_parser("doctor", help="same as info")
     from nvpipe.app.commands import add_commands  # --version, export, weights
@@ -384,6 +418,10 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
 
         if args.command in COMMANDS:
             return run_command(args)
+        if args.command == "preview":
+            from nvpipe.app.preview import run_preview
+
+            return run_preview(args)
         return report.done(_run(args, report))
     except user_errors() as error:
         print(f"nvpipe: error: {error}", file=sys.stderr)
@@ -573,6 +611,8 @@ def _run(args: argparse.Namespace, report: "_Report") -> int:
         shown = ", ".join(str(i) for i in result.cuts[:10]) + (", ..." if len(result.cuts) > 10 else "")
         print(f"nvpipe: reset the network's memory at {len(result.cuts)} scene "
               f"cut{'s' * (len(result.cuts) > 1)} (frames {shown})", file=sys.stderr)
+    if result.decided and not args.quiet:
+        print(f"nvpipe: decided: {'; '.join(result.decided)}", file=sys.stderr)
     if result.live is not None and not args.quiet:
         print(f"nvpipe: live: {result.live.describe()}", file=sys.stderr)
     if args.verbose:

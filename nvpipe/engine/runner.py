@@ -66,8 +66,12 @@ class RunResult:
     engine: Optional[str] = None  # what ran the network (MattingStage.engine)
     profile: Optional[dict] = None  # --profile: nvpipe.engine.profile.Profile.report()
     device: str = ""  # where it ran: the job's device, or "cpu" after a fallback
-    # What the run chose where it was not told: ratio, dtype, pacing, output kinds...
+    # What the run chose where it was not told: ratio, dtype, pacing, output kinds... (--json)
     decisions: dict = field(default_factory=dict)
+    # The same told to a person, one phrase each (ratio, subject, audio, background, live):
+    # the summary's "decided" line.
+    decided: list[str] = field(default_factory=list)
+    subject: object = None  # nvpipe.engine.subject.SubjectTracker where a subject was kept
 
     @property
     def fps(self) -> float:
@@ -331,12 +335,20 @@ class Pipeline:
     transfer: object  # nvpipe.engine.transfer.HostTransfer | CudaTransfer
     pacing: Pacing = FILE_PACING
     cuts: object = None  # nvpipe.engine.cuts.CutDetector, or None (--no-cut-reset)
+    subject: object = None  # nvpipe.engine.subject.SubjectSelector, or None (keep everyone)
 
     def matte(self, chunk: list[ConvertedFrame]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The network on a chunk, after its conversions are ready."""
+        """The network on a chunk, after its conversions are ready; with a subject, the
+        alpha of everyone else zeroed in the low-resolution coefficients (the one place
+        ``nvpipe.engine.subject`` is applied, before the full-size tail)."""
         self.transfer.network_waits_for([f.ready for f in chunk],
                                         [t for f in chunk for t in (f.src, f.src_sm)])
-        return self.matting(torch.stack([f.src_sm for f in chunk]), [f.src for f in chunk])
+        coeff_a, coeff_b = self.matting(torch.stack([f.src_sm for f in chunk]),
+                                        [f.src for f in chunk])
+        if self.subject is not None:
+            for i, frame in enumerate(chunk):
+                self.subject(coeff_a[i], coeff_b[i], frame.src_sm, cut=frame.cut)
+        return coeff_a, coeff_b
 
     def compose(self, coeff_a, coeff_b, frame: ConvertedFrame) -> tuple[dict, object]:
         """Every output's frame, delivered where its sink reads it, and when it is ready."""
@@ -388,11 +400,16 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
         from nvpipe.engine.cuts import CutDetector
 
         cuts = CutDetector()
+    subject = None
+    if job.subject_spec is not None:
+        from nvpipe.engine.subject import SubjectSelector
+
+        subject = SubjectSelector(job.subject_spec, info.display_size)
     pipeline = Pipeline(converter, matting,
                         Composer(_compose_targets(outputs, kinds), background,
                                  ring_size=pacing.compose_ring),
                         transfer_for(device, outputs.sinks, pacing.compose_ring, matting.stream),
-                        pacing, cuts)
+                        pacing, cuts, subject)
     if device.type == "cuda" or pacing.live:
         # Live runs warm up on the CPU too: the first network call's one-time costs (1-2 s
         # on 2 cores) would otherwise be the first frames' latency.
@@ -480,6 +497,7 @@ def _run(job: Job, device: torch.device, progress, stop, network, verbose, live_
     telemetry = None
     pipeline = profiler = None
     threads: list[threading.Thread] = []
+    pipeline = None
     try:
         pipeline = _build_pipeline(job, source.info, sink_info, outputs, network, device, dtype,
                                    pacing)
@@ -556,15 +574,67 @@ def _run(job: Job, device: torch.device, progress, stop, network, verbose, live_
                  "kinds": {str(spec.path): spec.kind for spec in job.outputs}}
     if pacing.mode == "record":
         decisions["record_buffer_mb"] = round(pacing.buffer_bytes / 2 ** 20, 1)
+    subject = pipeline.subject if pipeline is not None else None
     result = _end_outputs(job, outputs, stages, frames_done, started, telemetry, encoder_busy,
                           notes=list(source.notes) + open_notes, live=live, cuts=cuts,
                           decisions=decisions)
+    result.decided = decided(job, source, outputs, subject, result.notes)
+    result.subject = subject.tracker if subject is not None else None
+    if subject is not None:
+        result.decisions["subject"] = subject.describe()
     if pipeline is not None:
         result.engine = pipeline.matting.engine
         result.decisions["engine"] = pipeline.matting.engine
     if profiler is not None:
         result.profile = profiler.report(frames_done, pipeline.matting)
     return result
+
+
+def decided(job: Job, source, outputs: Outputs, subject, notes: list[str]) -> list[str]:
+    """What the run decided and why, one phrase each: the ratio (automatic or given), the
+    subject, the audio (copied, dropped or none), the background, live or not."""
+    info = source.info
+    width, height = output_info(info, job.resize).display_size
+    if job.ratio is not None:
+        said = [f"ratio {job.ratio:g} (given)"]
+    else:
+        ratio = auto_ratio(width, height)
+        said = [f"ratio {ratio:.3g} (automatic: " + (
+            f"512 / {max(width, height)}, the longer side)" if ratio < 1 else
+            "1, the frame is 512 pixels or less)")]
+    said.append(subject.describe() if subject is not None else "subject: everyone (no --subject)")
+    if not info.has_audio:
+        said.append("audio: none in the input")
+    else:
+        copying = [os.path.basename(os.path.normpath(path)) for path, sink in outputs.sinks.items()
+                   if _copies_audio(sink)]
+        dropped = [note for note in notes if "audio" in note]
+        if copying and not dropped:
+            said.append(f"audio: copied to {', '.join(copying)}")
+        elif copying:
+            said.append(f"audio: partly dropped ({dropped[0]})")
+        else:
+            said.append("audio: dropped (" + (dropped[0] if dropped else
+                        "these outputs take none: pictures, streams, the null output") + ")")
+    if any(spec.kind == "composite" for spec in job.outputs):
+        said.append(f"background {job.background or DEFAULT_GREEN}")
+    else:
+        said.append("background: none (" + ", ".join(sorted({spec.kind for spec in job.outputs}))
+                    + " outputs)")
+    if source.live:
+        said.append("live (frames dropped rather than fall behind"
+                    + (", as asked)" if job.live else f": {job.input} arrives in real time)"))
+    else:
+        said.append("not live (every frame converted" + (", as asked)" if job.live is False
+                                                         else ")"))
+    return said
+
+
+def _copies_audio(sink) -> bool:
+    """Whether ``sink`` carries the input's audio (a PyAV file, or NVENC's muxer)."""
+    if getattr(sink, "_audio", None) is not None:
+        return True
+    return getattr(getattr(sink, "_muxer", None), "_audio", None) is not None
 
 
 def _live_stats(mailbox: LatestFrames, latency: dict[str, LatencyLog],

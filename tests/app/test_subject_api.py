@@ -1,0 +1,142 @@
+"""--subject / --subject-mask and their Python forms on real footage: files, picture
+sequences, streams, convert_video, MattingSession; the run's "decided" line."""
+
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import make_clip
+
+# four_people at 320x180: the plaid shirt (the subject) is second from the right; in the
+# input's pixels of this size his chest is at about (166, 125).
+SUBJECT = (166, 125)
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory):
+    from conftest import SHARED
+
+    source = SHARED / "footage" / "four_people_1080p.mp4"
+    if not source.exists():
+        pytest.skip(f"{source} is absent")
+    return make_clip(source, tmp_path_factory.mktemp("four") / "four.mp4", frames=6,
+                     size=(320, 180), timed=True)
+
+
+def _alpha_frames(path):
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="gray").astype(np.float32) / 255
+                for f in container.decode(video=0)]
+
+
+def _cli(*args, stdin=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "nvpipe.app.cli", *map(str, args)],
+                          capture_output=True, text=True if stdin is None else False,
+                          timeout=timeout, stdin=stdin)
+
+
+def _plain_and_kept(four, tmp_path, *subject_args):
+    plain, kept = tmp_path / "plain.mkv", tmp_path / "kept.mkv"
+    for out, extra in ((plain, ()), (kept, subject_args)):
+        done = _cli("run", four, tmp_path / f"{out.stem}.mp4", "--alpha", out, "--codec",
+                    "h264", "--crf", "0", *extra)
+        assert done.returncode == 0, done.stderr
+    return _alpha_frames(plain), _alpha_frames(kept), done.stderr
+
+
+def test_run_keeps_the_person_under_the_point(four, tmp_path, weights_env):
+    plain, kept, stderr = _plain_and_kept(four, tmp_path, "--subject",
+                                          f"{SUBJECT[0]},{SUBJECT[1]}")
+    decided = [line for line in stderr.splitlines() if line.startswith("nvpipe: decided:")]
+    assert len(decided) == 1
+    line = decided[0]
+    assert "ratio 1 (automatic: 1, the frame is 512 pixels or less)" in line
+    assert f"subject: the person at {SUBJECT[0]},{SUBJECT[1]}" in line
+    assert "audio: none in the input" in line and "background #00ff00" in line
+    assert "not live" in line
+    for p, k in zip(plain, kept):
+        assert k.sum() < 0.6 * p.sum()  # the others are gone...
+        assert k[100:, 150:185].mean() > 0.9  # ...the subject's chest is there
+        assert k[:, :60].max() < 0.02 and k[:, 290:].max() < 0.02  # the ends: bystanders
+
+
+def test_run_without_subject_says_everyone(four, tmp_path, weights_env):
+    done = _cli("run", four, tmp_path / "o.mp4", "--frames", "1")
+    assert done.returncode == 0, done.stderr
+    assert "subject: everyone (no --subject)" in done.stderr
+
+
+def test_point_on_nobody_is_one_line_naming_the_people(four, tmp_path, weights_env):
+    done = _cli("run", four, tmp_path / "o.mp4", "--subject", "160,2")
+    assert done.returncode == 1
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "on nobody" in lines[0] and "centred at" in lines[0]
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_bad_subject_options(four, tmp_path):
+    done = _cli("run", four, tmp_path / "o.mp4", "--subject", "left")
+    assert done.returncode == 2 and "X,Y" in done.stderr
+    done = _cli("run", four, tmp_path / "o.mp4", "--subject", "1,2", "--subject-mask", "m.png")
+    assert done.returncode == 2 and "not allowed with" in done.stderr
+
+
+def test_subject_mask_on_a_picture_sequence_through_convert_video(four, tmp_path,
+                                                                 official_network):
+    from nvpipe import convert_video
+
+    pictures = tmp_path / "pictures"
+    pictures.mkdir()
+    with av.open(str(four)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            frame.to_image().save(pictures / f"{i:05d}.png")
+    mask = np.zeros((360, 640), np.uint8)  # twice the frames' size
+    mask[160:, 280:400] = 255  # the subject's chest and belly only: a rough mask is enough
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    result = convert_video(official_network, input_source=str(pictures),
+                           output_type="png_sequence", output_alpha=str(tmp_path / "alpha"),
+                           subject_mask=str(tmp_path / "mask.png"), progress=False)
+    assert result.subject is not None and result.subject.lost_frames == 0
+    assert any(d.startswith("subject: the people under the mask") for d in result.decided)
+    alphas = sorted((tmp_path / "alpha").iterdir())
+    assert len(alphas) == 6
+    for path in alphas:
+        alpha = np.asarray(Image.open(path).convert("L")).astype(np.float32) / 255
+        assert alpha[:, :60].max() < 0.02 and alpha[100:, 150:185].mean() > 0.9
+
+
+def test_matting_session_subject_main(four, official_network):
+    import torch
+
+    from nvpipe import MattingSession
+
+    session = MattingSession(network=official_network, subject="main")
+    plain = MattingSession(network=official_network)
+    with av.open(str(four)) as container:
+        for frame in container.decode(video=0):
+            rgb = frame.to_ndarray(format="rgb24")
+            kept, every = session.process(rgb).alpha[0], plain.process(rgb).alpha[0]
+            assert float(kept.sum()) < 0.6 * float(every.sum())
+            inside = session.subject.labels is not None
+            assert inside
+            # Where it keeps, it keeps plain RVM's matte exactly.
+            where = kept > 0
+            assert torch.equal(kept[where], every[where])
+    assert session.subject.describe().startswith("subject: the largest person")
+
+
+def test_stream_input_with_a_subject(four, tmp_path, weights_env):
+    ts = make_clip(four, tmp_path / "four.ts", frames=4, timed=True)
+    with open(ts, "rb") as stdin:
+        done = _cli("run", "-", tmp_path / "o.mkv", "--alpha", tmp_path / "a.mkv",
+                    "--input-format", "mpegts", "--subject", "main", stdin=stdin)
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert "subject: the largest person" in stderr
+    alphas = _alpha_frames(tmp_path / "a.mkv")
+    assert len(alphas) == 4 and all(a[:, :60].max() < 0.05 for a in alphas)
