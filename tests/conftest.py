@@ -1,6 +1,7 @@
 """Shared test setup: the interpreter for Triton on CPU, ../shared paths, GPU markers."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,12 @@ import torch
 # imports. On a machine with a GPU the real compiler runs instead.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# A suite started in the background without job control (`pytest &` in a script) inherits
+# SIGINT ignored, and so would every command it starts; the tests that send Ctrl-C to a
+# child need it delivered (a handled signal is reset to the default in the child).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("NVPIPE_SHARED", REPO.parent / "shared"))
