@@ -197,18 +197,11 @@ def one_profile(clip: str, out: str, ratio: float, weights: str, device: str) ->
 
 # ----------------------------------------------------------------------------- report
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            return next(line.split(":", 1)[1].strip() for line in info
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def machine(device: str) -> dict:
     import onnxruntime
     import torch
+
+    from nvpipe.engine.matting.engines import cpu_model
 
     facts = {"host": platform.node(), "cpu": cpu_model(), "cores": os.cpu_count(),
              "python": platform.python_version(), "torch": torch.__version__,

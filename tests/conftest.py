@@ -270,3 +270,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("slow") is None:
             item.add_marker(pytest.mark.fast)
+
+
+def mount_tmpfs(folder: Path, options: str) -> None:
+    """A tmpfs at ``folder`` (made here) with mount ``options`` (``size=1m``, ``ro``): a small
+    or read-only disk for the failure tests; skips where mounting is not allowed."""
+    import subprocess
+
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")

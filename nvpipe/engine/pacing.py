@@ -168,7 +168,11 @@ class LatestFrames:
                 if self._closed or stop.is_set():
                     return None
                 self._ready.wait(poll)
-            return self._items.popleft()
+            return self._take()
+
+    def _take(self):
+        """The oldest item, removed (called with the lock held and an item present)."""
+        return self._items.popleft()
 
     def drain(self, stop: threading.Event):
         """Items as they come, until closed (and empty) or stopped."""
@@ -216,15 +220,10 @@ class RecordBuffer(LatestFrames):
             self.peak = max(self.peak, self.held)
             self._ready.notify()
 
-    def get(self, stop: threading.Event, poll: float = 0.05):
-        with self._ready:
-            while not self._items:
-                if self._closed or stop.is_set():
-                    return None
-                self._ready.wait(poll)
-            item, size = self._items.popleft()
-            self.held -= size
-            return item
+    def _take(self):
+        item, size = self._items.popleft()
+        self.held -= size
+        return item
 
 
 class WaitingFrames:

@@ -53,6 +53,11 @@ def sequence_location(path: str) -> tuple[str, str]:
     return os.path.abspath(path), DEFAULT_NAME
 
 
+def picture_pixel_format(kind: str) -> str:
+    """The pixel format a picture of ``kind`` is written in: RGBA, grey alpha, or RGB."""
+    return "rgba" if kind in ALPHA_KINDS else "gray" if kind == "alpha" else "rgb24"
+
+
 class PngSequenceSink(SinkBase):
     """Writes frames as PNG files into the staging folder, named by the output's pattern.
 
@@ -76,8 +81,7 @@ class PngSequenceSink(SinkBase):
         self.path = path
         self.staging = staging
         self.width, self.height = info.display_size
-        self.pixel_format = ("rgba" if spec.kind in ALPHA_KINDS
-                             else "gray" if spec.kind == "alpha" else "rgb24")
+        self.pixel_format = picture_pixel_format(spec.kind)
         self.color = ColorSpec("bt709", True)
         self.frames_written = 0
         self.files: list[str] = []

@@ -17,6 +17,7 @@ from nvpipe.errors import OutputError
 from nvpipe.frames import ColorSpec, StreamInfo
 from nvpipe.job import ALPHA_KINDS, OutputSpec
 from nvpipe.sinks._base import SinkBase
+from nvpipe.sinks.images import picture_pixel_format
 
 # extension -> (Pillow format, keeps alpha)
 PICTURE_FORMATS = {".png": ("PNG", True), ".webp": ("WEBP", True), ".tif": ("TIFF", True),
@@ -62,8 +63,7 @@ class PictureSink(SinkBase):
                               f"frames: write a sequence (frames/%05d.png) or give --frames 1")
         self.staging = staging
         self.width, self.height = info.display_size
-        self.pixel_format = ("rgba" if spec.kind in ALPHA_KINDS
-                             else "gray" if spec.kind == "alpha" else "rgb24")
+        self.pixel_format = picture_pixel_format(spec.kind)
         self.color = ColorSpec("bt709", True)
         self.frames_written = 0
         self.notes = ([f"{self.path}: a picture carries no audio; the input's audio was not written"]

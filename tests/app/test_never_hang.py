@@ -17,7 +17,7 @@ import pytest
 from nvpipe.app.automation import EXIT_INPUT
 from nvpipe.app.cli import main
 
-from conftest import SHARED, count_frames, make_clip
+from conftest import SHARED, count_frames, make_clip, mount_tmpfs
 
 
 def _cli(*args, timeout=120, **popen):
@@ -158,18 +158,10 @@ def test_stream_without_a_codec_is_not_a_readable_video(small_clip, weights_env,
     assert _listing(tmp_path) == ["fuzzed.mp4"]
 
 
-def _mount_tmpfs(folder: Path, options: str) -> None:
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
-
-
 @pytest.fixture
 def read_only_folder(tmp_path):
     folder = tmp_path / "ro"
-    _mount_tmpfs(folder, "ro,size=64k")
+    mount_tmpfs(folder, "ro,size=64k")
     yield folder
     subprocess.run(["umount", str(folder)], check=False)
 
@@ -193,7 +185,7 @@ def test_empty_standard_input_says_it_was_empty(weights_env, tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     folder = tmp_path / "small"
-    _mount_tmpfs(folder, "size=8k")  # two pages: a few frames of alpha, not 40
+    mount_tmpfs(folder, "size=8k")  # two pages: a few frames of alpha, not 40
     yield folder
     subprocess.run(["umount", str(folder)], check=False)
 

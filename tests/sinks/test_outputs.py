@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLIP_FRAMES, count_frames, make_clip, zero_packet
+from conftest import CLIP_FRAMES, count_frames, make_clip, mount_tmpfs, zero_packet
 
 
 def _cli(*args, timeout=600, **popen):
@@ -291,18 +291,10 @@ def test_sigterm_is_handled_like_ctrl_c(footage, weights_env, tmp_path):
     assert _hidden(tmp_path) == []
 
 
-def _mount_tmpfs(folder: Path, options: str):
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'not root'})")
-
-
 @pytest.fixture
 def small_disk(tmp_path):
     folder = tmp_path / "disk"
-    _mount_tmpfs(folder, "size=1m")
+    mount_tmpfs(folder, "size=1m")
     yield folder
     subprocess.run(["umount", str(folder)], check=False)
 
@@ -310,7 +302,7 @@ def small_disk(tmp_path):
 @pytest.fixture
 def read_only_disk(tmp_path):
     folder = tmp_path / "ro"
-    _mount_tmpfs(folder, "ro,size=1m")
+    mount_tmpfs(folder, "ro,size=1m")
     yield folder
     subprocess.run(["umount", str(folder)], check=False)
 

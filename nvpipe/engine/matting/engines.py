@@ -76,7 +76,8 @@ def _cache_file() -> Path:
     return Path(root) / "cpu-engine.json"
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """This CPU's model name (/proc/cpuinfo), or what platform says."""
     try:
         with open("/proc/cpuinfo") as info:
             return next(line.split(":", 1)[1].strip() for line in info
@@ -89,7 +90,7 @@ def choice_key(shape: Sequence[int], variant: str, use_refiner: bool, threads: i
     import onnxruntime
 
     height, width = shape[-2:]
-    return (f"{_cpu_model()}|threads {threads}|torch {torch.__version__}|"
+    return (f"{cpu_model()}|threads {threads}|torch {torch.__version__}|"
             f"onnxruntime {onnxruntime.__version__}|{variant}|{height}x{width}|"
             f"{'refiner' if use_refiner else 'plain'}")
 
