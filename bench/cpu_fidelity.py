@@ -13,6 +13,7 @@ full-resolution one from the tail (``matting_tail_reference``, float32).
 Modes (each what ``nvpipe run --device cpu`` runs with that setting):
 - ``torch``: ``--engine torch`` (float32, channels_last: summation order only);
 - ``onnxruntime``: ``--engine onnxruntime`` (nvpipe's ONNX export in ONNX Runtime, float32);
+- ``openvino``: ``--engine openvino`` (the same export in OpenVINO's CPU plugin, float32);
 - ``bfloat16``: ``--dtype bfloat16`` (torch, oneDNN's BF16 kernels on AVX512-BF16/AMX);
 - ``bf16-gru32``: an experiment, not offered: BF16 except the four ConvGRUs (recurrent
   state kept in float32) and the refiner's coefficient step (``rvm.precision``'s float32
@@ -44,7 +45,7 @@ import rvm  # noqa: E402
 from fp16_fidelity import (CRITERION, SHARED, alpha_of, clip_paths, differences, machine,  # noqa: E402
                            sig, summarise)
 
-MODES = ("torch", "onnxruntime", "bfloat16", "int8", "bf16-gru32")
+MODES = ("torch", "onnxruntime", "openvino", "bfloat16", "int8", "bf16-gru32")
 DEFAULT_WEIGHTS = SHARED / "weights" / "rvm_mobilenetv3_fp32.onnx"
 
 
@@ -79,7 +80,7 @@ def make_modes(reference: rvm.MattingNetwork, ratio: float, modes: list[str], sc
     made = {}
     for mode in modes:
         network = copy.deepcopy(reference)
-        if mode in ("torch", "onnxruntime"):
+        if mode in ("torch", "onnxruntime", "openvino"):
             made[mode] = CpuMatting(network, downsample_ratio=ratio, engine=mode)
         elif mode == "bfloat16":
             made[mode] = CpuMatting(network, downsample_ratio=ratio, engine="torch",

@@ -14,8 +14,9 @@ DEVICES = ("cpu", "cuda")  # and "cuda:N", the N-th CUDA device, as torch and RV
 VARIANTS = ("mobilenetv3", "resnet50")  # = rvm.VARIANTS (kept here: no torch import for --help)
 ENCODERS = ("auto", "cpu", "nvenc")
 DTYPES = ("float32", "float16", "bfloat16")  # bfloat16: CPU only, opt-in
-# The CPU engine of the network (nvpipe.engine.matting.engines): auto times both once per machine.
-CPU_ENGINES = ("auto", "torch", "onnxruntime")
+# The CPU engine of the network (nvpipe.engine.matting.engines): auto times those installed
+# once per machine and input size.
+CPU_ENGINES = ("auto", "torch", "onnxruntime", "openvino")
 # What --codec takes: the CPU encoders of nvpipe.sinks.pyav, NVENC (nvpipe.sinks.encoders)
 # and PNG pictures (nvpipe.sinks.images).
 CODECS = ("h264", "hevc", "av1", "prores", "vp9", "png")

@@ -25,7 +25,8 @@ def version_text() -> str:
     from nvpipe import __version__
 
     parts = []
-    for name, label in (("torch", "torch"), ("av", "PyAV"), ("onnxruntime", "onnxruntime")):
+    for name, label in (("torch", "torch"), ("av", "PyAV"), ("onnxruntime", "onnxruntime"),
+                        ("openvino", "OpenVINO")):
         try:
             parts.append(f"{label} {metadata.version(name)}")
         except metadata.PackageNotFoundError:

@@ -216,9 +216,11 @@ class CoefficientsGraph(nn.Module):
 
 
 def export_coefficients_onnx(network: nn.Module, out, *, use_refiner: bool = True,
-                             opset: int = DEFAULT_OPSET) -> Path:
+                             opset: int = DEFAULT_OPSET, split_concats: bool = True) -> Path:
     """Write ``CoefficientsGraph(network)`` (float32, NCHW) as ONNX at ``out`` (replaced
-    atomically). Height and width are dynamic; traced at 144x256. Returns the path."""
+    atomically). Height and width are dynamic; traced at 144x256. ``split_concats``: the
+    convolutions of concatenations split (``nvpipe.model.graph_rewrite``: OpenVINO runs
+    the file ~6% faster). Returns the path."""
     import copy
     import math
 
@@ -235,8 +237,12 @@ def export_coefficients_onnx(network: nn.Module, out, *, use_refiner: bool = Tru
     for channels in rvm.STATE_CHANNELS[variant]:
         height, width = math.ceil(height / 2), math.ceil(width / 2)
         states.append(torch.zeros(1, channels, height, width))
-    spatial = {2: "height", 3: "width"}
-    names = COEFFICIENT_INPUTS + COEFFICIENT_OUTPUTS
+    # Each state's sizes get their own names (r1 is half the input's, r2 a quarter...):
+    # one shared name would tell runtimes they are equal, and ORT's memory planner trusts it.
+    axes = {name: {2: "height", 3: "width"} for name in ("src_sm", "coeff_a", "coeff_b")}
+    for k in range(1, 5):
+        for name in (f"r{k}i", f"r{k}o"):
+            axes[name] = {2: f"height_{2 ** k}", 3: f"width_{2 ** k}"}
     temp = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
         with warnings.catch_warnings(), torch.no_grad():
@@ -245,7 +251,13 @@ def export_coefficients_onnx(network: nn.Module, out, *, use_refiner: bool = Tru
                               (torch.rand(1, 3, 144, 256), *states), str(temp), dynamo=False,
                               opset_version=opset, do_constant_folding=True,
                               input_names=COEFFICIENT_INPUTS, output_names=COEFFICIENT_OUTPUTS,
-                              dynamic_axes={name: spatial for name in names})
+                              dynamic_axes=axes)
+        if split_concats:
+            import onnx
+
+            from nvpipe.model.graph_rewrite import split_concatenated_convolutions
+
+            onnx.save(split_concatenated_convolutions(onnx.load(str(temp)))[0], str(temp))
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)

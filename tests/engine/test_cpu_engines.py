@@ -1,8 +1,9 @@
-"""The CPU engines of the low-resolution network (nvpipe.engine.matting.engines, .ort).
+"""The CPU engines of the low-resolution network (nvpipe.engine.matting.engines, .ort,
+.openvino).
 
-- ONNX Runtime on nvpipe's own export of ``coefficients`` against the PyTorch network on
-  real frames, states carried: the parity tests' bar (tests/rvm/test_rvm_parity.py: fgr
-  and pha within 1e-4 max abs after the tail, the unclamped states within 1e-3).
+- ONNX Runtime and OpenVINO on nvpipe's own export of ``coefficients`` against the PyTorch
+  network on real frames, states carried: the parity tests' bar (tests/rvm/test_rvm_parity.py:
+  fgr and pha within 1e-4 max abs after the tail, the unclamped states within 1e-3).
 - Chunks, reset and load_state behave as EagerMatting's.
 - auto: timed once, recorded in the cache, read back by the next stage; bad names refused.
 - bfloat16 (opt-in): float32 coefficients back, near FP32.
@@ -50,15 +51,23 @@ def real_frames(footage):
     return _frames(footage("person_fullbody_360x640.mp4"))
 
 
-def test_onnxruntime_engine_matches_torch_on_real_frames(official_network, real_frames,
-                                                         monkeypatch):
+def _file_engine(name):
+    return pytest.param(name, marks=pytest.mark.skipif(
+        not engines.available(name), reason=f"{name} is not installed"))
+
+
+FILE_ENGINES = [_file_engine(name) for name in engines.FILE_ENGINES]
+
+
+@pytest.mark.parametrize("engine", FILE_ENGINES)
+def test_file_engine_matches_torch_on_real_frames(official_network, real_frames, engine):
     import copy
 
     torch_stage = MattingStage(copy.deepcopy(official_network), ratio=RATIO, device="cpu",
                                dtype=torch.float32, engine="torch")
     ort_stage = MattingStage(official_network, ratio=RATIO, device="cpu", dtype=torch.float32,
-                             engine="onnxruntime")
-    assert (torch_stage.engine, ort_stage.engine) == ("torch", "onnxruntime")
+                             engine=engine)
+    assert (torch_stage.engine, ort_stage.engine) == ("torch", engine)
     worst = {"fgr": 0.0, "pha": 0.0}
     for src in real_frames:
         small = _small(src)
@@ -73,9 +82,12 @@ def test_onnxruntime_engine_matches_torch_on_real_frames(official_network, real_
     assert max((a - b).abs().max().item() for a, b in states) <= 10 * TOLERANCE
 
 
-def test_onnxruntime_chunks_reset_and_state(official_network, real_frames):
+@pytest.mark.parametrize("name", FILE_ENGINES)
+def test_file_engine_chunks_reset_and_state(official_network, real_frames, name):
+    from nvpipe.engine.matting.openvino import OpenVinoMatting
     from nvpipe.engine.matting.ort import OrtMatting
 
+    OrtMatting = {"onnxruntime": OrtMatting, "openvino": OpenVinoMatting}[name]
     small = torch.stack([_small(src) for src in real_frames[:3]])
     engine = OrtMatting(official_network, RATIO)
     singles = [engine(frame)[1] for frame in small]
@@ -108,7 +120,8 @@ def test_auto_times_once_and_caches_the_choice(official_network, monkeypatch):
     assert first.name is None  # chosen on the first call, at its input size
     small = torch.rand(3, 36, 64)
     coeff_a, _ = first(small)
-    names = {"torch", "onnxruntime"} | ({BF16_ENGINE} if first.bf16_candidate else set())
+    names = {name for name in engines.ENGINES[1:] if engines.available(name)}
+    names |= {BF16_ENGINE} if first.bf16_candidate else set()
     assert first.name in names and set(first.timings) == names
     assert coeff_a.shape == (4, 36, 64)
     (key, entry), = read_choices().items()
@@ -179,7 +192,8 @@ def test_auto_times_bfloat16_only_where_it_meets_the_bar(official_network, monke
     assert default.bf16_candidate and not asked.bf16_candidate
     coeff_a, _ = default(torch.rand(3, 36, 64))
     assert coeff_a.dtype == torch.float32
-    assert set(default.timings) == {"torch", "onnxruntime", BF16_ENGINE}
+    installed = {name for name in engines.ENGINES[1:] if engines.available(name)}
+    assert set(default.timings) == installed | {BF16_ENGINE}
     assert any(key.endswith("|bf16") for key in read_choices())
     monkeypatch.setattr(engines, "native_bf16", lambda: False)  # a CPU without BF16
     assert not CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO,

@@ -4,17 +4,18 @@
 
 - ``"torch"``: ``EagerMatting`` (PyTorch, channels_last, oneDNN);
 - ``"onnxruntime"``: ``OrtMatting`` (nvpipe's own ONNX export of ``coefficients`` in ONNX
-  Runtime: same inputs, outputs and recurrent state).
+  Runtime: same inputs, outputs and recurrent state);
+- ``"openvino"``: ``OpenVinoMatting`` (the same file in OpenVINO's CPU plugin, float32).
 
-``"auto"`` (the default; ``--engine`` or ``$NVPIPE_ENGINE`` say otherwise) times both on the
-first chunk's input size, interleaved (1 warm-up and ``TIMED_CALLS`` calls each), runs the
-faster and records the choice in ``$NVPIPE_CACHE/cpu-engine.json``, keyed by CPU model,
-cores, library versions and input size, so later runs on this machine skip the timing. A
-timing taken while the 1-minute load average is above the network's threads is used for
-that run only (not recorded): the next run times again.
-Where ONNX Runtime is not installed, or the network is not an ``rvm.MattingNetwork`` in
-float32, auto is torch. ``--dtype bfloat16`` is torch's (ORT's CPU provider has no BF16
-convolution).
+``"auto"`` (the default; ``--engine`` or ``$NVPIPE_ENGINE`` say otherwise) times every
+installed engine on the first chunk's input size, interleaved (1 warm-up and
+``TIMED_CALLS`` calls each), runs the fastest and records the choice in
+``$NVPIPE_CACHE/cpu-engine.json``, keyed by CPU model, cores, library versions and input
+size, so later runs on this machine skip the timing. A timing taken while the 1-minute load
+average is above the network's threads is used for that run only (not recorded): the next
+run times again. The file engines run ``rvm.MattingNetwork`` in float32 only; other
+networks, and ``--dtype bfloat16``, are torch's (ORT's CPU provider has no BF16
+convolution, and OpenVINO's BF16 is not the network as trained).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from nvpipe.errors import NvpipeError
 
 from nvpipe.job import CPU_ENGINES as ENGINES  # noqa: E402 - the one vocabulary
 ENGINE_ENV = "NVPIPE_ENGINE"
-TIMED_CALLS = 5  # per engine, interleaved, after one warm-up: ~0.6 s once at 480x270 on 2 cores
+TIMED_CALLS = 5  # per engine, interleaved, after one warm-up: ~1.5 s once at 480x270 on 2 cores
+FILE_ENGINES = ("onnxruntime", "openvino")  # nvpipe's ONNX export of the network, float32
+LIBRARY = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 BF16_ENGINE = "torch-bfloat16"
 # Whether BF16 keeps the alpha within the default's bar (MAD <= 1e-3 on every frame of every
 # shared clip, no growth): bench/results/cpu-fidelity.json. Where it does and the CPU has
@@ -62,12 +65,21 @@ def requested_engine(engine: Optional[str] = None) -> str:
     return name
 
 
-def onnxruntime_available() -> bool:
+def available(engine: str) -> bool:
+    """``engine``'s library is installed (torch always is)."""
+    if engine == "torch":
+        return True
     try:
-        import onnxruntime  # noqa: F401
+        __import__(engine)
     except ImportError:
         return False
     return True
+
+
+def _version(engine: str) -> str:
+    if not available(engine):
+        return "absent"
+    return getattr(__import__(engine), "__version__", "?")
 
 
 def _cache_file() -> Path:
@@ -87,12 +99,10 @@ def cpu_model() -> str:
 
 
 def choice_key(shape: Sequence[int], variant: str, use_refiner: bool, threads: int) -> str:
-    import onnxruntime
-
     height, width = shape[-2:]
-    return (f"{cpu_model()}|threads {threads}|torch {torch.__version__}|"
-            f"onnxruntime {onnxruntime.__version__}|{variant}|{height}x{width}|"
-            f"{'refiner' if use_refiner else 'plain'}")
+    versions = "|".join(f"{name} {_version(name)}" for name in FILE_ENGINES)
+    return (f"{cpu_model()}|threads {threads}|torch {torch.__version__}|{versions}|"
+            f"{variant}|{height}x{width}|{'refiner' if use_refiner else 'plain'}")
 
 
 def read_choices() -> dict:
@@ -145,7 +155,8 @@ class CpuMatting:
     Args:
         network: an ``rvm.MattingNetwork`` (prepared in place for the CPU by ``EagerMatting``).
         downsample_ratio: the job's ratio (1: no refiner).
-        engine: ``"auto"``, ``"torch"`` or ``"onnxruntime"`` (None: ``$NVPIPE_ENGINE`` or auto).
+        engine: ``"auto"``, ``"torch"``, ``"onnxruntime"`` or ``"openvino"`` (None:
+            ``$NVPIPE_ENGINE`` or auto).
         dtype: the network's precision: float32, or bfloat16 (torch only; coefficients are
             returned as float32 either way). None: float32, or under auto also
             ``"torch-bfloat16"`` where ``BF16_MEETS_BAR`` and ``native_bf16()``.
@@ -172,16 +183,19 @@ class CpuMatting:
         self.timings: dict[str, float] = {}
         self.name: Optional[str] = None
         self._impl = None
-        fits_ort = isinstance(network, rvm.MattingNetwork) and dtype == torch.float32
-        if self.requested == "onnxruntime":
-            if not onnxruntime_available():
-                raise NvpipeError("--engine onnxruntime needs ONNX Runtime: "
-                                  "pip install onnxruntime")
-            if not fits_ort:
-                raise NvpipeError("--engine onnxruntime runs float32 RVM networks only "
+        fits_file = isinstance(network, rvm.MattingNetwork) and dtype == torch.float32
+        # auto's candidates: torch, and the installed file engines where the network fits.
+        self.candidates = ("torch",) + tuple(
+            name for name in FILE_ENGINES if fits_file and available(name))
+        if self.requested in FILE_ENGINES:
+            if not available(self.requested):
+                raise NvpipeError(f"--engine {self.requested} needs {LIBRARY[self.requested]}: "
+                                  f"pip install {self.requested}")
+            if not fits_file:
+                raise NvpipeError(f"--engine {self.requested} runs float32 RVM networks only "
                                   "(use --engine torch for --dtype bfloat16)")
-            self._start("onnxruntime")
-        elif self.requested == "torch" or not fits_ort or not onnxruntime_available():
+            self._start(self.requested)
+        elif self.requested == "torch" or len(self.candidates) == 1:
             self._start("torch")
 
     def _make(self, name: str):
@@ -196,6 +210,11 @@ class CpuMatting:
 
             return OrtMatting(self.network, self.ratio, threads=self.threads,
                               coefficient_format=self.coefficient_format)
+        if name == "openvino":
+            from nvpipe.engine.matting.openvino import OpenVinoMatting
+
+            return OpenVinoMatting(self.network, self.ratio, threads=self.threads,
+                                   coefficient_format=self.coefficient_format)
         return EagerMatting(self.network, None, "cpu", self.dtype, downsample_ratio=self.ratio,
                             coefficient_format=self.coefficient_format)
 
@@ -206,7 +225,7 @@ class CpuMatting:
     def _choose(self, src_sm: torch.Tensor) -> None:
         """auto: the cached choice for this input size, else time both and record it."""
         use_refiner = self.ratio is None or float(self.ratio) != 1
-        names = ("torch", "onnxruntime") + ((BF16_ENGINE,) if self.bf16_candidate else ())
+        names = self.candidates + ((BF16_ENGINE,) if self.bf16_candidate else ())
         key = choice_key(src_sm.shape, getattr(self.network, "variant", "mobilenetv3"),
                          use_refiner, self.threads) + ("|bf16" if self.bf16_candidate else "")
         cached = read_choices().get(key)
@@ -251,5 +270,5 @@ class CpuMatting:
             self._impl.reset()
 
 
-__all__ = ["CpuMatting", "ENGINES", "ENGINE_ENV", "requested_engine", "read_choices",
-           "onnxruntime_available"]
+__all__ = ["CpuMatting", "ENGINES", "ENGINE_ENV", "FILE_ENGINES", "available",
+           "requested_engine", "read_choices"]

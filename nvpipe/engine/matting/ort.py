@@ -49,7 +49,7 @@ def coefficients_model(network: torch.nn.Module, use_refiner: bool = True) -> Pa
     from nvpipe.model.export import DEFAULT_OPSET, export_coefficients_onnx
 
     path = _cache_dir() / (f"coefficients-{network_digest(network)}-"
-                           f"{'refiner' if use_refiner else 'plain'}-opset{DEFAULT_OPSET}.onnx")
+                           f"{'refiner' if use_refiner else 'plain'}-opset{DEFAULT_OPSET}-split.onnx")
     if not path.exists():
         export_coefficients_onnx(network, path, use_refiner=use_refiner)
     return path
@@ -101,6 +101,10 @@ class OrtMatting:
         self._states: Optional[list[np.ndarray]] = None
         self._fresh = True
 
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """One frame through the file: ``coeff_a, coeff_b, r1o..r4o``."""
+        return self.session.run(None, feeds)
+
     def _allocate(self, height: int, width: int) -> None:
         self._states = [np.zeros(shape, np.float32)
                         for shape in recurrent_state_shapes(height, width, self.variant)]
@@ -118,7 +122,7 @@ class OrtMatting:
         coeff_a, coeff_b = [], []
         for frame in frames:
             x = frame.detach().to("cpu", torch.float32).contiguous().numpy()[None]
-            a, b, *states = self.session.run(None, {
+            a, b, *states = self._run({
                 "src_sm": x, "r1i": self._states[0], "r2i": self._states[1],
                 "r3i": self._states[2], "r4i": self._states[3]})
             self._states = states
