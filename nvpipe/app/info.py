@@ -5,6 +5,26 @@ from __future__ import annotations
 import platform
 
 
+def _cpu_engines() -> str:
+    """The installed CPU engines of the network, and what auto chose here so far."""
+    from nvpipe.engine.matting import engines
+
+    installed = [name for name in engines.ENGINES[1:] if engines.available(name)]
+    chosen = {}
+    for key, entry in engines.read_choices().items():
+        if (isinstance(entry, dict) and key.startswith(engines.cpu_model() + "|")
+                and engines.library_versions() in key):  # this machine, these libraries
+            size = next((part for part in key.split("|") if "x" in part and part[0].isdigit()),
+                        None)
+            if size:
+                chosen[size] = entry.get("engine")
+    text = ", ".join(installed)
+    if chosen:
+        text += "; auto chose " + ", ".join(f"{engine} at {size}"
+                                             for size, engine in sorted(chosen.items()))
+    return text
+
+
 def _try(what):
     try:
         return what()
@@ -31,6 +51,7 @@ def collect() -> dict:
         except Exception:  # noqa: BLE001
             pass
     facts["cpu encoders"] = ", ".join(encoders) or "none"
+    facts["cpu network engines"] = _try(_cpu_engines)
 
     def gpu():
         from nvpipe.platform.gpu import describe

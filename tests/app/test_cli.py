@@ -261,10 +261,21 @@ def test_session_matches_network_and_resets(weights_env, small_clip, official_ne
         assert torch.allclose(first.alpha, fresh_pha[0], atol=1e-5)
 
 
-def test_info_reports_without_gpu(capsys):
+def test_info_reports_without_gpu(capsys, monkeypatch):
+    from nvpipe.engine.matting import engines
+
+    key = engines.choice_key((270, 480), "mobilenetv3", True, 2)
+    stale = key.replace(engines.library_versions(), "torch 0.1")
+    monkeypatch.setattr(engines, "read_choices", lambda: {key: {"engine": "openvino"},
+                                                          stale: {"engine": "torch"}})
     assert main(["info"]) == 0
     report = capsys.readouterr().out
     assert "torch" in report and "gpu" in report and "weights" in report
+    engines_line = next(line for line in report.splitlines()
+                        if line.startswith("cpu network engines:"))
+    assert "torch, onnxruntime" in engines_line
+    # what auto chose with these libraries, not with older ones
+    assert engines_line.endswith("auto chose openvino at 270x480"), engines_line
 
 
 def test_batch_names_of_extra_outputs():

@@ -98,10 +98,15 @@ def cpu_model() -> str:
         return platform.processor() or platform.machine()
 
 
+def library_versions() -> str:
+    """The engines' libraries as the cache's keys name them."""
+    return "|".join([f"torch {torch.__version__}"]
+                    + [f"{name} {_version(name)}" for name in FILE_ENGINES])
+
+
 def choice_key(shape: Sequence[int], variant: str, use_refiner: bool, threads: int) -> str:
     height, width = shape[-2:]
-    versions = "|".join(f"{name} {_version(name)}" for name in FILE_ENGINES)
-    return (f"{cpu_model()}|threads {threads}|torch {torch.__version__}|{versions}|"
+    return (f"{cpu_model()}|threads {threads}|{library_versions()}|"
             f"{variant}|{height}x{width}|{'refiner' if use_refiner else 'plain'}")
 
 
