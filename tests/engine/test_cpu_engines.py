@@ -198,3 +198,15 @@ def test_auto_times_bfloat16_only_where_it_meets_the_bar(official_network, monke
     monkeypatch.setattr(engines, "native_bf16", lambda: False)  # a CPU without BF16
     assert not CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO,
                           dtype=None).bf16_candidate
+
+
+def test_engine_not_installed_is_one_line_and_auto_skips_it(official_network, monkeypatch):
+    import copy
+
+    monkeypatch.delenv("NVPIPE_ENGINE", raising=False)
+    installed = engines.available
+    monkeypatch.setattr(engines, "available", lambda name: name != "openvino" and installed(name))
+    with pytest.raises(NvpipeError, match="--engine openvino needs OpenVINO: pip install openvino"):
+        CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO, engine="openvino")
+    auto = CpuMatting(copy.deepcopy(official_network), downsample_ratio=RATIO)
+    assert "openvino" not in auto.candidates and "torch" in auto.candidates
