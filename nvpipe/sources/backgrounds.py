@@ -14,6 +14,7 @@ input itself blurred.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -32,6 +33,7 @@ KEYING_NAMES = {"green": "#00ff00"}
 BLUR = "blur"  # --background blur[:RADIUS]: the input itself, blurred (BlurBackground)
 
 
+@functools.lru_cache(maxsize=1)
 def _color_names() -> dict[str, str]:
     from PIL import ImageColor
 
@@ -40,7 +42,12 @@ def _color_names() -> dict[str, str]:
     return names
 
 
-COLOR_NAMES = _color_names()
+def __getattr__(name: str):
+    """``COLOR_NAMES`` (name -> ``#rrggbb``) is built on first use: its 148 ``getrgb`` calls
+    cost ~90 ms, which every run's start-up paid at import."""
+    if name == "COLOR_NAMES":
+        return _color_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 _HEX = re.compile(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})")
 

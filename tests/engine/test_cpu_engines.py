@@ -104,6 +104,11 @@ def test_file_engine_chunks_reset_and_state(official_network, real_frames, name)
     assert (engine_next - singles[0]).abs().max() > 1e-4  # the state matters
     with pytest.raises(ValueError, match="without reset"):
         engine(torch.rand(3, 32, 48))
+    if name == "openvino":  # the compiled blob is kept for the next run
+        import os
+        from pathlib import Path
+
+        assert any((Path(os.environ["NVPIPE_CACHE"]) / "openvino").iterdir())
 
 
 def test_auto_times_once_and_caches_the_choice(official_network, monkeypatch):

@@ -16,6 +16,7 @@ no pinning (the decode and encode threads share the cores).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -36,6 +37,20 @@ def openvino_available() -> bool:
     return True
 
 
+def _blob_cache() -> Optional[str]:
+    """Where OpenVINO keeps compiled models (``$NVPIPE_CACHE/openvino``): a later run loads
+    the blob instead of compiling, 0.24 instead of 0.34 s at 480x270. None where it cannot
+    be made."""
+    root = os.environ.get("NVPIPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                          "nvpipe")
+    path = os.path.join(root, "openvino")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError:
+        return None
+    return path if os.access(path, os.W_OK) else None
+
+
 def compile_for(path: Path | str, height: int, width: int, variant: str, threads: int):
     """The model at ``path`` compiled for one ``height x width`` input on the CPU."""
     import openvino
@@ -45,10 +60,16 @@ def compile_for(path: Path | str, height: int, width: int, variant: str, threads
     shapes = [(1, 3, height, width)] + recurrent_state_shapes(height, width, variant)
     model.reshape({name: openvino.PartialShape(list(shape))
                    for name, shape in zip(INPUTS, shapes)})
-    return core.compile_model(model, "CPU", {
-        "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-        "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
-        "ENABLE_CPU_PINNING": False})
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+              "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
+              "ENABLE_CPU_PINNING": False}
+    cache = _blob_cache()
+    if cache is not None:
+        try:
+            return core.compile_model(model, "CPU", {**config, "CACHE_DIR": cache})
+        except RuntimeError:  # an unreadable or damaged blob: compile afresh
+            pass
+    return core.compile_model(model, "CPU", config)
 
 
 class OpenVinoMatting(OrtMatting):
