@@ -6,9 +6,10 @@ shapes: about 0.3 s at 480x270 on 2 cores), in float32 (``INFERENCE_PRECISION_HI
 the plugin's default on CPUs with AMX is bfloat16). The recurrent state stays here, as numpy
 arrays, between calls, exactly as in ``OrtMatting``.
 
-Why: on the 2-core AMD EPYC (AVX-512) at 480x270, 59 ms a frame against ONNX Runtime's
-81 ms on the same file and threads, coefficients within 5.5e-5 of it (OpenVINO runs the
-convolutions in blocked layouts, fused with their activations).
+Why: on the 2-core AMD EPYC (AVX-512) at 480x270, 53 ms a frame against ONNX Runtime's
+76 ms on the same file and threads (torch: ~90 ms), coefficients within 5.5e-5 of ONNX
+Runtime's and alpha within 1.1e-7 of the PyTorch network's on every frame of every shared
+clip (``bench/results/cpu-fidelity-openvino.json``).
 
 Threads: ``INFERENCE_NUM_THREADS`` from ``nvpipe.platform.threads.budget()``, one stream,
 no pinning (the decode and encode threads share the cores).
@@ -27,14 +28,6 @@ from nvpipe.engine.matting._common import recurrent_state_shapes
 from nvpipe.engine.matting.ort import OrtMatting, coefficients_model
 
 INPUTS = ("src_sm", "r1i", "r2i", "r3i", "r4i")
-
-
-def openvino_available() -> bool:
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _blob_cache() -> Optional[str]:
@@ -105,4 +98,4 @@ class OpenVinoMatting(OrtMatting):
         return list(results.to_tuple())
 
 
-__all__ = ["OpenVinoMatting", "compile_for", "openvino_available"]
+__all__ = ["OpenVinoMatting", "compile_for"]

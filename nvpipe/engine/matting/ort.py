@@ -48,8 +48,10 @@ def coefficients_model(network: torch.nn.Module, use_refiner: bool = True) -> Pa
     """The cached ONNX export of ``network.coefficients`` (written on first use)."""
     from nvpipe.model.export import DEFAULT_OPSET, export_coefficients_onnx
 
-    path = _cache_dir() / (f"coefficients-{network_digest(network)}-"
-                           f"{'refiner' if use_refiner else 'plain'}-opset{DEFAULT_OPSET}-split.onnx")
+    # "-split": the concatenated convolutions split (nvpipe.model.graph_rewrite)
+    refiner = "refiner" if use_refiner else "plain"
+    path = _cache_dir() / (f"coefficients-{network_digest(network)}-{refiner}-"
+                           f"opset{DEFAULT_OPSET}-split.onnx")
     if not path.exists():
         export_coefficients_onnx(network, path, use_refiner=use_refiner)
     return path
