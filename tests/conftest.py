@@ -132,17 +132,31 @@ def footage():
     return lambda name: _shared_path(f"footage/{name}")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
+def _isolate(monkeypatch, cache: Path) -> None:
     # No test may write to the user's cache or reach the network for weights by accident.
-    monkeypatch.setenv("NVPIPE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("NVPIPE_CACHE", str(cache))
     monkeypatch.setenv("NVPIPE_OFFLINE", "1")
     # The CLI's default device is auto (the GPU where it can run); tests that want the GPU
     # say --device cuda, so a GPU machine runs the CPU tests as CI does.
     monkeypatch.setenv("NVPIPE_DEVICE", "cpu")
-    # The CPU engine is torch unless a test asks (auto would export and time ONNX Runtime
-    # in every test's fresh cache); tests/engine/test_cpu_engines.py tests the others.
+    # The CPU engine is torch unless a test asks (auto would export and time the other
+    # engines in every test's fresh cache, and pick by timing: outputs compared across runs
+    # would then depend on the machine's load); tests/engine/test_cpu_engines.py tests them.
     monkeypatch.setenv("NVPIPE_ENGINE", "torch")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_session(tmp_path_factory):
+    """The same environment for module- and session-scoped fixtures, which are set up before
+    any test's own (a module's reference batch ran with the user's cache and engine)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _isolate(monkeypatch, tmp_path_factory.mktemp("session-cache"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    _isolate(monkeypatch, tmp_path_factory.mktemp("cache"))
 
 
 CLIP_FRAMES = 8
