@@ -87,6 +87,10 @@ APPEARANCE_RATE = 0.1    # EMA weight of the newest histogram
 HISTOGRAM_BINS = 8       # per channel: 512 RGB bins
 REFIND_DISTANCE = 0.35   # Bhattacharyya distance under which a person is the subject again
 RECLAIM_FRAMES = 24      # a track this young may turn out to be the lost subject come back
+MOTION_SEARCH = 2        # displacements tried around a track's velocity (pixels)
+MOTION_MARGIN = 30       # a pixel moved with a track: its colour difference lower by this
+DEPTH_EVIDENCE = 0.1     # who is in front: judged once this share of an overlap shows
+DEPTH_MARGIN = 2.0       # ... one of the two people's colours this many times the other's
 SWAP_MARGIN = 0.05       # two tracks that came apart swap when that matches better by this
 HEAD_PROMINENCE = 0.12   # a head rises this share of its component's height above its
                          # neighbours' outline ...
@@ -111,7 +115,7 @@ def shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     if dy == 0 and dx == 0:
         return mask
     out = np.zeros_like(mask)
-    h, w = mask.shape
+    h, w = mask.shape[:2]
     if abs(dy) >= h or abs(dx) >= w:
         return out
     ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
@@ -357,6 +361,9 @@ class SubjectTracker:
         self.first_people = 0       # people found in the frame the subject was chosen in
         self.chosen_at: Optional[tuple] = None  # the subject's centre there, input pixels
         self._mask_image: Optional[np.ndarray] = None
+        self.depth: dict[tuple, int] = {}  # (id, id) -> the id in front
+        self._previous: Optional[np.ndarray] = None  # the last frame's colours
+        self._moved = np.zeros((0, 0), np.int32)  # _motion's answer this frame
 
     # ---- public ------------------------------------------------------------------------
     def step(self, pha: np.ndarray, rgb: np.ndarray, cut: bool = False) -> np.ndarray:
@@ -372,6 +379,7 @@ class SubjectTracker:
         else:
             labels, refound = self._track(fg, edges, rgb, pha)
         self.labels = labels
+        self._previous = rgb
         keep = self._keep(labels, fg)
         subject_ids = {t.id for t in self.tracks.values() if t.subject}
         subject_pixels = int(np.isin(labels, list(subject_ids)).sum()) if subject_ids else 0
@@ -523,6 +531,11 @@ class SubjectTracker:
 
         live = [t for t in self.tracks.values() if t.hidden <= COAST_FRAMES]
         markers = self._seeds(live, fg, rgb)
+        # Pixels no seed holds that one track's motion clearly explains (``_motion``): that
+        # track's, before the watershed floods the rest (it flooded a shoe from the other
+        # person's shoe, white on white, in the walking-behind case).
+        followed = (markers == 0) & (self._moved > 0)
+        markers[followed] = self._moved[followed]
         labels = markers.copy()
         unseeded = fg & (markers == 0)
         if markers.any() and unseeded.any():
@@ -597,6 +610,7 @@ class SubjectTracker:
         """
         shape = fg.shape
         markers = np.zeros(shape, np.int32)
+        self._moved = markers.copy()
         if not live:
             return markers
         predictions = {t.id: t.predicted() for t in live}
@@ -605,6 +619,7 @@ class SubjectTracker:
             cover += prediction
         bins = colour_bins(rgb)
         likely = {t.id: t.appearance[bins] for t in live if t.appearance is not None}
+        moved = self._moved = self._motion(live, fg, rgb)
         share = np.zeros(shape, np.int32)
         for track in live:
             share[predictions[track.id] & (cover == 1)] = track.id
@@ -620,14 +635,17 @@ class SubjectTracker:
                 best = np.asarray([t.id for t in rivals], np.int32)[scores.argmax(axis=0)]
                 decided = contested & (order[-1] > 0) & (order[-1] * SEED_LIKELIHOOD >= order[-2])
                 settled_share[decided] = best[decided]
-            front = np.zeros(shape, np.int32)
-            fronts = np.zeros(shape, np.int32)
+            self._judge_depth(live, predictions, settled_share, fg)
+            undecided = contested & ~decided
+            by_motion = undecided & (moved > 0)
+            settled_share[by_motion] = moved[by_motion]
+            undecided &= ~by_motion
             for track in live:
-                if track.hidden == 0:
-                    front[predictions[track.id]] = track.id
-                    fronts += predictions[track.id]
-            undecided = contested & ~decided & (fronts == 1)
-            settled_share[undecided] = front[undecided]
+                mine = undecided & predictions[track.id]
+                for other in live:
+                    if other is not track and not self._in_front(track, other):
+                        mine &= ~predictions[other.id]
+                settled_share[mine] = track.id
         decided = (settled_share > 0) & fg  # first: the overlaps were decided already
         markers[decided] = settled_share[decided]
         # Where each track may be: its prediction, grown by how far off a prediction may be
@@ -650,6 +668,81 @@ class SubjectTracker:
                     likely[track.id] > 0) & (markers == 0)
             markers[seed & (markers == 0)] = track.id
         return markers
+
+    def _motion(self, live, fg, rgb) -> np.ndarray:
+        """Which track each person pixel moved with (track id; 0: no one clearly): each
+        track seen in the last frame is matched to this one (its pixels there, shifted by
+        each displacement within ``MOTION_SEARCH`` of its velocity: the one whose colours
+        differ least); a pixel is the track's whose shifted last frame explains its colour
+        (the absolute difference, summed over the channels, averaged over 3x3) better by
+        ``MOTION_MARGIN`` than every other track's, where that track was last frame."""
+        out = np.zeros(fg.shape, np.int32)
+        if self._previous is None or self.labels is None or len(live) < 2:
+            return out
+        ndi = _ndi()
+        current = rgb.astype(np.int16)
+        previous = self._previous.astype(np.int16)
+        residuals = []
+        for track in live:
+            region = self.labels == track.id
+            if not region.any():
+                continue
+            ys, xs = np.nonzero(region)
+            ys, xs = ys[::3], xs[::3]  # a third of its pixels: enough to match
+            h, w = fg.shape
+            best, best_cost = None, np.inf
+            vy, vx = (int(round(v)) for v in track.velocity)
+            for dy in range(vy - MOTION_SEARCH, vy + MOTION_SEARCH + 1):
+                for dx in range(vx - MOTION_SEARCH, vx + MOTION_SEARCH + 1):
+                    ty, tx = ys + dy, xs + dx
+                    inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+                    if inside.sum() < 0.5 * len(ys):
+                        continue
+                    diff = np.abs(current[ty[inside], tx[inside]]
+                                  - previous[ys[inside], xs[inside]]).sum(axis=1)
+                    cost = float(np.minimum(diff, 90).mean())
+                    if cost < best_cost:
+                        best, best_cost = (dy, dx), cost
+            if best is None:
+                continue
+            support = shifted(region, *best) & fg
+            difference = np.abs(current - shifted(previous, *best)).sum(axis=2).astype(np.float32)
+            residual = np.where(support, ndi.uniform_filter(difference, 3), np.inf)
+            residuals.append((track.id, residual))
+        if len(residuals) < 2:
+            return out
+        stack = np.stack([r for _, r in residuals])
+        order = np.sort(stack, axis=0)
+        ids = np.asarray([tid for tid, _ in residuals], np.int32)
+        with np.errstate(invalid="ignore"):
+            clear = np.isfinite(order[0]) & (order[1] - order[0] >= MOTION_MARGIN) & fg
+        out[clear] = ids[stack.argmin(axis=0)][clear]
+        return out
+
+    def _judge_depth(self, live, predictions, by_colour, fg) -> None:
+        """Who is in front, for each pair of tracks whose predictions overlap: the one whose
+        colours (decisively its own) show in the overlap more than ``DEPTH_MARGIN`` times
+        as often as the other's, once ``DEPTH_EVIDENCE`` of the overlap shows either. Kept
+        until the evidence says otherwise."""
+        for i, a in enumerate(live):
+            for b in live[i + 1:]:
+                both = predictions[a.id] & predictions[b.id] & fg
+                overlap = int(both.sum())
+                if not overlap:
+                    continue
+                shown = by_colour[both]
+                va, vb = int((shown == a.id).sum()), int((shown == b.id).sum())
+                if va + vb >= max(8, DEPTH_EVIDENCE * overlap) and \
+                        max(va, vb) >= DEPTH_MARGIN * min(va, vb):
+                    self.depth[(min(a.id, b.id), max(a.id, b.id))] = a.id if va > vb else b.id
+
+    def _in_front(self, track: Track, other: Track) -> bool:
+        """``track`` in front of ``other``: by the depth judged from colours, else the one
+        seen whole is in front of one partly hidden."""
+        front = self.depth.get((min(track.id, other.id), max(track.id, other.id)))
+        if front is not None:
+            return front == track.id
+        return track.hidden == 0 and other.hidden > 0
 
     def _merged_groups(self, labels: Optional[np.ndarray]) -> dict[int, int]:
         """track id -> the component it shared with another track in ``labels`` (else absent)."""
@@ -763,7 +856,11 @@ class SubjectTracker:
             whole[track.id] = track.visible > 0 and (alone or abs(ratio - 1) <= WHOLE)
             if track.visible:
                 track.last_seen = self.frame
-                track.area += AREA_RATE * (track.visible - track.area)
+                # Alone, what it shows is its area now (one coming into the frame grows
+                # fast: an average would lag, and it would not look whole when it first
+                # touches someone).
+                track.area = float(track.visible) if alone else (
+                    track.area + AREA_RATE * (track.visible - track.area))
         for track in list(self.tracks.values()):
             region = regions[track.id]
             neighbours = [other for other in self.tracks.values() if other is not track
