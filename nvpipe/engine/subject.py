@@ -614,12 +614,22 @@ class SubjectTracker:
         if not live:
             return markers
         predictions = {t.id: t.predicted() for t in live}
+        moved = self._moved = self._motion(live, fg, rgb)
+        # In front of everyone it overlaps, a track shows all of itself: its last frame's
+        # region moved by its matched displacement is its shape now (a template kept from
+        # before the overlap misses how its arms moved since).
+        for track in live:
+            if track.id in self._shifts and track.visible and not any(
+                    self._in_front(o, track) and (predictions[o.id] & predictions[track.id]).any()
+                    for o in live if o is not track) and any(
+                    (predictions[o.id] & predictions[track.id]).any()
+                    for o in live if o is not track):
+                predictions[track.id] = shifted(self.labels == track.id, *self._shifts[track.id])
         cover = np.zeros(shape, np.int32)
         for prediction in predictions.values():
             cover += prediction
         bins = colour_bins(rgb)
         likely = {t.id: t.appearance[bins] for t in live if t.appearance is not None}
-        moved = self._moved = self._motion(live, fg, rgb)
         share = np.zeros(shape, np.int32)
         for track in live:
             share[predictions[track.id] & (cover == 1)] = track.id
@@ -677,6 +687,7 @@ class SubjectTracker:
         (the absolute difference, summed over the channels, averaged over 3x3) better by
         ``MOTION_MARGIN`` than every other track's, where that track was last frame."""
         out = np.zeros(fg.shape, np.int32)
+        self._shifts = {}
         if self._previous is None or self.labels is None or len(live) < 2:
             return out
         ndi = _ndi()
@@ -709,6 +720,7 @@ class SubjectTracker:
             difference = np.abs(current - shifted(previous, *best)).sum(axis=2).astype(np.float32)
             residual = np.where(support, ndi.uniform_filter(difference, 3), np.inf)
             residuals.append((track.id, residual))
+            self._shifts[track.id] = best
         if len(residuals) < 2:
             return out
         stack = np.stack([r for _, r in residuals])
