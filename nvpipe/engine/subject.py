@@ -871,8 +871,13 @@ class SubjectTracker:
                 # Alone, what it shows is its area now (one coming into the frame grows
                 # fast: an average would lag, and it would not look whole when it first
                 # touches someone).
-                track.area = float(track.visible) if alone else (
-                    track.area + AREA_RATE * (track.visible - track.area))
+                # Partly hidden (or holding someone else's pixels), it keeps its usual area:
+                # a hidden subject's area shrinking with what shows made half of it look
+                # whole, and that half its template.
+                if alone:
+                    track.area = float(track.visible)
+                elif whole[track.id]:
+                    track.area += AREA_RATE * (track.visible - track.area)
         for track in list(self.tracks.values()):
             region = regions[track.id]
             neighbours = [other for other in self.tracks.values() if other is not track
