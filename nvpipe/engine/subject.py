@@ -87,6 +87,8 @@ APPEARANCE_RATE = 0.1    # EMA weight of the newest histogram
 HISTOGRAM_BINS = 8       # per channel: 512 RGB bins
 REFIND_DISTANCE = 0.35   # Bhattacharyya distance under which a person is the subject again
 RECLAIM_FRAMES = 24      # a track this young may turn out to be the lost subject come back
+DRIFT = 2                # a front track's last region, moved, is its shape within this many
+                         # pixels of its template (farther only where its motion says so)
 MOTION_SEARCH = 2        # displacements tried around a track's velocity (pixels)
 MOTION_MARGIN = 30       # a pixel moved with a track: its colour difference lower by this
 DEPTH_EVIDENCE = 0.1     # who is in front: judged once this share of an overlap shows
@@ -614,17 +616,21 @@ class SubjectTracker:
         if not live:
             return markers
         predictions = {t.id: t.predicted() for t in live}
-        moved = self._moved = self._motion(live, fg, rgb)
+        moved = self._moved = self._motion(live, fg, rgb, predictions)
         # In front of everyone it overlaps, a track shows all of itself: its last frame's
         # region moved by its matched displacement is its shape now (a template kept from
         # before the overlap misses how its arms moved since).
+        # (Its template grown by ``DRIFT`` bounds it: else the pixels it took from someone
+        # re-emerging behind it, skin on skin, stayed its own frame after frame.)
         for track in live:
-            if track.id in self._shifts and track.visible and not any(
-                    self._in_front(o, track) and (predictions[o.id] & predictions[track.id]).any()
-                    for o in live if o is not track) and any(
-                    (predictions[o.id] & predictions[track.id]).any()
-                    for o in live if o is not track):
-                predictions[track.id] = shifted(self.labels == track.id, *self._shifts[track.id])
+            if track.id not in self._shifts or not track.visible:
+                continue
+            overlapping = [o for o in live if o is not track
+                           and (predictions[o.id] & predictions[track.id]).any()]
+            if overlapping and not any(self._in_front(o, track) for o in overlapping):
+                moved_region = shifted(self.labels == track.id, *self._shifts[track.id])
+                predictions[track.id] = moved_region & (
+                    _grown(predictions[track.id], DRIFT) | (moved == track.id))
         cover = np.zeros(shape, np.int32)
         for prediction in predictions.values():
             cover += prediction
@@ -679,7 +685,7 @@ class SubjectTracker:
             markers[seed & (markers == 0)] = track.id
         return markers
 
-    def _motion(self, live, fg, rgb) -> np.ndarray:
+    def _motion(self, live, fg, rgb, predictions) -> np.ndarray:
         """Which track each person pixel moved with (track id; 0: no one clearly): each
         track seen in the last frame is matched to this one (its pixels there, shifted by
         each displacement within ``MOTION_SEARCH`` of its velocity: the one whose colours
@@ -726,9 +732,16 @@ class SubjectTracker:
         stack = np.stack([r for _, r in residuals])
         order = np.sort(stack, axis=0)
         ids = np.asarray([tid for tid, _ in residuals], np.int32)
-        with np.errstate(invalid="ignore"):
+        best = ids[stack.argmin(axis=0)]
+        with np.errstate(invalid="ignore"):  # inf - inf where no track reaches
             clear = np.isfinite(order[0]) & (order[1] - order[0] >= MOTION_MARGIN) & fg
-        out[clear] = ids[stack.argmin(axis=0)][clear]
+        # Where only one track's motion reaches, not where someone else's old shape says they
+        # may be coming back out from behind (that part was hidden last frame, so its motion
+        # cannot reach it: it lost a re-emerging head to the one in front).
+        lone = ~np.isfinite(order[1])
+        for tid, prediction in predictions.items():
+            clear &= ~(lone & prediction & (best != tid))
+        out[clear] = best[clear]
         return out
 
     def _judge_depth(self, live, predictions, by_colour, fg) -> None:
