@@ -22,6 +22,18 @@ What a frame goes through (``SubjectTracker.step``, NumPy/SciPy/scikit-image on 
    predictions overlap (the occluding contour is the edge), and a person walking behind
    keeps coming out on the other side: a track hidden for a while coasts at its velocity
    (its template kept, ``COAST_FRAMES`` at most) and claims its pixels back as they show.
+   - **Motion.** Each track's pixels in the last frame are matched to this one (the
+     displacement within ``MOTION_SEARCH`` of its velocity whose colours differ least); a
+     person pixel whose colour that shifted last frame explains better by ``MOTION_MARGIN``
+     than any other track's moved with that track. Such pixels decide overlaps the colours
+     leave open and, where no seed reaches, are that track's before the watershed (people
+     moving differently are told apart where they share colours: shoes, skin, gloves).
+   - **Depth.** Where two predictions overlap, the one whose own colours show there
+     (``DEPTH_MARGIN`` times the other's) is in front, kept until the colours say
+     otherwise; the rest of the overlap is the front one's. A track in front of everyone it
+     overlaps shows all of itself, so its prediction is its last frame's region moved by
+     its matched displacement (within ``DRIFT`` of its template): a template kept from
+     before the overlap misses how its arms moved since.
 3. **New people** (components no seed reaches) are split into people by their heads (peaks
    of the component's top outline, each the seed of a column band down the body, then the
    same watershed). A lost subject is re-found among them by appearance (below).
@@ -599,9 +611,9 @@ class SubjectTracker:
 
         - Where one prediction alone covers a pixel, it is that track's.
         - Where several overlap (one person in front of another), a colour decisively one
-          of theirs (``SEED_LIKELIHOOD``) decides; where it does not (skin, say), the one
-          seen whole is in front of those partly hidden (coasting: something is in front of
-          them) and takes the pixel.
+          of theirs (``SEED_LIKELIHOOD``) decides; where it does not (skin, say), the motion
+          (``_motion``); where neither does, the one in front (``_judge_depth``; not judged
+          yet: the one seen whole is in front of those partly hidden) takes the pixel.
         - Each track's own share, eroded by ``MARGIN`` (its prediction may be a little off),
           is its seed, less the pixels whose colour is clearly someone else's; the
           overlaps decided as above are seeds as they are.
