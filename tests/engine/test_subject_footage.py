@@ -108,10 +108,10 @@ def test_real_footage_joined_then_apart(bench, network, layers):
 OVERLAPS = ["walking_behind", "crossing", "occluded"]
 OVERLAP_BOUND = 0.10
 WHY = ("at the deepest overlap (30 frames, fast motion: 11-23 low-resolution pixels a frame) "
-       "2-3 frames keep 2.0-3.9% of the subject's mass on the other's side (crossing: the "
-       "bystander's head and white shoes showing past the subject's, occluded: the front "
-       "bystander's face and gloves, colours both share with no edge between them and moving "
-       "too little against the other to tell by motion), over the 2% limit; "
+       "2-3 frames keep 2.0-3.9% of the subject's mass on the other's side, over the 2% "
+       "limit: crossing, the bystander's glove and chin beside the subject's head; occluded, "
+       "strips along the front bystander's legs and shoes (black gloves, skin, white shoes: "
+       "colours both share, no edge between them); walking behind meets it in every frame; "
        "bench/results/subject.json has every frame")
 
 
