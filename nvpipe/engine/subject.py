@@ -394,6 +394,8 @@ class SubjectTracker:
             labels, refound = self._track(fg, edges, rgb, pha)
         self.labels = labels
         self._previous = rgb
+        self.depth = {pair: front for pair, front in self.depth.items()
+                      if pair[0] in self.tracks and pair[1] in self.tracks}  # the forgotten
         keep = self._keep(labels, fg)
         subject_ids = {t.id for t in self.tracks.values() if t.subject}
         subject_pixels = int(np.isin(labels, list(subject_ids)).sum()) if subject_ids else 0
@@ -896,12 +898,13 @@ class SubjectTracker:
                 # Alone, what it shows is its area now (one coming into the frame grows
                 # fast: an average would lag, and it would not look whole when it first
                 # touches someone).
-                # Partly hidden (or holding someone else's pixels), it keeps its usual area:
-                # a hidden subject's area shrinking with what shows made half of it look
-                # whole, and that half its template.
+                # Partly hidden, it keeps its usual area: a hidden subject's area shrinking
+                # with what shows made half of it look whole, and that half its template.
+                # (A lasting growth becomes usual: someone stepping nearer while touching
+                # another, never whole again, coasted out and lost its pixels.)
                 if alone:
                     track.area = float(track.visible)
-                elif whole[track.id]:
+                elif whole[track.id] or track.visible > track.area:
                     track.area += AREA_RATE * (track.visible - track.area)
         for track in list(self.tracks.values()):
             region = regions[track.id]
