@@ -752,9 +752,19 @@ class SubjectTracker:
         # Where only one track's motion reaches, not where someone else's old shape says they
         # may be coming back out from behind (that part was hidden last frame, so its motion
         # cannot reach it: it lost a re-emerging head to the one in front).
+        # The subject, besides, claims by its motion alone only near its own old shape (a
+        # frame's move and twice the margin): a bystander's white shoe moving less than its
+        # width kept explaining itself as the subject's, frame after frame. (Bounding every
+        # track so lost a half-hidden bystander whose prediction had drifted, to the subject.)
         lone = ~np.isfinite(order[1])
-        for tid, prediction in predictions.items():
-            clear &= ~(lone & prediction & (best != tid))
+        for track in live:
+            if track.id not in predictions:
+                continue
+            prediction = predictions[track.id]
+            clear &= ~(lone & prediction & (best != track.id))
+            if track.subject:
+                reach = 4 * MARGIN + int(math.ceil(math.hypot(*track.velocity)))
+                clear &= ~(lone & (best == track.id) & ~_grown(prediction, reach))
         out[clear] = best[clear]
         return out
 
