@@ -719,7 +719,7 @@ class SubjectTracker:
             if not region.any():
                 continue
             ys, xs = np.nonzero(region)
-            ys, xs = ys[::3], xs[::3]  # a third of its pixels: enough to match
+            ys, xs = ys[::4], xs[::4]  # a quarter of its pixels is enough to match
             h, w = fg.shape
             best, best_cost = None, np.inf
             vy, vx = (int(round(v)) for v in track.velocity)
@@ -737,8 +737,18 @@ class SubjectTracker:
             if best is None:
                 continue
             support = shifted(region, *best) & fg
-            difference = np.abs(current - shifted(previous, *best)).sum(axis=2).astype(np.float32)
-            residual = np.where(support, ndi.uniform_filter(difference, 3), np.inf)
+            residual = np.full(fg.shape, np.inf, np.float32)
+            if support.any():
+                # Only around its pixels (one more each side for the 3x3 mean): a fraction
+                # of the frame, per track.
+                rows, cols = bounding_box(support, pad=1)
+                rows, cols = slice(rows.start, min(h, rows.stop)), slice(cols.start, min(w, cols.stop))
+                source_y = np.clip(np.arange(rows.start, rows.stop) - best[0], 0, h - 1)
+                source_x = np.clip(np.arange(cols.start, cols.stop) - best[1], 0, w - 1)
+                before = previous[source_y[:, None], source_x[None, :]]
+                difference = np.abs(current[rows, cols] - before).sum(axis=2).astype(np.float32)
+                residual[rows, cols] = np.where(support[rows, cols],
+                                                ndi.uniform_filter(difference, 3), np.inf)
             residuals.append((track.id, residual))
             self._shifts[track.id] = best
         if len(residuals) < 2:
