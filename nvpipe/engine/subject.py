@@ -22,6 +22,18 @@ What a frame goes through (``SubjectTracker.step``, NumPy/SciPy/scikit-image on 
    predictions overlap (the occluding contour is the edge), and a person walking behind
    keeps coming out on the other side: a track hidden for a while coasts at its velocity
    (its template kept, ``COAST_FRAMES`` at most) and claims its pixels back as they show.
+   - **Motion.** Each track's pixels in the last frame are matched to this one (the
+     displacement within ``MOTION_SEARCH`` of its velocity whose colours differ least); a
+     person pixel whose colour that shifted last frame explains better by ``MOTION_MARGIN``
+     than any other track's moved with that track. Such pixels decide overlaps the colours
+     leave open and, where no seed reaches, are that track's before the watershed (people
+     moving differently are told apart where they share colours: shoes, skin, gloves).
+   - **Depth.** Where two predictions overlap, the one whose own colours show there
+     (``DEPTH_MARGIN`` times the other's) is in front, kept until the colours say
+     otherwise; the rest of the overlap is the front one's. A track in front of everyone it
+     overlaps shows all of itself, so its prediction is its last frame's region moved by
+     its matched displacement (within ``DRIFT`` of its template): a template kept from
+     before the overlap misses how its arms moved since.
 3. **New people** (components no seed reaches) are split into people by their heads (peaks
    of the component's top outline, each the seed of a column band down the body, then the
    same watershed). A lost subject is re-found among them by appearance (below).
@@ -87,6 +99,12 @@ APPEARANCE_RATE = 0.1    # EMA weight of the newest histogram
 HISTOGRAM_BINS = 8       # per channel: 512 RGB bins
 REFIND_DISTANCE = 0.35   # Bhattacharyya distance under which a person is the subject again
 RECLAIM_FRAMES = 24      # a track this young may turn out to be the lost subject come back
+DRIFT = 2                # a front track's last region, moved, is its shape within this many
+                         # pixels of its template (farther only where its motion says so)
+MOTION_SEARCH = 2        # displacements tried around a track's velocity (pixels)
+MOTION_MARGIN = 30       # a pixel moved with a track: its colour difference lower by this
+DEPTH_EVIDENCE = 0.1     # who is in front: judged once this share of an overlap shows
+DEPTH_MARGIN = 2.0       # ... one of the two people's colours this many times the other's
 SWAP_MARGIN = 0.05       # two tracks that came apart swap when that matches better by this
 HEAD_PROMINENCE = 0.12   # a head rises this share of its component's height above its
                          # neighbours' outline ...
@@ -111,7 +129,7 @@ def shifted(mask: np.ndarray, dy: int, dx: int) -> np.ndarray:
     if dy == 0 and dx == 0:
         return mask
     out = np.zeros_like(mask)
-    h, w = mask.shape
+    h, w = mask.shape[:2]
     if abs(dy) >= h or abs(dx) >= w:
         return out
     ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
@@ -357,6 +375,9 @@ class SubjectTracker:
         self.first_people = 0       # people found in the frame the subject was chosen in
         self.chosen_at: Optional[tuple] = None  # the subject's centre there, input pixels
         self._mask_image: Optional[np.ndarray] = None
+        self.depth: dict[tuple, int] = {}  # (id, id) -> the id in front
+        self._previous: Optional[np.ndarray] = None  # the last frame's colours
+        self._moved = np.zeros((0, 0), np.int32)  # _motion's answer this frame
 
     # ---- public ------------------------------------------------------------------------
     def step(self, pha: np.ndarray, rgb: np.ndarray, cut: bool = False) -> np.ndarray:
@@ -372,6 +393,9 @@ class SubjectTracker:
         else:
             labels, refound = self._track(fg, edges, rgb, pha)
         self.labels = labels
+        self._previous = rgb
+        self.depth = {pair: front for pair, front in self.depth.items()
+                      if pair[0] in self.tracks and pair[1] in self.tracks}  # the forgotten
         keep = self._keep(labels, fg)
         subject_ids = {t.id for t in self.tracks.values() if t.subject}
         subject_pixels = int(np.isin(labels, list(subject_ids)).sum()) if subject_ids else 0
@@ -523,6 +547,11 @@ class SubjectTracker:
 
         live = [t for t in self.tracks.values() if t.hidden <= COAST_FRAMES]
         markers = self._seeds(live, fg, rgb)
+        # Pixels no seed holds that one track's motion clearly explains (``_motion``): that
+        # track's, before the watershed floods the rest (it flooded a shoe from the other
+        # person's shoe, white on white, in the walking-behind case).
+        followed = (markers == 0) & (self._moved > 0)
+        markers[followed] = self._moved[followed]
         labels = markers.copy()
         unseeded = fg & (markers == 0)
         if markers.any() and unseeded.any():
@@ -584,9 +613,9 @@ class SubjectTracker:
 
         - Where one prediction alone covers a pixel, it is that track's.
         - Where several overlap (one person in front of another), a colour decisively one
-          of theirs (``SEED_LIKELIHOOD``) decides; where it does not (skin, say), the one
-          seen whole is in front of those partly hidden (coasting: something is in front of
-          them) and takes the pixel.
+          of theirs (``SEED_LIKELIHOOD``) decides; where it does not (skin, say), the motion
+          (``_motion``); where neither does, the one in front (``_judge_depth``; not judged
+          yet: the one seen whole is in front of those partly hidden) takes the pixel.
         - Each track's own share, eroded by ``MARGIN`` (its prediction may be a little off),
           is its seed, less the pixels whose colour is clearly someone else's; the
           overlaps decided as above are seeds as they are.
@@ -597,9 +626,25 @@ class SubjectTracker:
         """
         shape = fg.shape
         markers = np.zeros(shape, np.int32)
+        self._moved = markers.copy()
         if not live:
             return markers
         predictions = {t.id: t.predicted() for t in live}
+        moved = self._moved = self._motion(live, fg, rgb, predictions)
+        # In front of everyone it overlaps, a track shows all of itself: its last frame's
+        # region moved by its matched displacement is its shape now (a template kept from
+        # before the overlap misses how its arms moved since).
+        # (Its template grown by ``DRIFT`` bounds it: else the pixels it took from someone
+        # re-emerging behind it, skin on skin, stayed its own frame after frame.)
+        for track in live:
+            if track.id not in self._shifts or not track.visible:
+                continue
+            overlapping = [o for o in live if o is not track
+                           and (predictions[o.id] & predictions[track.id]).any()]
+            if overlapping and not any(self._in_front(o, track) for o in overlapping):
+                moved_region = shifted(self.labels == track.id, *self._shifts[track.id])
+                predictions[track.id] = moved_region & (
+                    _grown(predictions[track.id], DRIFT) | (moved == track.id))
         cover = np.zeros(shape, np.int32)
         for prediction in predictions.values():
             cover += prediction
@@ -620,14 +665,17 @@ class SubjectTracker:
                 best = np.asarray([t.id for t in rivals], np.int32)[scores.argmax(axis=0)]
                 decided = contested & (order[-1] > 0) & (order[-1] * SEED_LIKELIHOOD >= order[-2])
                 settled_share[decided] = best[decided]
-            front = np.zeros(shape, np.int32)
-            fronts = np.zeros(shape, np.int32)
+            self._judge_depth(live, predictions, settled_share, fg)
+            undecided = contested & ~decided
+            by_motion = undecided & (moved > 0)
+            settled_share[by_motion] = moved[by_motion]
+            undecided &= ~by_motion
             for track in live:
-                if track.hidden == 0:
-                    front[predictions[track.id]] = track.id
-                    fronts += predictions[track.id]
-            undecided = contested & ~decided & (fronts == 1)
-            settled_share[undecided] = front[undecided]
+                mine = undecided & predictions[track.id]
+                for other in live:
+                    if other is not track and not self._in_front(track, other):
+                        mine &= ~predictions[other.id]
+                settled_share[mine] = track.id
         decided = (settled_share > 0) & fg  # first: the overlaps were decided already
         markers[decided] = settled_share[decided]
         # Where each track may be: its prediction, grown by how far off a prediction may be
@@ -650,6 +698,110 @@ class SubjectTracker:
                     likely[track.id] > 0) & (markers == 0)
             markers[seed & (markers == 0)] = track.id
         return markers
+
+    def _motion(self, live, fg, rgb, predictions) -> np.ndarray:
+        """Which track each person pixel moved with (track id; 0: no one clearly): each
+        track seen in the last frame is matched to this one (its pixels there, shifted by
+        each displacement within ``MOTION_SEARCH`` of its velocity: the one whose colours
+        differ least); a pixel is the track's whose shifted last frame explains its colour
+        (the absolute difference, summed over the channels, averaged over 3x3) better by
+        ``MOTION_MARGIN`` than every other track's, where that track was last frame."""
+        out = np.zeros(fg.shape, np.int32)
+        self._shifts = {}
+        if self._previous is None or self.labels is None or len(live) < 2:
+            return out
+        ndi = _ndi()
+        current = rgb.astype(np.int16)
+        previous = self._previous.astype(np.int16)
+        residuals = []
+        for track in live:
+            region = self.labels == track.id
+            if not region.any():
+                continue
+            ys, xs = np.nonzero(region)
+            ys, xs = ys[::4], xs[::4]  # a quarter of its pixels is enough to match
+            h, w = fg.shape
+            best, best_cost = None, np.inf
+            vy, vx = (int(round(v)) for v in track.velocity)
+            for dy in range(vy - MOTION_SEARCH, vy + MOTION_SEARCH + 1):
+                for dx in range(vx - MOTION_SEARCH, vx + MOTION_SEARCH + 1):
+                    ty, tx = ys + dy, xs + dx
+                    inside = (ty >= 0) & (ty < h) & (tx >= 0) & (tx < w)
+                    if inside.sum() < 0.5 * len(ys):
+                        continue
+                    diff = np.abs(current[ty[inside], tx[inside]]
+                                  - previous[ys[inside], xs[inside]]).sum(axis=1)
+                    cost = float(np.minimum(diff, 90).mean())
+                    if cost < best_cost:
+                        best, best_cost = (dy, dx), cost
+            if best is None:
+                continue
+            support = shifted(region, *best) & fg
+            residual = np.full(fg.shape, np.inf, np.float32)
+            if support.any():
+                # Only around its pixels (one more each side for the 3x3 mean): a fraction
+                # of the frame, per track.
+                rows, cols = bounding_box(support, pad=1)
+                rows, cols = slice(rows.start, min(h, rows.stop)), slice(cols.start, min(w, cols.stop))
+                source_y = np.clip(np.arange(rows.start, rows.stop) - best[0], 0, h - 1)
+                source_x = np.clip(np.arange(cols.start, cols.stop) - best[1], 0, w - 1)
+                before = previous[source_y[:, None], source_x[None, :]]
+                difference = np.abs(current[rows, cols] - before).sum(axis=2).astype(np.float32)
+                residual[rows, cols] = np.where(support[rows, cols],
+                                                ndi.uniform_filter(difference, 3), np.inf)
+            residuals.append((track.id, residual))
+            self._shifts[track.id] = best
+        if len(residuals) < 2:
+            return out
+        stack = np.stack([r for _, r in residuals])
+        order = np.sort(stack, axis=0)
+        ids = np.asarray([tid for tid, _ in residuals], np.int32)
+        best = ids[stack.argmin(axis=0)]
+        with np.errstate(invalid="ignore"):  # inf - inf where no track reaches
+            clear = np.isfinite(order[0]) & (order[1] - order[0] >= MOTION_MARGIN) & fg
+        # Where only one track's motion reaches, not where someone else's old shape says they
+        # may be coming back out from behind (that part was hidden last frame, so its motion
+        # cannot reach it: it lost a re-emerging head to the one in front).
+        # The subject, besides, claims by its motion alone only near its own old shape (a
+        # frame's move and twice the margin): a bystander's white shoe moving less than its
+        # width kept explaining itself as the subject's, frame after frame. (Bounding every
+        # track so lost a half-hidden bystander whose prediction had drifted, to the subject.)
+        lone = ~np.isfinite(order[1])
+        for track in live:
+            if track.id not in predictions:
+                continue
+            prediction = predictions[track.id]
+            clear &= ~(lone & prediction & (best != track.id))
+            if track.subject:
+                reach = 4 * MARGIN + int(math.ceil(math.hypot(*track.velocity)))
+                clear &= ~(lone & (best == track.id) & ~_grown(prediction, reach))
+        out[clear] = best[clear]
+        return out
+
+    def _judge_depth(self, live, predictions, by_colour, fg) -> None:
+        """Who is in front, for each pair of tracks whose predictions overlap: the one whose
+        colours (decisively its own) show in the overlap more than ``DEPTH_MARGIN`` times
+        as often as the other's, once ``DEPTH_EVIDENCE`` of the overlap shows either. Kept
+        until the evidence says otherwise."""
+        for i, a in enumerate(live):
+            for b in live[i + 1:]:
+                both = predictions[a.id] & predictions[b.id] & fg
+                overlap = int(both.sum())
+                if not overlap:
+                    continue
+                shown = by_colour[both]
+                va, vb = int((shown == a.id).sum()), int((shown == b.id).sum())
+                if va + vb >= max(8, DEPTH_EVIDENCE * overlap) and \
+                        max(va, vb) >= DEPTH_MARGIN * min(va, vb):
+                    self.depth[(min(a.id, b.id), max(a.id, b.id))] = a.id if va > vb else b.id
+
+    def _in_front(self, track: Track, other: Track) -> bool:
+        """``track`` in front of ``other``: by the depth judged from colours, else the one
+        seen whole is in front of one partly hidden."""
+        front = self.depth.get((min(track.id, other.id), max(track.id, other.id)))
+        if front is not None:
+            return front == track.id
+        return track.hidden == 0 and other.hidden > 0
 
     def _merged_groups(self, labels: Optional[np.ndarray]) -> dict[int, int]:
         """track id -> the component it shared with another track in ``labels`` (else absent)."""
@@ -763,7 +915,17 @@ class SubjectTracker:
             whole[track.id] = track.visible > 0 and (alone or abs(ratio - 1) <= WHOLE)
             if track.visible:
                 track.last_seen = self.frame
-                track.area += AREA_RATE * (track.visible - track.area)
+                # Alone, what it shows is its area now (one coming into the frame grows
+                # fast: an average would lag, and it would not look whole when it first
+                # touches someone).
+                # Partly hidden, it keeps its usual area: a hidden subject's area shrinking
+                # with what shows made half of it look whole, and that half its template.
+                # (A lasting growth becomes usual: someone stepping nearer while touching
+                # another, never whole again, coasted out and lost its pixels.)
+                if alone:
+                    track.area = float(track.visible)
+                elif whole[track.id] or track.visible > track.area:
+                    track.area += AREA_RATE * (track.visible - track.area)
         for track in list(self.tracks.values()):
             region = regions[track.id]
             neighbours = [other for other in self.tracks.values() if other is not track

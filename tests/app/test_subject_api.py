@@ -33,6 +33,46 @@ def _alpha_frames(path):
                 for f in container.decode(video=0)]
 
 
+def _pictures(folder):
+    """A PNG sequence's frames as float alpha (H, W), in order."""
+    return [np.asarray(Image.open(path).convert("L")).astype(np.float32) / 255
+            for path in sorted(folder.iterdir())]
+
+
+def _only_the_subject(alphas, frames):
+    """The bystanders (two at the left, one at the right) exactly zero, the subject's chest
+    kept, in every frame of a lossless (PNG) alpha."""
+    assert len(alphas) == frames
+    for alpha in alphas:
+        assert alpha[:, :60].max() == 0 and alpha[:, 290:].max() == 0
+        assert alpha[100:, 150:185].mean() > 0.9
+
+
+@pytest.fixture(scope="module")
+def pictures(four, tmp_path_factory):
+    """``four`` as a PNG sequence (a folder of 00000.png ...)."""
+    folder = tmp_path_factory.mktemp("pictures")
+    with av.open(str(four)) as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            frame.to_image().save(folder / f"{i:05d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def plain_pictures(pictures, tmp_path_factory, _official_network_once):
+    """Plain RVM's alpha of ``pictures``: the bystanders are there without a subject."""
+    import copy
+
+    from nvpipe import convert_video
+
+    out = tmp_path_factory.mktemp("plain") / "alpha"
+    convert_video(copy.deepcopy(_official_network_once), input_source=str(pictures),
+                  output_type="png_sequence", output_alpha=str(out), progress=False)
+    alphas = _pictures(out)
+    assert all(a[:, :60].max() > 0.9 and a[:, 290:].max() > 0.9 for a in alphas)
+    return alphas
+
+
 def _cli(*args, stdin=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "nvpipe.app.cli", *map(str, args)],
                           capture_output=True, text=True if stdin is None else False,
@@ -140,3 +180,42 @@ def test_stream_input_with_a_subject(four, tmp_path, weights_env):
     assert "subject: the largest person" in stderr
     alphas = _alpha_frames(tmp_path / "a.mkv")
     assert len(alphas) == 4 and all(a[:, :60].max() < 0.05 for a in alphas)
+
+
+def test_picture_sequence_cli_subject_point(pictures, plain_pictures, tmp_path, weights_env):
+    """``%05d.png`` in, PNG alpha out, ``--subject X,Y``: the bystanders RVM mattes (see
+    ``plain_pictures``) are exactly zero."""
+    done = _cli("run", pictures / "%05d.png", tmp_path / "alpha" / "%05d.png", "--type",
+                "alpha", "--codec", "png", "--subject", f"{SUBJECT[0]},{SUBJECT[1]}")
+    assert done.returncode == 0, done.stderr
+    assert f"subject: the person at {SUBJECT[0]},{SUBJECT[1]}" in done.stderr
+    _only_the_subject(_pictures(tmp_path / "alpha"), len(plain_pictures))
+
+
+def test_picture_sequence_convert_video_subject_point(pictures, plain_pictures, tmp_path,
+                                                      official_network):
+    from nvpipe import convert_video
+
+    result = convert_video(official_network, input_source=str(pictures),
+                           output_type="png_sequence", output_alpha=str(tmp_path / "alpha"),
+                           subject=SUBJECT, progress=False)
+    assert result.subject is not None and result.subject.lost_frames == 0
+    kept = _pictures(tmp_path / "alpha")
+    _only_the_subject(kept, len(plain_pictures))
+    for alpha, plain in zip(kept, plain_pictures):  # where it keeps, plain RVM's matte
+        where = alpha > 0
+        assert np.array_equal(alpha[where], plain[where])
+
+
+def test_stream_on_stdin_subject_point(four, plain_pictures, tmp_path, weights_env):
+    """MPEG-TS on standard input (a stream: no length, no seeking), ``--subject X,Y``,
+    PNG alpha out: the bystanders exactly zero, the subject kept."""
+    ts = make_clip(four, tmp_path / "four.ts", frames=4, timed=True)
+    with open(ts, "rb") as stdin:
+        done = _cli("run", "-", tmp_path / "alpha" / "%05d.png", "--type", "alpha", "--codec",
+                    "png", "--input-format", "mpegts", "--subject",
+                    f"{SUBJECT[0]},{SUBJECT[1]}", stdin=stdin)
+    stderr = done.stderr.decode()
+    assert done.returncode == 0, stderr
+    assert f"subject: the person at {SUBJECT[0]},{SUBJECT[1]}" in stderr
+    _only_the_subject(_pictures(tmp_path / "alpha"), 4)

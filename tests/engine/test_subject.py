@@ -171,9 +171,10 @@ def crossing_scene(subject_in_front: bool):
 # The deepest frames of an overlap (one head over the other, skin on skin: no colour edge
 # between them) leak a few percent; everywhere else, and after, the measure holds.
 DEEPEST_OVERLAP_LIMIT = 0.05
-WHY_DEEPEST = ("at the deepest 2-3 frames of the overlap the front head's top (skin on skin, "
-               "no colour edge, too thin to keep a seed) floods from the other head: 2.1-4.1% "
-               "of the subject's (half) mass lands on the other's side, over the 2% limit")
+WHY_DEEPEST = ("crossing behind a bystander, at the deepest frame of the overlap the heads meet "
+               "(skin on skin: no colour edge, the same motion within a pixel): 2.1% of the "
+               "subject's (half) mass lands on the other's side, and where the subject comes "
+               "back out from behind it keeps 94.4% of its mass in one frame, under 95%")
 
 
 @pytest.mark.parametrize("scene, name", [
@@ -193,11 +194,11 @@ def test_overlaps_keep_the_subject(scene, name):
     assert sum(r[0] > OTHERS_LIMIT for r in results) <= 3
 
 
-@pytest.mark.xfail(strict=True, reason=WHY_DEEPEST)
 @pytest.mark.parametrize("scene, name", [
     (occluded_scene, "occluded by a bystander passing in front"),
     (lambda: crossing_scene(True), "crossing in front"),
-    (lambda: crossing_scene(False), "crossing behind")])
+    pytest.param(lambda: crossing_scene(False), "crossing behind",
+                 marks=pytest.mark.xfail(strict=True, reason=WHY_DEEPEST))])
 def test_overlaps_every_frame(scene, name):
     scenes = scene()
     _, results = run_scene(scenes, SubjectSpec(points=(point_on(scenes[0][0]),)), {0})
