@@ -49,8 +49,8 @@ def split_concatenated_convolutions(model):
     import onnx
     from onnx import helper, numpy_helper, shape_inference
 
-    # Shapes read from an inferred copy; the model itself keeps its own (its dynamic axes
-    # share names across sizes, which inferred shapes would make ORT's planner trust).
+    # Shapes read from an inferred copy; the model itself keeps its own (where dynamic axes
+    # share a name across different sizes, ORT's memory planner trusts inferred shapes).
     channels = _channels(shape_inference.infer_shapes(model).graph)
     copy = type(model)()
     copy.CopyFrom(model)
@@ -61,13 +61,15 @@ def split_concatenated_convolutions(model):
     for node in graph.node:
         for name in node.input:
             consumers[name] = consumers.get(name, 0) + 1
-    producer = {name: node for node in graph.node for name in node.output}
-    replaced: dict[int, list] = {}  # id of the original Conv -> its replacement nodes
-    dropped: set[int] = set()
-    for conv in graph.node:
+    nodes_in = list(graph.node)  # nodes by index (protobuf wrappers' ids are not stable)
+    producer = {name: index for index, node in enumerate(nodes_in) for name in node.output}
+    replaced: dict[int, list] = {}  # index of the original Conv -> its replacement nodes
+    dropped: set[int] = set()  # indices of the concatenations it no longer needs
+    for index, conv in enumerate(nodes_in):
         if conv.op_type != "Conv" or conv.input[1] not in weights:
             continue
-        concat = producer.get(conv.input[0])
+        concat_index = producer.get(conv.input[0])
+        concat = nodes_in[concat_index] if concat_index is not None else None
         attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
         if (concat is None or concat.op_type != "Concat" or consumers[concat.output[0]] != 1
                 or attributes.get("group", 1) != 1
@@ -94,14 +96,15 @@ def split_concatenated_convolutions(model):
                                               name=f"{conv.name}.sum{k}"))
                 output = summed
             total = output
-        replaced[id(conv)] = nodes
-        dropped.add(id(concat))
+        replaced[index] = nodes
+        dropped.add(concat_index)
     kept = []
-    for node in graph.node:
-        if id(node) in replaced:
-            kept.extend(replaced[id(node)])
-        elif id(node) not in dropped:
-            kept.append(node)
+    for index, node in enumerate(nodes_in):
+        if index in replaced:
+            kept.extend(replaced[index])
+        elif index not in dropped:
+            kept.append(onnx.NodeProto())
+            kept[-1].CopyFrom(node)  # detached: the field it came from is cleared next
     del graph.node[:]
     graph.node.extend(kept)
     # Unused initializers (the unsplit weights) dropped: ORT warns about each otherwise.
