@@ -714,7 +714,7 @@ class SubjectTracker:
         current = rgb.astype(np.int16)
         previous = self._previous.astype(np.int16)
         h, w = fg.shape
-        current_flat = current.reshape(h * w, 3)  # one flat gather per displacement
+        current_flat = current.reshape(h * w, 3)  # gathered by flat index below
         residuals = []
         for track in live:
             region = self.labels == track.id
