@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 
 from nvpipe.engine.matting._common import recurrent_state_shapes
-from nvpipe.engine.matting.ort import OrtMatting, coefficients_model
+from nvpipe.engine.matting.ort import OrtMatting
 
 INPUTS = ("src_sm", "r1i", "r2i", "r3i", "r4i")
 
@@ -73,20 +72,13 @@ class OpenVinoMatting(OrtMatting):
 
     name = "openvino"
 
-    def __init__(self, network: torch.nn.Module, downsample_ratio: Optional[float] = None,
-                 threads: Optional[int] = None,
-                 coefficient_format: torch.memory_format = torch.contiguous_format,
-                 model: Optional[Path | str] = None):
+    def _open(self, path: Path | str, threads: Optional[int]) -> None:
+        """Compiled lazily, per input size (``_run``)."""
         from nvpipe.platform.threads import budget
 
-        self.variant = getattr(network, "variant", "mobilenetv3")
-        use_refiner = downsample_ratio is None or float(downsample_ratio) != 1
-        self.path = model or coefficients_model(network, use_refiner)
+        self.path = path
         self.threads = threads if threads is not None else budget().network
-        self.coefficient_format = coefficient_format
         self._compiled: dict[tuple[int, int], object] = {}
-        self._states = None
-        self._fresh = True
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         height, width = feeds["src_sm"].shape[-2:]

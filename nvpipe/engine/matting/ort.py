@@ -98,10 +98,15 @@ class OrtMatting:
         self.variant = getattr(network, "variant", "mobilenetv3")
         use_refiner = downsample_ratio is None or float(downsample_ratio) != 1
         # model: another file of the same interface (bench/cpu_fidelity.py's int8 one)
-        self.session = session_for(model or coefficients_model(network, use_refiner), threads)
+        self._open(model or coefficients_model(network, use_refiner), threads)
         self.coefficient_format = coefficient_format
         self._states: Optional[list[np.ndarray]] = None
         self._fresh = True
+
+    def _open(self, path: Path | str, threads: Optional[int]) -> None:
+        """Loads the file into the runtime (another engine of the same file overrides this
+        and ``_run``)."""
+        self.session = session_for(path, threads)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """One frame through the file: ``coeff_a, coeff_b, r1o..r4o``."""
