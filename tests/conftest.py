@@ -191,6 +191,13 @@ def make_clip(source: Path, path: Path, *, frames: int, size=None, start: int = 
     return path
 
 
+def footage_clip(tmp_path_factory, footage: str, name: str, **clip) -> Path:
+    """``make_clip`` of ``../shared/footage/<footage>`` into a fresh folder as ``name``, for
+    module-scoped fixtures (which cannot use ``footage``); skips where the footage is absent."""
+    source = _shared_path(f"footage/{footage}")
+    return make_clip(source, tmp_path_factory.mktemp(Path(name).stem) / name, **clip)
+
+
 @pytest.fixture(scope="session")
 def small_clip(tmp_path_factory):
     """8 frames of real footage (person_fullbody) at 144x256, H.264 at high quality, 24 fps."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_clip
+from conftest import footage_clip, make_clip
 from nvpipe.app.preview import (HEADER, THUMB_WIDTH, WARMUP_FRAMES, make_preview,
                                 sample_frames)
 
@@ -24,13 +24,8 @@ def test_sample_frames_spread_after_the_warm_up():
 
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory):
-    from conftest import SHARED
-
-    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
-    if not source.exists():
-        pytest.skip(f"{source} is absent")
-    return make_clip(source, tmp_path_factory.mktemp("preview") / "long.mp4", frames=48,
-                     size=(72, 128), timed=True)
+    return footage_clip(tmp_path_factory, "person_fullbody_360x640.mp4", "long.mp4", frames=48,
+                        size=(72, 128), timed=True)
 
 
 def test_preview_runs_a_few_frames_not_the_clip(long_clip, tmp_path, official_network,

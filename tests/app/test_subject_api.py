@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_clip
+from conftest import footage_clip, make_clip
 
 # four_people at 320x180: the plaid shirt (the subject) is second from the right; in the
 # input's pixels of this size his chest is at about (166, 125).
@@ -18,13 +18,8 @@ SUBJECT = (166, 125)
 
 @pytest.fixture(scope="module")
 def four(tmp_path_factory):
-    from conftest import SHARED
-
-    source = SHARED / "footage" / "four_people_1080p.mp4"
-    if not source.exists():
-        pytest.skip(f"{source} is absent")
-    return make_clip(source, tmp_path_factory.mktemp("four") / "four.mp4", frames=6,
-                     size=(320, 180), timed=True)
+    return footage_clip(tmp_path_factory, "four_people_1080p.mp4", "four.mp4", frames=6,
+                        size=(320, 180), timed=True)
 
 
 def _alpha_frames(path):

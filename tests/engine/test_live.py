@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLIP_FRAMES, count_frames, load_bench_script, make_clip
+from conftest import CLIP_FRAMES, count_frames, footage_clip, load_bench_script
 
 from nvpipe.engine.pacing import (FILE_PACING, LIVE_PACING, LatencyLog, LatestFrames,
                                   RecordBuffer, choose_pacing)
@@ -160,13 +160,8 @@ class _Sender(threading.Thread):
 @pytest.fixture(scope="module")
 def live_clip(tmp_path_factory):
     """2 s of real footage (48 frames at 24 fps) at 144x256: a live stream's content."""
-    from conftest import SHARED
-
-    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
-    if not source.exists():
-        pytest.skip(f"{source} is absent")
-    return make_clip(source, tmp_path_factory.mktemp("live") / "person.mp4", frames=48,
-                     size=(144, 256), timed=True)
+    return footage_clip(tmp_path_factory, "person_fullbody_360x640.mp4", "person.mp4",
+                        frames=48, size=(144, 256), timed=True)
 
 
 # -- pipes --------------------------------------------------------------------------------
