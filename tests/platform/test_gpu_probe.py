@@ -115,7 +115,7 @@ def test_every_missing_piece_in_one_line(monkeypatch):
 
 def test_ready_when_everything_is_there(monkeypatch, working_pynvvideocodec):
     _pretend_cuda(monkeypatch, available=True)
-    monkeypatch.setattr(gpu, "_triton_problem", lambda: None)
+    monkeypatch.setattr(gpu, "_triton_problem", lambda probe_driver=True: None)
     gpu.check_cuda_ready()  # no exception
 
 
