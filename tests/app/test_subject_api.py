@@ -177,11 +177,14 @@ def test_stream_input_with_a_subject(four, tmp_path, weights_env):
     assert len(alphas) == 4 and all(a[:, :60].max() < 0.05 for a in alphas)
 
 
-def test_picture_sequence_cli_subject_point(pictures, plain_pictures, tmp_path, weights_env):
-    """``%05d.png`` in, PNG alpha out, ``--subject X,Y``: the bystanders RVM mattes (see
-    ``plain_pictures``) are exactly zero."""
+def test_picture_sequence_cli_subject_point(pictures, plain_pictures, tmp_path, weights_env,
+                                           pipeline_device):
+    """``%05d.png`` in, PNG alpha out, ``--subject X,Y``, on each device (CUDA: FP16, the
+    low-resolution alpha copied to the host for the tracker and the keep mask back): the
+    bystanders RVM mattes (see ``plain_pictures``) are exactly zero."""
     done = _cli("run", pictures / "%05d.png", tmp_path / "alpha" / "%05d.png", "--type",
-                "alpha", "--codec", "png", "--subject", f"{SUBJECT[0]},{SUBJECT[1]}")
+                "alpha", "--codec", "png", "--subject", f"{SUBJECT[0]},{SUBJECT[1]}",
+                "--device", pipeline_device)
     assert done.returncode == 0, done.stderr
     assert f"subject: the person at {SUBJECT[0]},{SUBJECT[1]}" in done.stderr
     _only_the_subject(_pictures(tmp_path / "alpha"), len(plain_pictures))
