@@ -14,6 +14,9 @@ Steps, most decisive first (gpu_session.sh runs them in this order, each under a
             and busy CPU cores, both sizes; GPU memory at 4K
   x264      the CPU encoder's ceilings per preset at 1080p and 4K, with the thread count
   fidelity  FP16 (graphs) vs FP32 alpha per frame on the real 1080p clip
+  subject   --subject's cost per frame on CUDA (SubjectSelector whole and in parts: pack,
+            copy to the host, tracker, upload) and cupyx.scipy.ndimage.label + copy vs
+            scipy.ndimage.label, on the network's alpha of the 1080p clip at 512x288
 
 A step writes its JSON as it goes (a timeout keeps what was measured) and prints one line
 per result. Without a GPU a GPU step writes ``{"error": "<one-line reason>"}`` and exits 2.
@@ -420,7 +423,7 @@ def step_x264(results: Results, args) -> None:
 
     _, crf = DEFAULT_QUALITY["h264"]
     results.put("cpu", {"cores": os.cpu_count(), "nvpipe threads (GPU path)": encoder_threads(False) or "auto (0)"})
-    frames_per = int(os.environ.get("X264_FRAMES", "90"))
+    frames_per = int(os.environ.get("X264_FRAMES", "60"))  # 4 presets x 2 sizes
     for size, (width, height, _) in SIZES.items():
         path = clip_path(Path(args.clips), size)
         if not path.exists():
@@ -495,9 +498,196 @@ def step_fidelity(results: Results, args) -> None:
                             "met": max(mad) < 1e-3})
 
 
+SUBJECT_FRAMES = int(os.environ.get("SUBJECT_FRAMES", "40"))  # the first SUBJECT_WARMUP untimed
+SUBJECT_WARMUP = 8  # CuPy compiles its labelling kernels on the first call; the tracker's
+                    # first frame (choosing the subject) is not a steady frame either
+SUBJECT_PARTS = ("selector", "pack", "copy", "tracker", "upload", "device label", "host label")
+
+
+def device_labeller():
+    """``(label, None)``: ``label(fg)`` (a CUDA torch tensor, nonzero = foreground) ->
+    ``(labels, count)``, ``cupyx.scipy.ndimage.label`` with the tracker's structure (8-connected)
+    on the device and its int32 labels copied to the host; ``(None, why)`` where CuPy is
+    unusable."""
+    try:
+        import cupy
+        from cupyx.scipy import ndimage as cupy_ndimage
+    except Exception as error:  # noqa: BLE001 - ImportError, or CUDA libraries missing
+        return None, one_line(error)
+    from nvpipe.engine.subject import EIGHT
+
+    def label(fg):
+        # EIGHT stays a NumPy array: CuPy reads the structure on the host (a CuPy one would
+        # be copied back on every call). The count comes back to the host inside label().
+        labels, count = cupy_ndimage.label(cupy.from_dlpack(fg.to(torch.uint8)), structure=EIGHT)
+        return cupy.asnumpy(labels), int(count)
+
+    return label, None
+
+
+def subject_costs(frames, spec, input_size: tuple[int, int], *, warmup: int = SUBJECT_WARMUP,
+                  synchronize: Callable[[], None] = torch.cuda.synchronize,
+                  device_label: Optional[Callable] = None,
+                  progress: Optional[Callable[[dict], None]] = None) -> dict:
+    """ms per frame of ``SubjectSelector`` on ``frames`` (``(coeff_a, coeff_b, src_sm)`` as the
+    runner hands them over) and of its parts, medians over the frames after ``warmup``.
+
+    Two selectors see every frame: one called whole (``selector``), one taken through
+    ``SubjectSelector.__call__``'s body step by step: ``pack`` (the low-resolution alpha and
+    colours as bytes, on the device), ``copy`` (``.cpu()``, its synchronisation), ``tracker``
+    (``SubjectTracker.step`` on the host), ``upload`` (the keep mask to the device and the
+    multiplies). Their coefficients must come out equal (``parts_match_whole``): the parts are
+    then what the whole call does. Labelling the tracker's foreground (``pha > FOREGROUND``
+    on the same bytes, 8-connected): ``host label`` (``scipy.ndimage.label``), ``device label``
+    (``device_label``: CuPy on the device, the labels copied back), with whether the component
+    counts and sizes agree. Every interval is closed by ``synchronize()``."""
+    import numpy as np
+    import torch.nn.functional as F
+    from scipy import ndimage
+
+    from nvpipe.engine.subject import EIGHT, FOREGROUND, SubjectSelector
+
+    whole, parts = SubjectSelector(spec, input_size), SubjectSelector(spec, input_size)
+    times: dict[str, list[float]] = {name: [] for name in SUBJECT_PARTS}
+    checks = {"frames": 0, "parts_match_whole": 0, "counts_agree": 0, "sizes_agree": 0,
+              "foreground_agrees": 0, "components": []}
+
+    def clock() -> float:
+        synchronize()
+        return time.perf_counter()
+
+    for index, (coeff_a, coeff_b, src_sm) in enumerate(frames):
+        row: dict[str, float] = {}
+        a1, b1 = coeff_a.clone(), coeff_b.clone()
+        started = clock()
+        whole(a1, b1, src_sm)
+        row["selector"] = clock() - started
+
+        a2, b2 = coeff_a.clone(), coeff_b.clone()
+        started = clock()
+        pha = parts.low_resolution_alpha(a2, b2, src_sm)
+        packed_device = torch.cat([pha[None], src_sm.float().clamp(0, 1)]).mul_(255).round_() \
+            .to(torch.uint8)
+        row["pack"] = clock() - started
+        started = time.perf_counter()
+        packed = packed_device.cpu().numpy()  # .cpu() waits for the copy
+        row["copy"] = clock() - started
+        started = time.perf_counter()
+        keep = parts.tracker.step(packed[0].astype(np.float32) / 255.0,
+                                  np.ascontiguousarray(packed[1:].transpose(1, 2, 0)))
+        row["tracker"] = time.perf_counter() - started
+        started = clock()
+        mask = torch.from_numpy(keep).to(b2.device, non_blocking=True)
+        if mask.shape != b2.shape[-2:]:
+            mask = F.interpolate(mask[None, None].float(), size=tuple(b2.shape[-2:]),
+                                 mode="nearest")[0, 0] > 0
+        scale = mask.to(b2.dtype)
+        a2[3].mul_(scale)
+        b2[3].mul_(scale)
+        row["upload"] = clock() - started
+
+        # The tracker's threshold (step(): pha > FOREGROUND) on the same bytes, on each side.
+        started = time.perf_counter()
+        host_fg = packed[0].astype(np.float32) / 255.0 > FOREGROUND
+        host_labels, host_count = ndimage.label(host_fg, structure=EIGHT)
+        row["host label"] = time.perf_counter() - started
+        if device_label is not None:
+            started = clock()
+            device_labels, device_count = device_label(packed_device[0].float().div_(255) > FOREGROUND)
+            row["device label"] = clock() - started
+            checks["counts_agree"] += device_count == host_count
+            checks["sizes_agree"] += bool(np.array_equal(
+                np.sort(np.bincount(device_labels.ravel(), minlength=device_count + 1)[1:]),
+                np.sort(np.bincount(host_labels.ravel(), minlength=host_count + 1)[1:])))
+            checks["foreground_agrees"] += bool(np.array_equal(device_labels > 0, host_fg))
+        checks["frames"] += 1
+        checks["parts_match_whole"] += bool(torch.equal(a1, a2) and torch.equal(b1, b2))
+        checks["components"].append(int(host_count))
+        if index >= warmup:
+            for name, seconds in row.items():
+                times[name].append(seconds * 1000)
+        if progress is not None and (index + 1) % 10 == 0:
+            progress(_subject_summary(times, checks, whole))
+    return _subject_summary(times, checks, whole)
+
+
+def _subject_summary(times: dict, checks: dict, selector) -> dict:
+    summary: dict = {"timed_frames": len(times["selector"])}
+    for name, values in times.items():
+        if values:
+            summary[f"{name} ms"] = round(statistics.median(values), 3)
+            summary[f"{name} ms p90"] = round(sorted(values)[int(0.9 * (len(values) - 1))], 3)
+    components = checks["components"]
+    summary.update({key: value for key, value in checks.items() if key != "components"})
+    summary["components median"] = statistics.median(components) if components else None
+    summary["decided"] = selector.describe()
+    summary["lost frames"] = selector.tracker.lost_frames
+    return summary
+
+
+def subject_line(summary: dict) -> str:
+    """The step's one KEY line: the whole call, its parts, the two labellings."""
+    def ms(name):
+        value = summary.get(f"{name} ms")
+        return "?" if value is None else f"{value:.2f}"
+
+    line = (f"selector {ms('selector')} ms/frame (pack {ms('pack')}, copy {ms('copy')}, "
+            f"tracker {ms('tracker')}, upload {ms('upload')}); parts match whole "
+            f"{summary['parts_match_whole']}/{summary['frames']}; ")
+    if "device label ms" in summary:
+        line += (f"cupy label+copy {ms('device label')} vs scipy label {ms('host label')} ms; "
+                 f"counts agree {summary['counts_agree']}/{summary['frames']}")
+    else:
+        line += f"scipy label {ms('host label')} ms (cupy not measured)"
+    return line + f"; {summary['timed_frames']} frames timed"
+
+
+def step_subject(results: Results, args, device: str = "cuda", dtype=torch.float16,
+                 count: int = SUBJECT_FRAMES) -> None:
+    """--subject on CUDA (issue 20): the selector per frame and its parts, CuPy's labelling
+    against SciPy's, on the network's (FP16, graphs) real coefficients of the 1080p clip at
+    its automatic ratio (network input 512x288), the plaid shirt kept (bench/subject.py).
+    ``device``/``dtype``/``count``: a test runs the same on the CPU (float32, a few frames)."""
+    import rvm
+    from nvpipe.engine.convert import downsample
+    from nvpipe.engine.matting import MattingStage
+    from nvpipe.job import auto_ratio, subject_spec
+    from subject import FOUR_SUBJECT  # bench/subject.py's subject on this clip
+
+    label, why = device_labeller() if device == "cuda" else (None, f"not on {device}")
+    results.put("cupy", "cupyx.scipy.ndimage.label" if label is not None
+                else f"skipped: CuPy does not import here ({why})" if device == "cuda"
+                else f"skipped ({why})")
+    path = Path(args.shared) / "footage/four_people_1080p.mp4"
+    frames = real_frames(path, count, device)
+    height, width = frames[0].shape[-2:]
+    ratio = auto_ratio(width, height)
+    stage = MattingStage(rvm.load(args.weights, device=device, dtype=dtype), ratio=ratio,
+                         device=device, dtype=dtype, engine="torch")  # engine: the CPU's only
+    results.put("input", {"clip": path.name, "size": [width, height], "ratio": ratio,
+                          "network input": list(downsample(frames[0], ratio).shape[-2:])[::-1],
+                          "frames": len(frames), "warm-up": SUBJECT_WARMUP, "device": device,
+                          "dtype": str(dtype), "subject": list(FOUR_SUBJECT),
+                          "engine": stage.engine})
+
+    def coefficients():
+        for src in frames:
+            typed = src.to(dtype)
+            small = downsample(typed, ratio)
+            coeff_a, coeff_b = stage(small[None], [typed])
+            yield coeff_a[0], coeff_b[0], small
+
+    with torch.inference_mode():
+        summary = subject_costs(coefficients(), subject_spec(FOUR_SUBJECT), (width, height),
+                                synchronize=torch.cuda.synchronize if device == "cuda"
+                                else lambda: None, device_label=label,
+                                progress=lambda partial: results.put("summary", partial))
+    results.put("summary", summary)
+    results.put("subject", subject_line(summary))
+
 STEPS = {"context": step_context, "nvdec": step_nvdec, "clips": step_clips,
          "network": step_network, "decode": step_decode, "end_to_end": step_end_to_end,
-         "x264": step_x264, "fidelity": step_fidelity}
+         "x264": step_x264, "fidelity": step_fidelity, "subject": step_subject}
 CPU_STEPS = ("clips", "x264")  # the rest need the GPU
 
 

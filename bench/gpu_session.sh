@@ -35,7 +35,10 @@
 #   end_to_end   null sink and CPU-encoded, NVML utilisation, busy cores; memory at 4K
 #   x264         libx264 ceilings per preset at 1080p and 4K, with the thread count
 #   fidelity     FP16 (graphs) vs true FP32 (TF32 off) alpha per frame
-#   pipeline-tests  the CUDA cases of the tests that run on every device (conftest.DEVICES)
+#   pipeline-tests  the CUDA cases of the tests that run on every device (conftest.DEVICES),
+#                and the subject selector's on CUDA against the CPU's
+#   subject      --subject per frame on CUDA: SubjectSelector whole and in parts (pack, copy
+#                to the host, tracker, upload); CuPy's labelling + copy vs SciPy's (issue 20)
 # SKIP="clips x264" leaves steps out.
 set -u
 cd "$(dirname "$0")/.."
@@ -56,11 +59,14 @@ while [ $# -gt 0 ]; do
 done
 
 # name, budget in seconds, command. The budgets and PACK_SECONDS add up to at most 450 s.
+# subject's 20 s (issue 20) came from setup (35 -> 30: one wheel and a 3 MB archive), ctxleak
+# (20 -> 15: two runs of a 3 KB script), decode (35 -> 30) and x264 (20 -> 15, X264_FRAMES
+# 90 -> 60); a step also gets what the steps before it left unused.
 PACK_SECONDS=15  # every step's packing (about 0.2 s each) and the final summary
 PLAN=(
-    "setup          35 setup"
+    "setup          30 setup"
     "facts          10 facts"
-    "ctxleak        20 ctxleak"
+    "ctxleak        15 ctxleak"
     "context        20 checks context"
     "nvdec-race     25 cuda_tests nvdec-race tests/sources/test_nvdec.py::test_borrowed_frames_survive_a_slow_consumer"
     "context-tests  20 cuda_tests context-tests tests/platform/test_gpu_context.py tests/platform/test_gpu_probe.py"
@@ -68,11 +74,12 @@ PLAN=(
     "nvdec-tests    40 cuda_tests nvdec-tests tests/sources/test_nvdec.py tests/sinks/test_nvenc.py --deselect tests/sources/test_nvdec.py::test_borrowed_frames_survive_a_slow_consumer"
     "clips          30 checks clips"
     "network        55 checks network"
-    "decode         35 checks decode"
+    "decode         30 checks decode"
     "end_to_end     55 checks end_to_end"
-    "x264           20 checks x264"
+    "x264           15 checks x264"
     "fidelity       25 checks fidelity"
-    "pipeline-tests 20 cuda_tests pipeline-tests tests/engine/test_gpu_pipeline.py -k cuda"
+    "pipeline-tests 20 cuda_tests pipeline-tests tests/engine/test_gpu_pipeline.py tests/engine/test_subject.py::test_selector_on_cuda_matches_the_cpu -k cuda"
+    "subject        20 checks subject"
 )
 
 plan_total() {
@@ -220,7 +227,7 @@ export NVPIPE_SHARED=${NVPIPE_SHARED:-$CARRY/shared}
 export NVPIPE_WEIGHTS=${NVPIPE_WEIGHTS:-$NVPIPE_SHARED/weights/rvm_mobilenetv3_bnidentity.pth}
 export CLIPS=${CLIPS:-/tmp/nvpipe-clips}  # large: never under $WORK (it is packed)
 if [ "$DRY_RUN" = 1 ]; then  # a few frames: the plumbing, not the figures
-    export CLIP_FRAMES=${CLIP_FRAMES:-4} X264_FRAMES=${X264_FRAMES:-4} FIDELITY_FRAMES=${FIDELITY_FRAMES:-2}
+    export CLIP_FRAMES=${CLIP_FRAMES:-4} X264_FRAMES=${X264_FRAMES:-4} FIDELITY_FRAMES=${FIDELITY_FRAMES:-2} SUBJECT_FRAMES=${SUBJECT_FRAMES:-10}
     [ "$CLIPS" = /tmp/nvpipe-clips ] && CLIPS="$WORK/../$(basename "$WORK")-clips"
 fi
 CTXLEAK=$CARRY/tools/ctxleak.py

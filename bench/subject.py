@@ -24,7 +24,8 @@ Cost: the selector's time per frame (``SubjectSelector.__call__``: the low-resol
 its copy to the host, the tracker, the mask applied), on this machine's CPU: the process's
 CPU time (what it costs; the tracker is single-threaded) and the wall time (which on a
 shared machine also counts waiting for a core). On CUDA the same host work runs after one
-synchronisation per frame; no GPU was at hand to measure that, nor CuPy's labelling.
+synchronisation per frame; no GPU was at hand to measure that, nor CuPy's labelling: the
+GPU session's ``subject`` step (``bench/gpu_checks.py``) does.
 """
 
 from __future__ import annotations

@@ -191,21 +191,19 @@ def make_clip(source: Path, path: Path, *, frames: int, size=None, start: int = 
     return path
 
 
-def footage_clip(tmp_path_factory, footage: str, name: str, **clip) -> Path:
-    """``make_clip`` of ``../shared/footage/<footage>`` into a fresh folder as ``name``, for
-    module-scoped fixtures (which cannot use ``footage``); skips where the footage is absent."""
+def footage_clip(tmp_path_factory, footage: str, name: str, *, make=None, **clip) -> Path:
+    """``make_clip`` (or ``make(source, path, **clip)``) of ``../shared/footage/<footage>``
+    into a fresh folder as ``name``, for module- and session-scoped fixtures (which cannot
+    use ``footage``); skips where the footage is absent."""
     source = _shared_path(f"footage/{footage}")
-    return make_clip(source, tmp_path_factory.mktemp(Path(name).stem) / name, **clip)
+    return (make or make_clip)(source, tmp_path_factory.mktemp(Path(name).stem) / name, **clip)
 
 
 @pytest.fixture(scope="session")
 def small_clip(tmp_path_factory):
     """8 frames of real footage (person_fullbody) at 144x256, H.264 at high quality, 24 fps."""
-    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
-    if not source.exists():
-        pytest.skip(f"{source} is absent")
-    return make_clip(source, tmp_path_factory.mktemp("clips") / "person.mp4",
-                     frames=CLIP_FRAMES, size=(144, 256))
+    return footage_clip(tmp_path_factory, "person_fullbody_360x640.mp4", "person.mp4",
+                        frames=CLIP_FRAMES, size=(144, 256))
 
 
 def count_frames(path) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED, count_frames, make_clip
+from conftest import SHARED, count_frames, footage_clip
 
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = 6
@@ -28,11 +28,8 @@ PTH = SHARED / "weights" / "rvm_mobilenetv3_bnidentity.pth"
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
-    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
-    if not source.exists():
-        pytest.skip(f"{source} is absent")
-    return make_clip(source, tmp_path_factory.mktemp("rvm") / "input.mp4", frames=FRAMES,
-                     size=(144, 256), timed=True)
+    return footage_clip(tmp_path_factory, "person_fullbody_360x640.mp4", "input.mp4",
+                        frames=FRAMES, size=(144, 256), timed=True)
 
 
 @pytest.fixture

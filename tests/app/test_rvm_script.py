@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, footage_clip
 
 av = pytest.importorskip("av")
 Image = pytest.importorskip("PIL.Image")
@@ -90,12 +90,8 @@ def _changed(script: str, lines: int = 2) -> str:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     """The first FRAMES frames of person_fullbody_360x640.mp4, at its size (H.264, crf 8)."""
-    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
-    if not source.exists():
-        pytest.skip(f"{source} is absent (../shared holds the footage)")
-    from conftest import make_clip
-
-    return make_clip(source, tmp_path_factory.mktemp("clip") / "person.mp4", frames=FRAMES)
+    return footage_clip(tmp_path_factory, "person_fullbody_360x640.mp4", "person.mp4",
+                        frames=FRAMES)
 
 
 def _run_script(text: str, directory: Path, env_extra: dict) -> None:

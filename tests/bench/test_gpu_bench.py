@@ -142,7 +142,7 @@ def test_summary_rows_show_each_failed_stage_and_keep_the_rest():
 SESSION = Path(__file__).resolve().parents[2] / "bench" / "gpu_session.sh"
 SESSION_STEPS = ["setup", "facts", "ctxleak", "context", "nvdec-race", "context-tests", "nvdec",
                  "nvdec-tests", "clips", "network", "decode", "end_to_end", "x264", "fidelity",
-                 "pipeline-tests"]
+                 "pipeline-tests", "subject"]
 # What the device brings back from $OUT: at most 8 files (../.library/device/README.md).
 DEVICE_MAX_FILES = 8
 
@@ -181,7 +181,7 @@ def test_session_brings_back_every_step_in_at_most_four_files(tmp_path):
         assert f"{name}.log" in archived, name
     assert {"session.log", "summary.txt", "steps.tsv"} <= archived
     assert rows["setup"][1] != "0" and "no-carry/ (run bash bench/gpu_prepare.sh" in rows["setup"][4]
-    for name in ("context", "network", "decode", "end_to_end", "fidelity"):
+    for name in ("context", "network", "decode", "end_to_end", "fidelity", "subject"):
         assert rows[name][1] == "2" and rows[name][4] == "no CUDA GPU here", name
     summary = (out / "summary.txt").read_text()
     assert all(name in summary for name in SESSION_STEPS) and "of a 120 s budget" in summary
@@ -235,6 +235,7 @@ def test_session_test_selections_name_existing_tests():
     selections = [word for line in done.stdout.splitlines() if "cuda_tests" in line
                   for word in line.split("\t")[2].split()[2:] if word.startswith("tests/")]
     assert any("::test_borrowed_frames_survive_a_slow_consumer" in s for s in selections)
+    assert "tests/engine/test_subject.py::test_selector_on_cuda_matches_the_cpu" in selections
     for selection in selections:
         path, _, test = selection.partition("::")
         assert (repo / path).is_file(), selection
@@ -310,15 +311,20 @@ def test_session_dry_run_on_this_cpu(tmp_path):
     for name in ("nvdec-race", "context-tests", "nvdec-tests", "clips", "x264"):
         assert rows[name][1] == "0", (name, rows[name])
     assert rows["nvdec-race"][4].startswith("1 test collected")
+    assert rows["pipeline-tests"][1] == "0" and rows["subject"][4].startswith("gpu_checks subject: no CUDA GPU")
     with tarfile.open(out / "results.tgz") as archive:
         names = {Path(name).name for name in archive.getnames()}
         setup_log = archive.extractfile("./setup.log").read().decode()
+        pipeline_log = archive.extractfile("./pipeline-tests.log").read().decode()
     assert {f"{name}.log" for name in SESSION_STEPS} <= names
     assert str(SESSION.parents[1] / "nvpipe" / "kernels") in setup_log
+    # -k cuda keeps the subject's CUDA test (its name says cuda).
+    assert "test_subject.py::test_selector_on_cuda_matches_the_cpu" in pipeline_log
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
-@pytest.mark.parametrize("step", ["context", "nvdec", "network", "decode", "end_to_end", "fidelity"])
+@pytest.mark.parametrize("step", ["context", "nvdec", "network", "decode", "end_to_end", "fidelity",
+                                  "subject"])
 def test_gpu_check_steps_write_their_one_line_reason(step, tmp_path, capsys):
     from bench import gpu_checks
 
@@ -481,3 +487,95 @@ def test_fp32_references_run_without_tf32(function, inner):
     assert "tf32_settings()" in ast.unparse(tree)
     source = inspect.getsource(gpu_bench.bench_network)
     assert "with no_tf32():" in source and 'result["fp32_settings"]' in source
+
+
+# --------------------------------------------------------------------------- the subject step
+
+
+def _two_people(frames: int, h: int = 72, w: int = 128):
+    """``(coeff_a, coeff_b, src_sm)`` per frame as the runner hands them to the selector: a
+    blue person walking right beside a red one standing, on grey (the alpha is coeff_b[3])."""
+    for index in range(frames):
+        alpha = torch.zeros(h, w)
+        rgb = torch.full((3, h, w), 0.5)
+        for left, colour in ((20 + index, (0.1, 0.2, 0.9)), (80, (0.9, 0.2, 0.1))):
+            alpha[25:65, left:left + 12] = 1.0
+            rgb[:, 25:65, left:left + 12] = torch.tensor(colour)[:, None, None]
+        coeff_b = torch.full((4, h, w), 0.1)
+        coeff_b[3] = alpha
+        yield torch.zeros(4, h, w), coeff_b, rgb
+
+
+def _label_on_host(fg):
+    from scipy import ndimage
+
+    from nvpipe.engine.subject import EIGHT
+
+    return ndimage.label(fg.numpy(), structure=EIGHT)
+
+
+@pytest.mark.parametrize("device_label,agree", [(_label_on_host, 12),
+                                                (lambda fg: (fg.numpy().astype("int32"), 1), 0),
+                                                (None, 0)])
+def test_subject_costs_time_the_parts_of_the_selectors_call(device_label, agree):
+    """The subject step's measurement on the CPU: the parts taken one by one give the whole
+    call's coefficients, every interval is closed by a synchronisation, and a labelling that
+    disagrees with SciPy's (one component for two people) is counted as such."""
+    from bench import gpu_checks
+    from nvpipe.job import subject_spec
+
+    syncs = []
+    summary = gpu_checks.subject_costs(
+        _two_people(12), subject_spec((26 * 4, 45 * 4)), (512, 288), warmup=2,
+        synchronize=lambda: syncs.append(1), device_label=device_label)
+    assert summary["frames"] == summary["parts_match_whole"] == 12
+    assert summary["timed_frames"] == 10 and summary["components median"] == 2
+    assert summary["lost frames"] == 0 and "one of 2 people" in summary["decided"]
+    parts = [p for p in gpu_checks.SUBJECT_PARTS if device_label or p != "device label"]
+    assert all(summary[f"{p} ms"] >= 0 for p in parts)
+    assert len(syncs) == 12 * (7 + 2 * (device_label is not None))
+    line = gpu_checks.subject_line(summary)
+    assert line.startswith(f"selector {summary['selector ms']:.2f} ms/frame (pack ")
+    assert "parts match whole 12/12" in line and "10 frames timed" in line
+    if device_label is None:
+        assert "device label ms" not in summary and "(cupy not measured)" in line
+    else:
+        assert summary["counts_agree"] == summary["sizes_agree"] == agree
+        assert f"counts agree {agree}/12" in line
+
+
+def test_device_labeller_says_why_without_cupy():
+    from bench import gpu_checks
+
+    try:
+        import cupy  # noqa: F401
+    except Exception:  # noqa: BLE001
+        label, why = gpu_checks.device_labeller()
+        assert label is None and "cupy" in why.lower() and "\n" not in why
+    else:
+        pytest.skip("CuPy imports here")
+
+
+@pytest.mark.slow
+def test_subject_step_runs_on_the_cpu(tmp_path, capsys):
+    """The subject step's own code (the real clip, the network, the selector), on the CPU in
+    float32 over a few frames: its JSON and its KEY line, CuPy skipped with the reason."""
+    import json
+    from types import SimpleNamespace
+
+    from bench import gpu_checks
+    from conftest import SHARED
+
+    clip = SHARED / "footage" / "four_people_1080p.mp4"
+    weights = SHARED / "weights" / "rvm_mobilenetv3_bnidentity.pth"
+    if not clip.exists() or not weights.exists():
+        pytest.skip(f"needs {clip} and {weights} (../shared)")
+    results = gpu_checks.Results(tmp_path, "subject")
+    gpu_checks.step_subject(results, SimpleNamespace(shared=str(SHARED), weights=str(weights)),
+                            device="cpu", dtype=torch.float32, count=gpu_checks.SUBJECT_WARMUP + 3)
+    written = json.loads((tmp_path / "subject.json").read_text())
+    assert written["input"]["network input"] == [512, 288] and written["cupy"].startswith("skipped")
+    summary = written["summary"]
+    assert summary["timed_frames"] == 3 and summary["parts_match_whole"] == summary["frames"] == 11
+    assert summary["lost frames"] == 0 and summary["components median"] >= 1
+    assert 'KEY subject subject: "selector ' in capsys.readouterr().out

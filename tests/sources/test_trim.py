@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import decoded_frames
+from conftest import decoded_frames, footage_clip
 from nvpipe.app.cli import main
 from nvpipe.errors import InputError
 from nvpipe.sources import open_source
@@ -179,12 +179,8 @@ def _dominant_hz(samples: np.ndarray, rate: int) -> float:
 
 @pytest.fixture(scope="module")
 def tone_clip(tmp_path_factory):
-    from conftest import SHARED
-
-    source = SHARED / "footage" / "person_fullbody_360x640.mp4"
-    if not source.exists():
-        pytest.skip(f"{source} is absent")
-    return _clip_with_tone(source, tmp_path_factory.mktemp("tone") / "talk.mp4")
+    return footage_clip(tmp_path_factory, "person_fullbody_360x640.mp4", "talk.mp4",
+                        make=_clip_with_tone)
 
 
 @pytest.mark.slow
