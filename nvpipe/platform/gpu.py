@@ -192,7 +192,8 @@ def _torch_cuda_problem(gpu_id: int) -> Optional[str]:
 
 def _triton_problem(probe_driver: bool = True) -> Optional[str]:
     """What keeps Triton from compiling for the GPU, or None. ``probe_driver=False`` only
-    checks that it is installed, without importing it (0.3 s, the CPU path's start-up)."""
+    checks that it is installed, without importing it (0.08 s of the CPU path's start-up
+    after torch: 2.55 -> 2.47 s on a 4-frame 360p clip)."""
     if not probe_driver:
         return None if importlib.util.find_spec("triton") else \
             "Triton is not installed (pip install triton)"
