@@ -36,7 +36,8 @@
 #   x264         libx264 ceilings per preset at 1080p and 4K, with the thread count
 #   fidelity     FP16 (graphs) vs true FP32 (TF32 off) alpha per frame
 #   pipeline-tests  the CUDA cases of the tests that run on every device (conftest.DEVICES),
-#                and the subject selector's on CUDA against the CPU's
+#                the subject selector's on CUDA against the CPU's, CuPy's labelling against
+#                SciPy's
 #   subject      --subject per frame on CUDA: SubjectSelector whole and in parts (pack, copy
 #                to the host, tracker, upload); CuPy's labelling + copy vs SciPy's (issue 20)
 # SKIP="clips x264" leaves steps out.
@@ -78,7 +79,7 @@ PLAN=(
     "end_to_end     55 checks end_to_end"
     "x264           15 checks x264"
     "fidelity       25 checks fidelity"
-    "pipeline-tests 20 cuda_tests pipeline-tests tests/engine/test_gpu_pipeline.py tests/engine/test_subject.py::test_selector_on_cuda_matches_the_cpu -k cuda"
+    "pipeline-tests 20 cuda_tests pipeline-tests tests/engine/test_gpu_pipeline.py tests/engine/test_subject.py::test_selector_on_cuda_matches_the_cpu tests/bench/test_gpu_bench.py::test_device_labeller_matches_scipy_on_cuda -k cuda"
     "subject        20 checks subject"
 )
 

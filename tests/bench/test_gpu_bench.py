@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -320,6 +321,7 @@ def test_session_dry_run_on_this_cpu(tmp_path):
     assert str(SESSION.parents[1] / "nvpipe" / "kernels") in setup_log
     # -k cuda keeps the subject's CUDA test (its name says cuda).
     assert "test_subject.py::test_selector_on_cuda_matches_the_cpu" in pipeline_log
+    assert "test_gpu_bench.py::test_device_labeller_matches_scipy_on_cuda" in pipeline_log
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
@@ -554,6 +556,29 @@ def test_device_labeller_says_why_without_cupy():
         assert label is None and "cupy" in why.lower() and "\n" not in why
     else:
         pytest.skip("CuPy imports here")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_device_labeller_matches_scipy_on_cuda():
+    """CuPy's labelling (the alternative the subject step times) finds SciPy's components,
+    8-connected, on random blobs of odd size."""
+    pytest.importorskip("cupy", reason="CuPy is not installed")
+    from scipy import ndimage
+
+    from bench import gpu_checks
+    from nvpipe.engine.subject import EIGHT
+
+    label, why = gpu_checks.device_labeller()
+    assert label is not None, why
+    generator = torch.Generator().manual_seed(0)
+    for height, width in ((288, 512), (97, 131)):
+        noise = torch.rand((height, width), generator=generator).numpy()
+        blobs = ndimage.gaussian_filter(noise, 3) > 0.5
+        labels, count = label(torch.from_numpy(blobs).cuda())
+        expected, expected_count = ndimage.label(blobs, structure=EIGHT)
+        assert count == expected_count > 1
+        assert np.array_equal(labels > 0, blobs)
+        assert sorted(np.bincount(labels.ravel())[1:]) == sorted(np.bincount(expected.ravel())[1:])
 
 
 @pytest.mark.slow
