@@ -2,7 +2,8 @@
 
 ``Profile.attach`` wraps the pipeline's stage calls from outside (the runner's threads do
 not change): the source's iteration (decode), ``Converter`` (convert), ``Pipeline.matte``
-(network), ``Pipeline.compose`` (tail: the C kernels to each sink's pixel format) and each
+(network; with a subject, also its copy to the host), ``Pipeline.keep_subject`` (subject:
+waiting for the tracker's thread, and the masks applied), ``Pipeline.compose`` (tail: the C kernels to each sink's pixel format) and each
 sink's ``write`` (encode), plus the queue operations of ``Stages`` (time waiting on a
 queue, by thread). Each stage's figures are wall ms per frame and CPU ms per frame of the
 thread that called it (``time.thread_time``; ORT's, torch's and x264's own worker threads
@@ -24,7 +25,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-STAGES = ("decode", "convert", "network", "tail", "encode")
+STAGES = ("decode", "convert", "network", "subject", "tail", "encode")  # subject: --subject only
 
 
 def _cpu_seconds() -> float:
@@ -117,6 +118,8 @@ class Profile:
             return matte(chunk)
         pipeline.matte = self.timed("network", network)
         pipeline.compose = self.timed("tail", pipeline.compose)
+        if pipeline.subject is not None:  # waiting for the tracker, and the masks applied
+            pipeline.keep_subject = self.timed("subject", pipeline.keep_subject)
         for sink in sinks.values():
             sink.write = self.timed("encode", sink.write)
         stages.get = self._waited("waits for its input", stages.get)

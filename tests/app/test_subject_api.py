@@ -217,3 +217,44 @@ def test_stream_on_stdin_subject_point(four, plain_pictures, tmp_path, weights_e
     assert done.returncode == 0, stderr
     assert f"subject: the person at {SUBJECT[0]},{SUBJECT[1]}" in stderr
     _only_the_subject(_pictures(tmp_path / "alpha"), 4)
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_every_frame_out_with_a_subject_in_chunks(four, tmp_path, weights_env, chunk):
+    """With a subject the runner keeps one chunk between the network and the tail while the
+    tracker runs: every frame still comes out, in order (6 frames: chunks of 4 end with a
+    shorter one), bystanders zero."""
+    out = tmp_path / "alpha"
+    done = _cli("run", four, out / "%05d.png", "--type", "alpha", "--codec", "png",
+                "--chunk", chunk, "--subject", f"{SUBJECT[0]},{SUBJECT[1]}", "--profile")
+    assert done.returncode == 0, done.stderr
+    _only_the_subject(_pictures(out), 6)
+    # --profile names the wait for the tracker (with its masks applied) as its own stage.
+    assert any(line.split()[:1] == ["subject"] and "ms/frame" in line
+               for line in done.stderr.splitlines())
+
+
+def test_a_tracker_failure_fails_the_run_and_leaves_no_output(four, tmp_path, weights_env,
+                                                              monkeypatch):
+    """The tracker's step raising on its own thread (on the 4th frame) stops the run with that
+    error, and the output is not left behind; an existing file at that path is untouched."""
+    from nvpipe.engine import subject
+    from nvpipe.engine.runner import run
+    from nvpipe.job import Job, OutputSpec
+
+    step = subject.SubjectTracker.step
+
+    def failing(self, pha, rgb, cut=False):
+        if self.frame >= 2:
+            raise RuntimeError("the tracker failed")
+        return step(self, pha, rgb, cut)
+
+    monkeypatch.setattr(subject.SubjectTracker, "step", failing)
+    target = tmp_path / "out.mp4"
+    target.write_bytes(b"an earlier output")
+    job = Job(input=str(four), outputs=[OutputSpec(str(target))], device="cpu", overwrite=True,
+              subject=SUBJECT)
+    with pytest.raises(RuntimeError, match="the tracker failed"):
+        run(job)
+    assert target.read_bytes() == b"an earlier output"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]  # no partial file beside it

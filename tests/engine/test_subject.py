@@ -286,6 +286,60 @@ def test_selector_zeroes_only_the_alpha_coefficients_outside_the_subject():
     assert selector.tracker.reports[-1].people == 2
 
 
+def test_submit_then_apply_one_frame_late_matches_the_whole_call():
+    """The runner's way (``submit`` right after the network, ``apply`` after the next frame's
+    submit, the tracker on the selector's thread) gives the coefficients ``__call__`` gives,
+    frame by frame, through a crossing; ``close`` ends the thread."""
+    import threading
+
+    scenes = [[Figure(40 + 6 * t, 20, BLUE), Figure(160 - 6 * t, 25, RED, depth=-1)]
+              for t in range(12)]
+    spec = SubjectSpec(points=(point_on(scenes[0][0]),))
+    inputs = []
+    for index, figures in enumerate(scenes):
+        pha, rgb, _ = render(figures, seed=index)
+        inputs.append((torch.from_numpy(rgb).permute(2, 0, 1).float() / 255, pha))
+    whole = SubjectSelector(spec, SIZE)
+    expected = []
+    for src_sm, pha in inputs:
+        coeff_a, coeff_b = _coefficients(pha)
+        whole(coeff_a, coeff_b, src_sm)
+        expected.append(coeff_b[3].clone())
+    halves = SubjectSelector(spec, SIZE)
+    got, pending = [], None
+    for src_sm, pha in inputs:
+        coeff_a, coeff_b = _coefficients(pha)
+        submitted = halves.submit(coeff_a, coeff_b, src_sm)
+        if pending is not None:
+            halves.apply(pending)
+            got.append(pending.coeff_b[3])
+        pending = submitted
+    halves.apply(pending)
+    got.append(pending.coeff_b[3])
+    assert len(got) == len(expected)
+    for index, (ours, theirs) in enumerate(zip(got, expected)):
+        assert torch.equal(ours, theirs), f"frame {index}"
+    assert any(t.name.startswith("nvpipe-subject") for t in threading.enumerate())
+    halves.close()
+    assert not any(t.name.startswith("nvpipe-subject") for t in threading.enumerate())
+
+
+def test_a_failing_tracker_step_fails_apply_with_its_error(monkeypatch):
+    a, b = Figure(50, 20, BLUE), Figure(150, 25, RED)
+    pha, rgb, _ = render([a, b])
+    src_sm = torch.from_numpy(rgb).permute(2, 0, 1).float() / 255
+    selector = SubjectSelector(SubjectSpec(points=(point_on(a),)), SIZE)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tracker broke")
+
+    monkeypatch.setattr(selector.tracker, "step", broken)
+    pending = selector.submit(*_coefficients(pha), src_sm)
+    with pytest.raises(RuntimeError, match="tracker broke"):
+        selector.apply(pending)
+    selector.close()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_selector_on_cuda_matches_the_cpu():
     a, b = Figure(50, 20, BLUE), Figure(150, 25, RED)

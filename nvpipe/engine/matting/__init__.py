@@ -114,6 +114,12 @@ class MattingStage:
                           coefficient_format=self.coefficient_format)
 
     @property
+    def outputs_are_views(self) -> bool:
+        """The coefficients returned are views of buffers the next call overwrites (CUDA
+        graphs): a caller keeping them past that call clones them."""
+        return self.use_cuda_graphs
+
+    @property
     def engine(self) -> str:
         """What runs the network: ``"torch"``, ``"onnxruntime"`` (CPU; None before the
         first call under auto), ``"cuda-graphs"``, ``"torch-forward"``."""
