@@ -410,9 +410,11 @@ def _build_pipeline(job: Job, info: StreamInfo, sink_info: StreamInfo, outputs: 
         background = open_background(job.background or DEFAULT_GREEN, width, height)
     if network is None:
         network = load_network(job, dtype)
-    # Rings outlast everything in flight: the queue, the chunk held, the frame in hand.
+    # Rings outlast everything in flight: the queue, the chunks held (with a subject, the one
+    # waiting for its tracker too: the main loop's in_flight), the frame in hand.
+    held = job.chunk * (2 if job.subject_spec is not None else 1)
     converter = Converter(info, ratio=ratio, device=device, dtype=dtype, resize=job.resize,
-                          ring_size=pacing.decoded + job.chunk + 2)
+                          ring_size=pacing.decoded + held + 2)
     matting = MattingStage(network, ratio=ratio, device=device, dtype=dtype, engine=job.engine,
                            network_dtype=_network_dtype(job))
     cuts = None
