@@ -23,9 +23,9 @@ def _cache_path(path: str, variant: str) -> Path:
     stat = os.stat(path)
     key = hashlib.sha256(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}|"
                          f"{variant}".encode()).hexdigest()[:24]
-    root = os.environ.get("NVPIPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                          "nvpipe")
-    return Path(root) / "converted" / f"{variant}-{key}.pt"
+    from rvm import cache_dir
+
+    return cache_dir() / "converted" / f"{variant}-{key}.pt"
 
 
 def load(source: Optional[str], variant: str = "mobilenetv3", device="cpu",

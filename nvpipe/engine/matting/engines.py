@@ -90,9 +90,9 @@ def _version(engine: str) -> str:
 
 
 def _cache_file() -> Path:
-    root = os.environ.get("NVPIPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                          "nvpipe")
-    return Path(root) / "cpu-engine.json"
+    from rvm import cache_dir
+
+    return cache_dir() / "cpu-engine.json"
 
 
 def cpu_model() -> str:

@@ -33,9 +33,9 @@ def _blob_cache() -> Optional[str]:
     """Where OpenVINO keeps compiled models (``$NVPIPE_CACHE/openvino``): a later run loads
     the blob instead of compiling, 0.24 instead of 0.34 s at 480x270. None where it cannot
     be made."""
-    root = os.environ.get("NVPIPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                          "nvpipe")
-    path = os.path.join(root, "openvino")
+    from rvm import cache_dir
+
+    path = os.path.join(cache_dir(), "openvino")
     try:
         os.makedirs(path, exist_ok=True)
     except OSError:

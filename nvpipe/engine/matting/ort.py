@@ -15,7 +15,6 @@ the cores from the decode and encode threads.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -27,9 +26,9 @@ from nvpipe.engine.matting._common import (as_coefficients, check_chunk_shape,
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("NVPIPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                          "nvpipe")
-    path = Path(root) / "onnx"
+    from rvm import cache_dir
+
+    path = cache_dir() / "onnx"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
