@@ -542,7 +542,6 @@ def subject_costs(frames, spec, input_size: tuple[int, int], *, warmup: int = SU
     (``device_label``: CuPy on the device, the labels copied back), with whether the component
     counts and sizes agree. Every interval is closed by ``synchronize()``."""
     import numpy as np
-    import torch.nn.functional as F
     from scipy import ndimage
 
     from nvpipe.engine.subject import EIGHT, FOREGROUND, SubjectSelector
@@ -573,17 +572,10 @@ def subject_costs(frames, spec, input_size: tuple[int, int], *, warmup: int = SU
         packed = packed_device.cpu().numpy()  # .cpu() waits for the copy
         row["copy"] = clock() - started
         started = time.perf_counter()
-        keep = parts.tracker.step(packed[0].astype(np.float32) / 255.0,
-                                  np.ascontiguousarray(packed[1:].transpose(1, 2, 0)))
+        keep = parts._step(packed, False)
         row["tracker"] = time.perf_counter() - started
         started = clock()
-        mask = torch.from_numpy(keep).to(b2.device, non_blocking=True)
-        if mask.shape != b2.shape[-2:]:
-            mask = F.interpolate(mask[None, None].float(), size=tuple(b2.shape[-2:]),
-                                 mode="nearest")[0, 0] > 0
-        scale = mask.to(b2.dtype)
-        a2[3].mul_(scale)
-        b2[3].mul_(scale)
+        parts._apply(keep, a2, b2)
         row["upload"] = clock() - started
 
         # The tracker's threshold (step(): pha > FOREGROUND) on the same bytes, on each side.
