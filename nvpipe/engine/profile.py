@@ -3,8 +3,8 @@
 ``Profile.attach`` wraps the pipeline's stage calls from outside (the runner's threads do
 not change): the source's iteration (decode), ``Converter`` (convert), ``Pipeline.matte``
 (network; with a subject, also its copy to the host), ``Pipeline.keep_subject`` (subject:
-waiting for the tracker's thread, and the masks applied), ``Pipeline.compose`` (tail: the C kernels to each sink's pixel format) and each
-sink's ``write`` (encode), plus the queue operations of ``Stages`` (time waiting on a
+waiting for the tracker's thread, and the masks applied), ``Pipeline.compose`` (tail: the C
+kernels to each sink's pixel format) and each sink's ``write`` (encode), plus the queue operations of ``Stages`` (time waiting on a
 queue, by thread). Each stage's figures are wall ms per frame and CPU ms per frame of the
 thread that called it (``time.thread_time``; ORT's, torch's and x264's own worker threads
 are in ``cores_busy``, the process's user+system CPU over wall time from ``getrusage``).

@@ -63,7 +63,8 @@ When the subject is nowhere (out of shot, or not re-found after a cut) the alpha
 The tracker runs on the selector's own thread (``SubjectSelector.submit``/``apply``): the
 runner applies a chunk's masks after the next chunk's network call, so on the CPU the
 tracker shares the cores with the network instead of following it (four_people at 640x360,
-120 frames, 2 cores: 17.2-17.9 s against 22.7-23.8 s, the same output).
+120 frames, 2 cores: 16.5-18.9 s against 21.2-21.8 s, the same output:
+``bench/results/subject-pipelined.json``).
 
 On CUDA the low-resolution alpha and colours (4 bytes a pixel: 0.6 MB at 512x288) are
 copied to the host and the keep mask (one byte a pixel) back: the watershed has no GPU
@@ -758,8 +759,9 @@ class SubjectTracker:
                 rows, cols = bounding_box(support, pad=1)
                 rows, cols = slice(rows.start, min(h, rows.stop)), slice(cols.start, min(w, cols.stop))
                 top, left = rows.start - best[0], cols.start - best[1]
-                if top >= 0 and left >= 0 and rows.stop - best[0] <= h and cols.stop - best[1] <= w:
-                    before = previous[top:rows.stop - best[0], left:cols.stop - best[1]]
+                bottom, right = rows.stop - best[0], cols.stop - best[1]
+                if top >= 0 and left >= 0 and bottom <= h and right <= w:
+                    before = previous[top:bottom, left:right]
                 else:  # reaching past the frame: its edge pixels repeated
                     source_y = np.clip(np.arange(rows.start, rows.stop) - best[0], 0, h - 1)
                     source_x = np.clip(np.arange(cols.start, cols.stop) - best[1], 0, w - 1)
@@ -1118,6 +1120,6 @@ class SubjectSelector:
         return self.tracker.describe()
 
 
-__all__ = ["SubjectSpec", "SubjectSelector", "PendingKeep", "SubjectTracker", "FrameReport", "parse_subject",
-           "subject_spec", "split_people", "find_heads", "bhattacharyya", "colour_histogram",
+__all__ = ["SubjectSpec", "SubjectSelector", "PendingKeep", "SubjectTracker", "FrameReport",
+           "parse_subject", "subject_spec", "split_people", "find_heads", "bhattacharyya", "colour_histogram",
            "REFIND_DISTANCE", "FOREGROUND"]
