@@ -111,6 +111,35 @@ def test_file_engine_chunks_reset_and_state(official_network, real_frames, name)
         assert any((Path(os.environ["NVPIPE_CACHE"]) / "openvino").iterdir())
 
 
+@pytest.mark.skipif(not engines.available("openvino"), reason="openvino is not installed")
+def test_openvino_compiles_from_its_sized_ir_and_survives_a_damaged_one(official_network,
+                                                                       real_frames, tmp_path,
+                                                                       monkeypatch):
+    """The reshaped IR is written once per input size and compiled by path (its blob found
+    without reading the ONNX file); a damaged IR falls back to the ONNX file, same output."""
+    from nvpipe.engine.matting import openvino as ov_engine
+    from nvpipe.engine.matting.ort import coefficients_model
+
+    monkeypatch.setenv("NVPIPE_CACHE", str(tmp_path / "cache"))
+    small = _small(real_frames[0])
+    first = ov_engine.OpenVinoMatting(official_network, RATIO)(small)[1]
+    written = list((tmp_path / "cache" / "openvino" / "ir").glob("*.xml"))
+    height, width = small.shape[-2:]
+    assert [p.name.endswith(f"-{height}x{width}.xml") for p in written] == [True]
+    assert written[0].with_suffix(".bin").stat().st_size > 1_000_000  # float32 weights
+    source = coefficients_model(official_network, True)
+    assert ov_engine.sized_ir(str(tmp_path / "cache" / "openvino"), source, height, width,
+                              "mobilenetv3") == written[0]
+    torch.testing.assert_close(ov_engine.OpenVinoMatting(official_network, RATIO)(small)[1],
+                               first, rtol=0, atol=0)
+    written[0].write_text("<net broken")
+    torch.testing.assert_close(ov_engine.OpenVinoMatting(official_network, RATIO)(small)[1],
+                               first, rtol=0, atol=1e-6)
+    assert not written[0].exists()  # removed, so that the next run writes it again
+    ov_engine.OpenVinoMatting(official_network, RATIO)(small)
+    assert written[0].read_text().startswith("<?xml")
+
+
 def test_auto_times_once_and_caches_the_choice(official_network, monkeypatch):
     monkeypatch.delenv("NVPIPE_ENGINE", raising=False)
     import copy
