@@ -4,7 +4,10 @@ Every public function takes ``impl`` (``"triton"``, ``"native"``: the C kernels,
 ``"reference"``: plain PyTorch, or None: the default for the tensor's device); one function,
 ``_dispatch.choose_implementation``, decides which runs, and its docstring states the rule.
 Importing this package works without Triton installed (the references and C kernels
-still run).
+still run), and does not import Triton: each op's module (``color``, ``nv12``, ``tail``)
+holds its launcher, its reference and its dispatch; the ``@triton.jit`` bodies sit beside
+it in ``_triton_<op>.py`` and load on the first Triton launch (the CPU pipeline saves
+Triton's 0.16 s import). ``HAVE_TRITON`` / ``have_triton()``: whether Triton imports here.
 
 ``small_size(H, W, r)`` is the network's low-resolution size, ``(floor(H*r), floor(W*r))``:
 every stage that sizes ``rgb_small`` / ``src_sm`` buffers should take it from here.
@@ -18,7 +21,7 @@ Shapes (C, H, W order; see each docstring):
   ``matting_tail_nv12(coeff_a, coeff_b, src)`` -> uint8 ``(H + ceil(H/2), 2*ceil(W/2))``.
 """
 
-from ._common import HAVE_TRITON, KernelError, small_size
+from ._common import KernelError, have_triton, small_size
 from .color import nv12_to_rgb, nv12_to_rgb_reference, p016_to_rgb, p016_to_rgb_reference
 from .nv12 import (
     NV12_OUTPUTS,
@@ -32,6 +35,14 @@ from .nv12 import (
 )
 from .tail import OUTPUT_CHANNELS, matting_tail, matting_tail_reference
 
+
+
+def __getattr__(name: str):
+    if name == "HAVE_TRITON":  # whether Triton imports here, asked when read
+        return have_triton()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "HAVE_TRITON",
     "KernelError",
@@ -39,6 +50,7 @@ __all__ = [
     "OUTPUT_CHANNELS",
     "alpha_to_nv12",
     "alpha_to_nv12_reference",
+    "have_triton",
     "matting_tail",
     "matting_tail_nv12",
     "matting_tail_nv12_reference",

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from . import native
-from ._common import HAVE_TRITON, IMPLS, KernelError, interpreting
+from ._common import IMPLS, KernelError, have_triton, interpreting
 
 TRITON, NATIVE, REFERENCE = "triton", "native", "reference"
 
@@ -35,7 +35,7 @@ def choose_implementation(impl: Optional[str], tensor: torch.Tensor, *,
     if impl == REFERENCE:
         return REFERENCE
     if impl == TRITON:
-        if not (HAVE_TRITON and (tensor.is_cuda or (on_cpu and interpreting()))):
+        if not ((tensor.is_cuda or (on_cpu and interpreting())) and have_triton()):
             raise KernelError("impl='triton' needs triton and a CUDA tensor "
                               "(or TRITON_INTERPRET=1 for CPU tensors)")
         return TRITON
@@ -47,7 +47,7 @@ def choose_implementation(impl: Optional[str], tensor: torch.Tensor, *,
         if native.library() is None:
             raise KernelError(native.unavailable_reason() or "CPU kernels unavailable")
         return NATIVE
-    if HAVE_TRITON and tensor.is_cuda:
+    if tensor.is_cuda and have_triton():
         return TRITON
     if on_cpu and not native_unfit and native.library() is not None:
         return NATIVE

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, check_float_dtype, rgb_to_yuv_coefficients, tl, triton
+from ._common import LAUNCH_LOCK, KIND_CODES, KernelError, cdiv, check_float_dtype, rgb_to_yuv_coefficients
 from ._dispatch import NATIVE, TRITON, choose_implementation
 from . import native
 from ._tiles import Background, TailArgs, background_args, compose_reference, fgr_pha_reference, tail_block_shape
@@ -80,82 +80,6 @@ def _as_float(values: torch.Tensor) -> torch.Tensor:
 
 # -------------------------------------------------------------------------- Triton
 
-if HAVE_TRITON:
-    from ._tiles import compose_tile, fgr_pha_tile
-
-    @triton.jit
-    def _store_nv12_tile(
-        values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
-        yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0,
-        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-    ):
-        """Writes a [BH, BW, 4] float tile (channels r, g, b, -) as NV12 luma + chroma.
-
-        The tile origin is even, so its 2x2 chroma blocks are whole: they are summed with a
-        reshape to [BH/2, 2, BW/2, 2], and U, V interleaved with a join, so both planes are
-        written as contiguous rows.
-        """
-        channel = tl.arange(0, 4)[None, None, :]
-        luma = tl.sum(values * tl.where(channel == 0, yr, tl.where(channel == 1, yg, tl.where(channel == 2, yb, 0.0))),
-                      axis=2) + y0
-        luma_code = tl.minimum(tl.maximum(luma + 0.5, 0.0), 255.0).to(tl.uint8)
-        tl.store(out_ptr + rows * so_r + cols * so_c, luma_code, mask=mask)
-
-        u = tl.sum(values * tl.where(channel == 0, ur, tl.where(channel == 1, ug, tl.where(channel == 2, ub, 0.0))),
-                   axis=2)
-        v = tl.sum(values * tl.where(channel == 0, vr, tl.where(channel == 1, vg, tl.where(channel == 2, vb, 0.0))),
-                   axis=2)
-        present = mask.to(tl.float32)
-        u_sum = tl.sum(tl.sum(tl.reshape(tl.where(mask, u, 0.0), (BLOCK_H // 2, 2, BLOCK_W // 2, 2)), axis=3), axis=1)
-        v_sum = tl.sum(tl.sum(tl.reshape(tl.where(mask, v, 0.0), (BLOCK_H // 2, 2, BLOCK_W // 2, 2)), axis=3), axis=1)
-        count = tl.sum(tl.sum(tl.reshape(present, (BLOCK_H // 2, 2, BLOCK_W // 2, 2)), axis=3), axis=1)
-        count = tl.maximum(count, 1.0)
-        uv = tl.reshape(tl.join(u_sum / count + u0, v_sum / count + v0), (BLOCK_H // 2, BLOCK_W))
-        uv_code = tl.minimum(tl.maximum(uv + 0.5, 0.0), 255.0).to(tl.uint8)
-        chroma_rows = pid_h * (BLOCK_H // 2) + tl.arange(0, BLOCK_H // 2)[:, None]
-        chroma_cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-        chroma_mask = (chroma_rows < (height + 1) // 2) & (chroma_cols < 2 * ((width + 1) // 2))
-        tl.store(out_ptr + (height + chroma_rows) * so_r + chroma_cols * so_c, uv_code, mask=chroma_mask)
-
-    @triton.jit
-    def _to_nv12_kernel(
-        in_ptr, si_c, si_h, si_w, in_channels, out_ptr, so_r, so_c, height, width,
-        yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0,
-        IN_U8: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-    ):
-        pid_h = tl.program_id(0)
-        pid_w = tl.program_id(1)
-        rows = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
-        cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-        mask = (rows < height) & (cols < width)
-        channel = tl.arange(0, 4)[None, None, :]
-        values = tl.load(in_ptr + (rows * si_h + cols * si_w)[:, :, None] + channel * si_c,
-                         mask=mask[:, :, None] & (channel < in_channels), other=0.0).to(tl.float32)
-        if IN_U8:
-            values = values * (1.0 / 255.0)
-        _store_nv12_tile(values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
-                         yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0, BLOCK_H, BLOCK_W)
-
-    @triton.jit
-    def _matting_tail_nv12_kernel(
-        a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
-        bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b,
-        out_ptr, so_r, so_c, height, width, low_h, low_w, scale_h, scale_w,
-        yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0,
-        KIND: tl.constexpr, BG_TENSOR: tl.constexpr, BG_U8: tl.constexpr, COEFF_VEC4: tl.constexpr,
-        BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-    ):
-        pid_h = tl.program_id(0)
-        pid_w = tl.program_id(1)
-        rows = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
-        cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-        mask = (rows < height) & (cols < width)
-        fgr_pha = fgr_pha_tile(a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
-                                rows, cols, mask, low_h, low_w, scale_h, scale_w, COEFF_VEC4)
-        values = compose_tile(fgr_pha, bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b, rows, cols, mask,
-                               KIND, BG_TENSOR, BG_U8)
-        _store_nv12_tile(values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
-                         yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0, BLOCK_H, BLOCK_W)
 
 
 def _nv12_block_shape():
@@ -176,7 +100,9 @@ def _to_nv12(values: torch.Tensor, coefficients, out: Optional[torch.Tensor], im
     if which != TRITON:
         return _to_nv12_reference(_as_float(values), coefficients, out)
     block_h, block_w, warps = _nv12_block_shape()
-    grid = (triton.cdiv(height, block_h), triton.cdiv(width, block_w))
+    grid = (cdiv(height, block_h), cdiv(width, block_w))
+    from ._triton_nv12 import _to_nv12_kernel
+
     with LAUNCH_LOCK:
         _to_nv12_kernel[grid](
             values, *values.stride(), channels, out, *out.stride(), height, width, *_flat(coefficients),
@@ -299,7 +225,9 @@ def matting_tail_nv12(
     block_h, block_w, warps = _nv12_block_shape()
     (bg, _, *bg_strides), bg_tensor, bg_u8 = background_args(args, args.src)
     low_h, low_w = args.coeff_a.shape[-2:]
-    grid = (triton.cdiv(args.height, block_h), triton.cdiv(args.width, block_w))
+    grid = (cdiv(args.height, block_h), cdiv(args.width, block_w))
+    from ._triton_nv12 import _matting_tail_nv12_kernel
+
     with LAUNCH_LOCK:
         _matting_tail_nv12_kernel[grid](
             coeff_a, *coeff_a.stride(), coeff_b, *coeff_b.stride(), src, *src.stride(),

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from . import native
-from ._common import LAUNCH_LOCK, HAVE_TRITON, KIND_CODES, KernelError, tl, triton
+from ._common import LAUNCH_LOCK, KIND_CODES, cdiv
 from ._dispatch import NATIVE, TRITON, choose_implementation
 from ._tiles import (
     OUTPUT_CHANNELS,
@@ -27,9 +27,6 @@ from ._tiles import (
     fgr_pha_reference,
     tail_block_shape,
 )
-
-if HAVE_TRITON:
-    from ._tiles import compose_tile, fgr_pha_tile
 
 __all__ = ["OUTPUT_CHANNELS", "matting_tail", "matting_tail_reference", "tail_block_shape"]
 
@@ -52,38 +49,6 @@ def _matting_tail_reference(args: TailArgs) -> torch.Tensor:
 
 # -------------------------------------------------------------------------- Triton
 
-if HAVE_TRITON:
-
-    @triton.jit
-    def _matting_tail_kernel(
-        a_ptr, sa_n, sa_c, sa_h, sa_w,
-        b_ptr, sb_n, sb_c, sb_h, sb_w,
-        src_ptr, ss_n, ss_c, ss_h, ss_w,
-        bg_ptr, sg_n, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b,
-        out_ptr, so_n, so_c, so_h, so_w,
-        height, width, low_h, low_w, scale_h, scale_w,
-        CHANNELS: tl.constexpr, KIND: tl.constexpr, BG_TENSOR: tl.constexpr, BG_U8: tl.constexpr,
-        OUT_U8: tl.constexpr, COEFF_VEC4: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr,
-    ):
-        pid_h = tl.program_id(0)
-        pid_w = tl.program_id(1)
-        image = tl.program_id(2).to(tl.int64)
-        rows = pid_h * BLOCK_H + tl.arange(0, BLOCK_H)[:, None]
-        cols = pid_w * BLOCK_W + tl.arange(0, BLOCK_W)[None, :]
-        mask = (rows < height) & (cols < width)
-        a_image, b_image = image * sa_n, image * sb_n
-        if COEFF_VEC4:  # keeps the taps' 4-channel vectors aligned (batch strides are multiples of 4)
-            a_image, b_image = tl.multiple_of(a_image, 4), tl.multiple_of(b_image, 4)
-        fgr_pha = fgr_pha_tile(a_ptr + a_image, sa_c, sa_h, sa_w, b_ptr + b_image, sb_c, sb_h, sb_w,
-                                src_ptr + image * ss_n, ss_c, ss_h, ss_w,
-                                rows, cols, mask, low_h, low_w, scale_h, scale_w, COEFF_VEC4)
-        result = compose_tile(fgr_pha, bg_ptr + image * sg_n, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b,
-                               rows, cols, mask, KIND, BG_TENSOR, BG_U8)
-        if OUT_U8:
-            result = tl.minimum(tl.maximum(result * 255.0 + 0.5, 0.0), 255.0).to(tl.uint8)
-        channel = tl.arange(0, 4)[None, None, :]
-        tl.store(out_ptr + image * so_n + (rows * so_h + cols * so_w)[:, :, None] + channel * so_c,
-                 result, mask=mask[:, :, None] & (channel < CHANNELS))
 
 
 def _image_strides(tensor: torch.Tensor) -> tuple[int, ...]:
@@ -98,7 +63,9 @@ def _matting_tail_triton(args: TailArgs) -> torch.Tensor:
     block_h, block_w, warps = tail_block_shape()
     (bg, *bg_strides), bg_tensor, bg_u8 = background_args(args, args.src)
     low_h, low_w = args.coeff_a.shape[-2:]
-    grid = (triton.cdiv(args.height, block_h), triton.cdiv(args.width, block_w), args.n)
+    grid = (cdiv(args.height, block_h), cdiv(args.width, block_w), args.n)
+    from ._triton_tail import _matting_tail_kernel
+
     with LAUNCH_LOCK:
         _matting_tail_kernel[grid](
             args.coeff_a, *_image_strides(args.coeff_a),

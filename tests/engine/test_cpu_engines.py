@@ -13,7 +13,6 @@
 import re
 
 import av
-import numpy as np
 import pytest
 import torch
 from conftest import count_frames
