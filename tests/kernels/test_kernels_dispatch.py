@@ -6,6 +6,9 @@ in the pipeline produces.
 """
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -95,3 +98,37 @@ def test_small_size_is_interpolates_size(height, width, ratio):
 def test_small_size_refuses_bad_ratios(ratio, message):
     with pytest.raises(K.KernelError, match=message):
         K.small_size(5, 4, ratio)
+
+
+def test_importing_the_kernels_does_not_import_triton():
+    """The CPU pipeline never pays Triton's import: ``nvpipe.kernels`` and the CPU kernels
+    run without it; the Triton bodies load on the first Triton launch."""
+    code = (
+        "import sys, torch\n"
+        "before = 'triton' in sys.modules\n"
+        "import nvpipe.kernels as K\n"
+        "f = torch.randint(0, 256, (12, 8), dtype=torch.uint8)\n"
+        "K.nv12_to_rgb(f, out_dtype=torch.float32)\n"
+        "K.matting_tail(torch.rand(4, 2, 2), torch.rand(4, 2, 2), torch.rand(3, 8, 8),\n"
+        "               output='alpha')\n"
+        "print(before, 'triton' in sys.modules, any(m.startswith('kernels._triton') or\n"
+        "      m.startswith('nvpipe.kernels._triton') for m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "TRITON_INTERPRET": "0"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    before, after, bodies = run.stdout.split()
+    assert bodies == "False"
+    if before == "False":  # torch itself may load Triton in some builds; not this one
+        assert after == "False"
+
+
+@pytest.mark.skipif(not _common.have_triton(), reason="triton is not installed")
+def test_a_triton_launch_loads_its_bodies(monkeypatch):
+    """Under the interpreter an explicit Triton call runs the kernel from _triton_color."""
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    frame = torch.randint(0, 256, (12, 8), dtype=torch.uint8)
+    got = K.nv12_to_rgb(frame, out_dtype=torch.float32, impl="triton")
+    want = K.nv12_to_rgb_reference(frame, out_dtype=torch.float32)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert any(name.endswith("kernels._triton_color") for name in sys.modules)
