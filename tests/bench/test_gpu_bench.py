@@ -14,12 +14,14 @@ from bench import gpu_bench  # noqa: E402
 
 def test_generated_clip_has_every_frame_at_its_size(tmp_path):
     path = gpu_bench.generate_clip(str(tmp_path / "g.mp4"), 96, 64, frames=9, fps=24)
-    with av.open(path) as container:
+    with av.open(path) as container:  # PyAV 18.1.1: a stream's fields only while it is open
         stream = container.streams.video[0]
         frames = list(container.decode(stream))
-    assert (stream.width, stream.height, stream.codec_context.name) == (96, 64, "h264")
+        size_codec = (stream.width, stream.height, stream.codec_context.name)
+        rate = stream.average_rate
+    assert size_codec == (96, 64, "h264")
     assert len(frames) == 9
-    assert stream.average_rate == 24
+    assert rate == 24
     # A moving pattern: consecutive frames differ.
     first, second = (f.to_ndarray(format="rgb24").astype(int) for f in frames[:2])
     assert abs(first - second).mean() > 1

@@ -143,7 +143,10 @@ def test_rotation_from_the_display_matrix(footage):
     path = footage("color/nasa_13013_rotated.mp4")
     with av.open(str(path)) as container:
         frame = next(container.decode(video=0))
-        matrix = next(np.frombuffer(bytes(sd), np.int32) for sd in frame.side_data
+        # PyAV 18.1.1's side data iterates its types (keys), 18.1.0's the entries themselves
+        side = frame.side_data
+        entries = [entry if hasattr(entry, "type") else side[entry] for entry in side]
+        matrix = next(np.frombuffer(bytes(sd), np.int32) for sd in entries
                       if "DISPLAYMATRIX" in str(sd.type)) / 65536.0
     # FFmpeg's matrix maps (x, y) -> (a x + c y, b x + d y) with y pointing down; the angle
     # the picture turns on screen (clockwise positive) is atan2(b, a).
