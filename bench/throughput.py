@@ -14,8 +14,9 @@ Ratios: RVM's for each size by default (0.75, 0.375, 0.25, 0.125: the network se
 Before the first size, nvpipe's modules and the plain loop are compiled to bytecode, as an
 installed package is (``compile_bytecode``). Each size: one untimed nvpipe run first (it
 fills nvpipe's caches as any first run on a machine does: the ONNX export of the network
-and the engine timing, like ``cudnn.benchmark``), then ``--pairs`` interleaved WHOLE-PROCESS pairs (plain loop, nvpipe,
-plain loop, nvpipe...; start-up and weights loading included, as a user sees it), then one
+and the engine timing, like ``cudnn.benchmark``), then ``--pairs`` interleaved
+WHOLE-PROCESS pairs (plain loop, nvpipe, plain loop, nvpipe...; start-up and weights
+loading included, as a user sees it), then one
 nvpipe run with ``--profile`` (per stage ms per frame, cores busy, queue waits, network
 GFLOP/s), then ``--pairs`` pairs on a ``STARTUP_FRAMES``-frame clip of the same size: each
 tool's fixed cost per process (``startup_seconds``). Reported: each run's fps and cores busy
