@@ -36,7 +36,6 @@ from .nv12 import (
 from .tail import OUTPUT_CHANNELS, matting_tail, matting_tail_reference
 
 
-
 def __getattr__(name: str):
     if name == "HAVE_TRITON":  # whether Triton imports here, asked when read
         return have_triton()

@@ -41,6 +41,7 @@ def cdiv(a: int, b: int) -> int:
     """``ceil(a / b)`` for positive ints (a launch grid's size)."""
     return -(-a // b)
 
+
 # Output kinds as the kernels number them: the Triton kernels' KIND and the C enum in
 # kernels/cpu/nvpipe_cpu.c both use these values.
 KIND_CODES = {"composite": 0, "foreground": 1, "alpha": 2, "rgba": 3, "rgba_premultiplied": 4}

@@ -25,6 +25,7 @@ def _yuv_to_rgb_at(frame_ptr, rows, cols, mask, luma_rows, stride_row, stride_co
     blue = tl.minimum(tl.maximum(y_term + u * bu + b0, 0.0), 1.0)
     return red, green, blue
 
+
 @triton.jit
 def _yuv420_to_rgb_kernel(
     frame_ptr, stride_row, stride_col, height, width,

@@ -45,6 +45,7 @@ def _store_nv12_tile(
     chroma_mask = (chroma_rows < (height + 1) // 2) & (chroma_cols < 2 * ((width + 1) // 2))
     tl.store(out_ptr + (height + chroma_rows) * so_r + chroma_cols * so_c, uv_code, mask=chroma_mask)
 
+
 @triton.jit
 def _to_nv12_kernel(
     in_ptr, si_c, si_h, si_w, in_channels, out_ptr, so_r, so_c, height, width,
@@ -63,6 +64,7 @@ def _to_nv12_kernel(
         values = values * (1.0 / 255.0)
     _store_nv12_tile(values, rows, cols, mask, out_ptr, so_r, so_c, height, width, pid_h, pid_w,
                      yr, yg, yb, y0, ur, ug, ub, u0, vr, vg, vb, v0, BLOCK_H, BLOCK_W)
+
 
 @triton.jit
 def _matting_tail_nv12_kernel(

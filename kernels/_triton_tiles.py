@@ -15,12 +15,14 @@ def bilerp(v00, v01, v10, v11, wy, wx):
     bottom = v10 + (v11 - v10) * wx
     return top + (bottom - top) * wy
 
+
 @triton.jit
 def tap_offsets(y, x, s_c, s_h, s_w, channel, COEFF_VEC4: tl.constexpr):
     """[BH, BW, 4] element offsets of the 4 channels of coefficient texels (y, x)."""
     if COEFF_VEC4:  # channels_last, s_w == 4, s_h % 4 == 0: 4 contiguous, aligned channels
         return tl.max_contiguous(tl.multiple_of((y * s_h + x * 4)[:, :, None] + channel, [1, 1, 4]), [1, 1, 4])
     return (y * s_h + x * s_w)[:, :, None] + channel * s_c
+
 
 @triton.jit
 def fgr_pha_tile(
@@ -73,6 +75,7 @@ def fgr_pha_tile(
     guide = tl.where(channel == 3, mean[:, :, None], src)  # [src, mean_c(src)]
     out = up_a * guide + up_b + src
     return tl.minimum(tl.maximum(out, 0.0), 1.0)
+
 
 @triton.jit
 def compose_tile(fgr_pha, bg_ptr, sg_c, sg_h, sg_w, bg_r, bg_g, bg_b, rows, cols, mask,
