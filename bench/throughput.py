@@ -16,13 +16,13 @@ installed package is (``compile_bytecode``). Each size: one untimed nvpipe run f
 fills nvpipe's caches as any first run on a machine does: the ONNX export of the network
 and the engine timing, like ``cudnn.benchmark``), then ``--pairs`` interleaved
 WHOLE-PROCESS pairs (plain loop, nvpipe, plain loop, nvpipe...; start-up and weights
-loading included, as a user sees it), then one
-nvpipe run with ``--profile`` (per stage ms per frame, cores busy, queue waits, network
-GFLOP/s), then ``--pairs`` pairs on a ``STARTUP_FRAMES``-frame clip of the same size: each
-tool's fixed cost per process (``startup_seconds``). Reported: each run's fps and cores busy
-(the child's user+system CPU over wall time, from ``getrusage(RUSAGE_CHILDREN)``), the
-median fps of each side, the ratio of medians and the median of the per-pair ratios (a
-pair's runs are seconds apart: on a shared machine their ratio is steadier than either).
+loading included, as a user sees it), then one nvpipe run with ``--profile`` (per stage ms
+per frame, cores busy, queue waits, network GFLOP/s), then ``--pairs`` pairs on a
+``STARTUP_FRAMES``-frame clip of the same size: each tool's fixed cost per process
+(``startup_seconds``). Reported: each run's fps and cores busy (the child's user+system CPU
+over wall time, from ``getrusage(RUSAGE_CHILDREN)``), the median fps of each side, the
+ratio of medians and the median of the per-pair ratios (a pair's runs are seconds apart: on
+a shared machine their ratio is steadier than either).
 
 The plain loop is ``bench/plain_loop.py``: PyAV decode to rgb24, the official ONNX in ONNX
 Runtime with its default threads, composite in NumPy, PyAV libx264 at its defaults.
