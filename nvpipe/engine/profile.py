@@ -4,10 +4,11 @@
 not change): the source's iteration (decode), ``Converter`` (convert), ``Pipeline.matte``
 (network; with a subject, also its copy to the host), ``Pipeline.keep_subject`` (subject:
 waiting for the tracker's thread, and the masks applied), ``Pipeline.compose`` (tail: the C
-kernels to each sink's pixel format) and each sink's ``write`` (encode), plus the queue operations of ``Stages`` (time waiting on a
-queue, by thread). Each stage's figures are wall ms per frame and CPU ms per frame of the
-thread that called it (``time.thread_time``; ORT's, torch's and x264's own worker threads
-are in ``cores_busy``, the process's user+system CPU over wall time from ``getrusage``).
+kernels to each sink's pixel format) and each sink's ``write`` (encode), plus the queue
+operations of ``Stages`` (time waiting on a queue, by thread). Each stage's figures are
+wall ms per frame and CPU ms per frame of the thread that called it (``time.thread_time``;
+ORT's, torch's and x264's own worker threads are in ``cores_busy``, the process's
+user+system CPU over wall time from ``getrusage``).
 
 The network's achieved GFLOP/s: its multiply-adds at the run's input size (counted once,
 after the run, by ``torch.utils.flop_counter``: 2 FLOPs per multiply-add of convolutions and

@@ -1121,5 +1121,5 @@ class SubjectSelector:
 
 
 __all__ = ["SubjectSpec", "SubjectSelector", "PendingKeep", "SubjectTracker", "FrameReport",
-           "parse_subject", "subject_spec", "split_people", "find_heads", "bhattacharyya", "colour_histogram",
-           "REFIND_DISTANCE", "FOREGROUND"]
+           "parse_subject", "subject_spec", "split_people", "find_heads", "bhattacharyya",
+           "colour_histogram", "REFIND_DISTANCE", "FOREGROUND"]
