@@ -56,9 +56,11 @@ sys.path.insert(0, str(REPO))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from rvm import cache_dir  # noqa: E402
+
 DEFAULT_CLIP = REPO.parent / "shared" / "footage" / "four_people_1080p.mp4"
 DEFAULT_WEIGHTS = REPO.parent / "shared" / "weights" / "rvm_mobilenetv3_fp32.onnx"
-DEFAULT_CACHE = Path(os.environ.get("NVPIPE_CACHE") or Path.home() / ".cache" / "nvpipe") / "bench-clips"
+DEFAULT_CACHE = cache_dir() / "bench-clips"
 # name: (width, height, RVM's ratio); every ratio gives the network a 480x270 input.
 SIZES = {"360p": (640, 360, 0.75), "720p": (1280, 720, 0.375), "1080p": (1920, 1080, 0.25),
          "4k": (3840, 2160, 0.125)}

@@ -39,8 +39,9 @@ _pool: Optional[ThreadPoolExecutor] = None
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("NVPIPE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "nvpipe")
-    return Path(root) / "cpu-kernels"
+    from rvm import cache_dir
+
+    return cache_dir() / "cpu-kernels"
 
 
 def _cpu_key() -> str:
