@@ -25,6 +25,17 @@ def tap_offsets(y, x, s_c, s_h, s_w, channel, COEFF_VEC4: tl.constexpr):
 
 
 @triton.jit
+def upsampled(ptr, s_c, s_h, s_w, y0, x0, y1, x1, wy, wx, channel, mask4, COEFF_VEC4: tl.constexpr):
+    """float32 [BH, BW, 4]: the coefficient texels (y0|y1, x0|x1) at ``ptr`` blended by
+    (wy, wx), all four channels at once."""
+    t00 = tl.load(ptr + tap_offsets(y0, x0, s_c, s_h, s_w, channel, COEFF_VEC4), mask=mask4, other=0.0)
+    t01 = tl.load(ptr + tap_offsets(y0, x1, s_c, s_h, s_w, channel, COEFF_VEC4), mask=mask4, other=0.0)
+    t10 = tl.load(ptr + tap_offsets(y1, x0, s_c, s_h, s_w, channel, COEFF_VEC4), mask=mask4, other=0.0)
+    t11 = tl.load(ptr + tap_offsets(y1, x1, s_c, s_h, s_w, channel, COEFF_VEC4), mask=mask4, other=0.0)
+    return bilerp(t00.to(tl.float32), t01.to(tl.float32), t10.to(tl.float32), t11.to(tl.float32), wy, wx)
+
+
+@triton.jit
 def fgr_pha_tile(
     a_ptr, sa_c, sa_h, sa_w, b_ptr, sb_c, sb_h, sb_w, src_ptr, ss_c, ss_h, ss_w,
     rows, cols, mask, low_h, low_w, scale_h, scale_w, COEFF_VEC4: tl.constexpr,
@@ -49,24 +60,8 @@ def fgr_pha_tile(
     y1 = tl.minimum(y0 + 1, low_h - 1)
     x1 = tl.minimum(x0 + 1, low_w - 1)
 
-    a00 = tl.load(a_ptr + tap_offsets(y0, x0, sa_c, sa_h, sa_w, channel, COEFF_VEC4),
-                  mask=mask4, other=0.0)
-    a01 = tl.load(a_ptr + tap_offsets(y0, x1, sa_c, sa_h, sa_w, channel, COEFF_VEC4),
-                  mask=mask4, other=0.0)
-    a10 = tl.load(a_ptr + tap_offsets(y1, x0, sa_c, sa_h, sa_w, channel, COEFF_VEC4),
-                  mask=mask4, other=0.0)
-    a11 = tl.load(a_ptr + tap_offsets(y1, x1, sa_c, sa_h, sa_w, channel, COEFF_VEC4),
-                  mask=mask4, other=0.0)
-    up_a = bilerp(a00.to(tl.float32), a01.to(tl.float32), a10.to(tl.float32), a11.to(tl.float32), wy, wx)
-    b00 = tl.load(b_ptr + tap_offsets(y0, x0, sb_c, sb_h, sb_w, channel, COEFF_VEC4),
-                  mask=mask4, other=0.0)
-    b01 = tl.load(b_ptr + tap_offsets(y0, x1, sb_c, sb_h, sb_w, channel, COEFF_VEC4),
-                  mask=mask4, other=0.0)
-    b10 = tl.load(b_ptr + tap_offsets(y1, x0, sb_c, sb_h, sb_w, channel, COEFF_VEC4),
-                  mask=mask4, other=0.0)
-    b11 = tl.load(b_ptr + tap_offsets(y1, x1, sb_c, sb_h, sb_w, channel, COEFF_VEC4),
-                  mask=mask4, other=0.0)
-    up_b = bilerp(b00.to(tl.float32), b01.to(tl.float32), b10.to(tl.float32), b11.to(tl.float32), wy, wx)
+    up_a = upsampled(a_ptr, sa_c, sa_h, sa_w, y0, x0, y1, x1, wy, wx, channel, mask4, COEFF_VEC4)
+    up_b = upsampled(b_ptr, sb_c, sb_h, sb_w, y0, x0, y1, x1, wy, wx, channel, mask4, COEFF_VEC4)
 
     # src in channels 0-2, 0 in channel 3 (masked), so fgr = out + src needs no split.
     src = tl.load(src_ptr + (rows * ss_h + cols * ss_w)[:, :, None] + channel * ss_c,
