@@ -1,7 +1,7 @@
 """The subject tracker's CPU per frame, one version against another, and whether their keep
 masks are identical (issue 20).
 
-    python bench/subject_ab.py OLD_SUBJECT_PY [NEW_SUBJECT_PY] [--rounds 5] [--frames 40]
+    python bench/subject_ab.py OLD_SUBJECT_PY [NEW_SUBJECT_PY] [--rounds 5] [--frames 40] [--made]
 
 e.g. ``git show HEAD~1:nvpipe/engine/subject.py > /tmp/old.py; python bench/subject_ab.py
 /tmp/old.py`` (NEW defaults to this checkout's ``nvpipe/engine/subject.py``).
@@ -10,10 +10,12 @@ The network runs once over the first ``--frames`` frames of the shared
 ``four_people_1080p.mp4`` at its automatic ratio (512x288), and each frame's low-resolution
 alpha and colours, as ``SubjectSelector`` hands them to ``SubjectTracker.step``, are kept.
 Then both trackers replay them, alternating, ``--rounds`` times, keeping the plaid shirt
-(``bench/subject.py``'s point): CPU time per frame (one core: the tracker is
-single-threaded), the first frame left out. Reported: each round's figures, the ratio of the
-fastest rounds, every round's ratio, and whether the two trackers' keep masks were equal on
-every frame. Both run in the same process, interleaved, so a machine whose speed drifts
+(``bench/subject.py``'s point); with ``--made`` the made cases too (crossing, occluded...,
+50 frames each: the hard ones for the tracker). CPU time per frame (one core: the tracker is
+single-threaded), the first frame left out. Reported per case: each round's figures, the
+ratio of the fastest rounds, every round's ratio, and whether the two trackers' keep masks
+and labels were equal on every frame; then the fastest rounds' sum over the cases. Both run
+in the same process, interleaved, so a machine whose speed drifts
 between minutes (this 2-core VM: up to 25%) drifts for both.
 """
 
@@ -36,34 +38,37 @@ sys.path.insert(0, str(REPO / "bench"))
 import subject as bench  # noqa: E402 - bench/subject.py: the clip, the point, the network
 
 
-def recorded_steps(frames: int) -> tuple[list, tuple[int, int]]:
-    """``(pha, rgb)`` per frame, as ``SubjectSelector`` passes them to the tracker, and the
-    input's (width, height)."""
+def recorded_cases(frames: int, made: bool) -> dict:
+    """name -> ``(spec, (width, height), [(pha, rgb, cut)])``: each frame's arguments to
+    ``SubjectTracker.step`` as ``SubjectSelector`` passes them, from ``four_people``'s first
+    ``frames`` frames and, with ``made``, every made case of ``bench/subject.py``."""
     from nvpipe.engine import subject as current
-    from nvpipe.engine.convert import downsample
-    from nvpipe.engine.matting import MattingStage
-    from nvpipe.job import auto_ratio, subject_spec
 
-    clip = bench.decode(bench.FOUR, frames)
-    height, width = clip[0].shape[:2]
-    ratio = auto_ratio(width, height)
-    stage = MattingStage(bench.load_network(), ratio=ratio, device="cpu", dtype=torch.float32)
-    selector = current.SubjectSelector(subject_spec(bench.FOUR_SUBJECT), (width, height))
-    steps = []
-    step = selector.tracker.step
+    cases, recording = {}, []
+    init, step = current.SubjectTracker.__init__, current.SubjectTracker.step
 
-    def recording(pha, rgb, cut=False):
-        steps.append((pha.copy(), rgb.copy()))
-        return step(pha, rgb, cut)
+    def recording_init(tracker, spec, input_size):
+        init(tracker, spec, input_size)
+        recording[:] = [(spec, input_size, [])]
 
-    selector.tracker.step = recording
-    with torch.inference_mode():
-        for rgb in clip:
-            src = bench._tensor(rgb)
-            small = downsample(src, ratio)
-            coeff_a, coeff_b = stage(small[None], [src])
-            selector(coeff_a[0], coeff_b[0], small)
-    return steps, (width, height)
+    def recording_step(tracker, pha, rgb, cut=False):
+        recording[0][2].append((pha.copy(), rgb.copy(), cut))
+        return step(tracker, pha, rgb, cut)
+
+    current.SubjectTracker.__init__, current.SubjectTracker.step = recording_init, recording_step
+    try:
+        network = bench.load_network()
+        bench.run_case(network, bench.decode(bench.FOUR, frames), bench.FOUR_SUBJECT)
+        cases["four_people"] = recording[0]
+        if made:
+            layers = bench.person_layers(network, 50)
+            for kind in bench.MADE_CASES:
+                clip, truth, whole, point = bench.made_case(kind, layers, 50)
+                bench.run_case(network, clip, point, truth=truth, whole=whole)
+                cases[kind] = recording[0]
+    finally:
+        current.SubjectTracker.__init__, current.SubjectTracker.step = init, step
+    return cases
 
 
 def load_version(path: str, name: str):
@@ -74,17 +79,17 @@ def load_version(path: str, name: str):
     return module
 
 
-def replay(module, steps, size) -> tuple[float, np.ndarray]:
-    """CPU ms per frame (the first frame left out) and the keep masks."""
-    from nvpipe.job import subject_spec
-
-    tracker = module.SubjectTracker(subject_spec(bench.FOUR_SUBJECT), size)
+def replay(module, spec, size, steps) -> tuple[float, np.ndarray, np.ndarray]:
+    """CPU ms per frame (the first frame left out), the keep masks and the labels."""
+    tracker = module.SubjectTracker(spec, size)
     tracker.step(*steps[0])
-    masks = []
+    masks, labels = [], []
     started = time.process_time()
-    for pha, rgb in steps[1:]:
-        masks.append(tracker.step(pha, rgb).copy())
-    return (time.process_time() - started) / (len(steps) - 1) * 1000, np.stack(masks)
+    for pha, rgb, cut in steps[1:]:
+        masks.append(tracker.step(pha, rgb, cut).copy())
+        labels.append(tracker.labels.copy())
+    return ((time.process_time() - started) / (len(steps) - 1) * 1000, np.stack(masks),
+            np.stack(labels))
 
 
 def main(argv=None) -> int:
@@ -93,22 +98,34 @@ def main(argv=None) -> int:
     parser.add_argument("new", nargs="?", default=str(REPO / "nvpipe" / "engine" / "subject.py"))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--made", action="store_true",
+                        help="also the made cases of bench/subject.py (50 frames each)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    steps, size = recorded_steps(args.frames)
+    cases = recorded_cases(args.frames, args.made)
     versions = {"old": load_version(args.old, "subject_old"),
                 "new": load_version(args.new, "subject_new")}
-    ms = {name: [] for name in versions}
-    masks = {}
-    for _ in range(args.rounds):
-        for name, module in versions.items():
-            cost, masks[name] = replay(module, steps, size)
-            ms[name].append(round(cost, 1))
     report = {"command": "python bench/subject_ab.py " + " ".join(argv or sys.argv[1:]),
-              "frames": len(steps), "size": list(size), "cpu_ms_per_frame": ms,
-              "ratio_of_fastest": round(min(ms["new"]) / min(ms["old"]), 3),
-              "round_ratios": [round(n / o, 3) for o, n in zip(ms["old"], ms["new"])],
-              "identical_keep_masks": bool(np.array_equal(masks["old"], masks["new"]))}
+              "cases": {}}
+    for case, (spec, size, steps) in cases.items():
+        ms = {name: [] for name in versions}
+        outputs = {}
+        for _ in range(args.rounds):
+            for name, module in versions.items():
+                cost, *outputs[name] = replay(module, spec, size, steps)
+                ms[name].append(round(cost, 1))
+        report["cases"][case] = {
+            "frames": len(steps), "size": list(size), "cpu_ms_per_frame": ms,
+            "ratio_of_fastest": round(min(ms["new"]) / min(ms["old"]), 3),
+            "round_ratios": [round(n / o, 3) for o, n in zip(ms["old"], ms["new"])],
+            "identical_keep_masks": bool(np.array_equal(outputs["old"][0], outputs["new"][0])),
+            "identical_labels": bool(np.array_equal(outputs["old"][1], outputs["new"][1]))}
+        print(case, json.dumps(report["cases"][case]), flush=True)
+    old_total = sum(min(c["cpu_ms_per_frame"]["old"]) for c in report["cases"].values())
+    new_total = sum(min(c["cpu_ms_per_frame"]["new"]) for c in report["cases"].values())
+    report["ratio_of_fastest_summed"] = round(new_total / old_total, 3)
+    report["all_identical"] = all(c["identical_keep_masks"] and c["identical_labels"]
+                                  for c in report["cases"].values())
     print(json.dumps(report))
     return 0
 

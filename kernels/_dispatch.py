@@ -4,7 +4,7 @@ Every public op takes ``impl`` and asks ``choose_implementation`` once:
 
 - ``"triton"``: the Triton kernel, for CUDA tensors, or for CPU tensors under
   ``TRITON_INTERPRET=1`` (the tests' interpreter); a ``KernelError`` where it cannot run.
-- ``"reference"``: the plain PyTorch reference.
+- ``"reference"``: the plain PyTorch reference (for ``edges``, a host op on NumPy arrays: SciPy).
 - ``"native"``: the fused C kernels of ``kernels/native.py``, for CPU tensors and the
   outputs the CPU pipeline uses; a ``KernelError`` where none applies.
 - ``None`` (the default): Triton for CUDA tensors; for CPU tensors the C kernels where they
@@ -14,8 +14,9 @@ Every public op takes ``impl`` and asks ``choose_implementation`` once:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
+import numpy as np
 import torch
 
 from . import native
@@ -24,18 +25,21 @@ from ._common import IMPLS, KernelError, have_triton, interpreting
 TRITON, NATIVE, REFERENCE = "triton", "native", "reference"
 
 
-def choose_implementation(impl: Optional[str], tensor: torch.Tensor, *,
+def choose_implementation(impl: Optional[str], tensor: Union[torch.Tensor, np.ndarray], *,
                           native_unfit: Optional[str]) -> str:
     """``"triton"``, ``"native"`` or ``"reference"`` for a call whose main input is
-    ``tensor``. ``native_unfit``: why this call's arguments do not fit the C kernels (no
-    kernel for this output, dtype, layout), or None where they fit."""
+    ``tensor`` (a NumPy array: a host op, which has no Triton kernel).
+    ``native_unfit``: why this call's arguments do not fit the C kernels (no kernel for this
+    output, dtype, layout), or None where they fit."""
     if impl not in IMPLS:
         raise KernelError(f"impl must be one of {IMPLS}, got {impl!r}")
-    on_cpu = tensor.device.type == "cpu"
+    host_array = isinstance(tensor, np.ndarray)
+    on_cpu = host_array or tensor.device.type == "cpu"
+    is_cuda = not host_array and tensor.is_cuda
     if impl == REFERENCE:
         return REFERENCE
     if impl == TRITON:
-        if not ((tensor.is_cuda or (on_cpu and interpreting())) and have_triton()):
+        if host_array or not ((is_cuda or (on_cpu and interpreting())) and have_triton()):
             raise KernelError("impl='triton' needs triton and a CUDA tensor "
                               "(or TRITON_INTERPRET=1 for CPU tensors)")
         return TRITON
@@ -47,7 +51,7 @@ def choose_implementation(impl: Optional[str], tensor: torch.Tensor, *,
         if native.library() is None:
             raise KernelError(native.unavailable_reason() or "CPU kernels unavailable")
         return NATIVE
-    if tensor.is_cuda and have_triton():
+    if is_cuda and have_triton():
         return TRITON
     if on_cpu and not native_unfit and native.library() is not None:
         return NATIVE

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import torch
 
 from ._common import KIND_CODES, KernelError, small_size
@@ -67,7 +68,7 @@ def _build(target: Path) -> None:
         flags = ["-O3", "-shared", "-fPIC", "-fno-math-errno"]
         if platform.machine() in ("x86_64", "AMD64", "aarch64", "arm64"):
             flags.append("-march=native" if platform.machine() in ("x86_64", "AMD64") else "-mcpu=native")
-        done = subprocess.run([compiler, *flags, "-o", str(built), str(SOURCE)],
+        done = subprocess.run([compiler, *flags, "-o", str(built), str(SOURCE), "-lm"],
                               capture_output=True, text=True)
         if done.returncode != 0:
             raise OSError(f"{compiler} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -84,6 +85,8 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     library.nvp_tail_u8.restype = i
     library.nvp_tail_nv12.argtypes = [p, p, i, i, p, i, i, i, p, p, p, p, p, i64, i, i]
     library.nvp_tail_nv12.restype = i
+    library.nvp_colour_edges.argtypes = [p, i64, i, i, p, i, p]
+    library.nvp_colour_edges.restype = i
     return library
 
 
@@ -198,6 +201,18 @@ def matting_tail_nv12(args, coefficients, out: torch.Tensor) -> torch.Tensor:
                _ptr(frame.coeff_b), frame.low_h, frame.low_w, _ptr(frame.src), args.height,
                args.width, KIND_CODES[args.output], _floats(args.colour), _ptr(frame.bg_u8),
                _ptr(frame.bg_float), _floats(rows), _ptr(out), out.stride(0))
+    return out
+
+
+def colour_edges(rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``kernels.edges``' C kernel: uint8 ``rgb (h, w, 3)`` (pixels 3 bytes apart, rows any
+    pitch) -> float32 ``(h, w)``; ``weights`` float64, the Gaussian's centre weight then
+    those 1..radius from it. One thread: it runs on the tracker's own."""
+    out = np.empty(rgb.shape[:2], np.float32)
+    weights = np.ascontiguousarray(weights, np.float64)
+    if library().nvp_colour_edges(rgb.ctypes.data, rgb.strides[0], rgb.shape[0], rgb.shape[1],
+                                  weights.ctypes.data, len(weights) - 1, out.ctypes.data) == 0:
+        raise MemoryError("CPU kernel could not allocate its planes")
     return out
 
 

@@ -352,3 +352,36 @@ def test_selector_on_cuda_matches_the_cpu():
         selector(coeff_a, coeff_b, src_sm)
         results.append(coeff_b[3].float().cpu())
     assert torch.equal(results[0], results[1])
+
+
+def test_mask_filters_over_the_bounding_box_equal_the_whole_frames():
+    """``_grown``/``_shrunk`` filter only the mask's box grown by the radius: the same
+    answer as SciPy's filters over the whole frame, masks at the frame's edges included."""
+    from scipy import ndimage
+
+    from nvpipe.engine.subject import _grown, _shrunk
+
+    rng = np.random.default_rng(7)
+    for trial in range(60):
+        mask = np.zeros((40, 57), bool)
+        top, left = int(rng.integers(-3, 38)), int(rng.integers(-3, 55))
+        height, width = int(rng.integers(1, 15)), int(rng.integers(1, 15))
+        mask[max(0, top):top + height, max(0, left):left + width] = \
+            rng.random((len(range(40)[max(0, top):top + height]),
+                        len(range(57)[max(0, left):left + width]))) < 0.8
+        radius = int(rng.integers(0, 12))
+        size = 2 * radius + 1
+        assert np.array_equal(_grown(mask, radius), ndimage.maximum_filter(mask, size=size))
+        assert np.array_equal(_shrunk(mask, radius),
+                              ndimage.minimum_filter(mask, size=size, mode="nearest"))
+    empty = np.zeros((9, 9), bool)
+    assert not _grown(empty, 3).any() and not _shrunk(empty, 3).any()
+
+
+def test_present_ids_are_the_positive_unique_values():
+    from nvpipe.engine.subject import present_ids
+
+    labels = np.array([[0, 3, 3, -1], [7, 0, 1, 3]], np.int32)
+    assert present_ids(labels).tolist() == [1, 3, 7]
+    assert present_ids(np.zeros((2, 2), np.int32)).tolist() == []
+    assert present_ids(labels[:0]).tolist() == []
