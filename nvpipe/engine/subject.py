@@ -386,11 +386,15 @@ class SubjectTracker:
     """
 
     def __init__(self, spec: SubjectSpec, input_size: tuple[int, int]):
-        # Imported now, not in the first frame's time (about a second, once).
+        # Imported now, not in the first frame's time (about a second, once), and the C
+        # kernels loaded (built, the first time on a machine: a few seconds).
         import importlib
 
         for module in ("scipy.signal", "skimage.segmentation"):
             importlib.import_module(module)
+        from nvpipe.kernels import native
+
+        native.library()
 
         self.spec = spec
         self.input_size = input_size
