@@ -295,14 +295,13 @@ def _merge_small_parts(parts: list[np.ndarray]) -> list[np.ndarray]:
     """Parts smaller than ``PERSON_SHARE`` of the largest are not people (a raised hand
     took the top of the outline, so the head looked like a second one): each joins the
     part it shares the longest border with."""
-    ndi = _ndi()
     parts = list(parts)
     while len(parts) > 1:
         areas = [int(p.sum()) for p in parts]
         smallest = int(np.argmin(areas))
         if areas[smallest] >= PERSON_SHARE * max(areas):
             break
-        ring = ndi.binary_dilation(parts[smallest], structure=EIGHT) & ~parts[smallest]
+        ring = _grown(parts[smallest], 1) & ~parts[smallest]
         contact = [int((ring & p).sum()) if i != smallest else -1 for i, p in enumerate(parts)]
         target = int(np.argmax(contact))
         parts[target] = parts[target] | parts[smallest]
@@ -1072,7 +1071,7 @@ class SubjectTracker:
         # another person: where people touch, everyone else's alpha stays exactly zero and
         # the subject's edge gives up half a low-resolution pixel there.
         someone_else = (labels != 0) & ~np.isin(labels, subject_ids)
-        return keep | (ndi.binary_dilation(keep, structure=EIGHT) & ~someone_else)
+        return keep | (_grown(keep, 1) & ~someone_else)  # 8-connected, by its box
 
 
 # -- the device side ----------------------------------------------------------------------------
