@@ -1,5 +1,5 @@
-"""bench/subject_ab.py: the tracker against itself gives identical keep masks, and against a
-changed copy it says they differ (so its "identical" is a comparison that can fail)."""
+"""bench/subject_ab.py: the tracker against itself gives identical keep masks and labels, and
+against a changed copy it says they differ (so its "identical" is a comparison that can fail)."""
 
 import json
 
@@ -16,7 +16,7 @@ def recorded():
     _shared_path("weights/rvm_mobilenetv3_bnidentity.pth")
     _shared_path("footage/four_people_1080p.mp4")
     ab = load_bench_script("subject_ab")
-    return ab, ab.recorded_steps(5)
+    return ab, ab.recorded_cases(5, made=False)
 
 
 def test_the_same_tracker_replays_identically(recorded, capsys):
@@ -24,18 +24,22 @@ def test_the_same_tracker_replays_identically(recorded, capsys):
     current = str(REPO / "nvpipe" / "engine" / "subject.py")
     assert ab.main([current, current, "--rounds", "1", "--frames", "5"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert report["identical_keep_masks"] is True and report["frames"] == 5
-    assert all(ms > 0 for ms in report["cpu_ms_per_frame"]["old"] + report["cpu_ms_per_frame"]["new"])
+    case = report["cases"]["four_people"]
+    assert list(report["cases"]) == ["four_people"] and report["all_identical"] is True
+    assert case["identical_keep_masks"] is True and case["identical_labels"] is True
+    assert case["frames"] == 5
+    assert all(ms > 0 for ms in case["cpu_ms_per_frame"]["old"] + case["cpu_ms_per_frame"]["new"])
 
 
 def test_a_changed_tracker_is_told_apart(recorded, tmp_path):
-    ab, (steps, size) = recorded
+    ab, cases = recorded
+    spec, size, steps = cases["four_people"]
     source = (REPO / "nvpipe" / "engine" / "subject.py").read_text()
     line = "keep = np.isin(territory, subject_ids)"
     assert line in source
     changed = tmp_path / "subject_changed.py"
     changed.write_text(source.replace(line, "keep = ~np.isin(territory, subject_ids)"))
-    _, ours = ab.replay(ab.load_version(str(REPO / "nvpipe" / "engine" / "subject.py"), "ab_ours"),
-                        steps, size)
-    _, theirs = ab.replay(ab.load_version(str(changed), "ab_changed"), steps, size)
+    _, ours, _ = ab.replay(ab.load_version(str(REPO / "nvpipe" / "engine" / "subject.py"),
+                                           "ab_ours"), spec, size, steps)
+    _, theirs, _ = ab.replay(ab.load_version(str(changed), "ab_changed"), spec, size, steps)
     assert ours.shape == theirs.shape and not (ours == theirs).all()
