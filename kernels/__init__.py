@@ -19,12 +19,14 @@ Shapes (C, H, W order; see each docstring):
   (or all with a leading batch ``N``).
 - ``rgb_to_nv12(rgb)`` ``[3, H, W]``, ``alpha_to_nv12(pha)`` ``[1, H, W]``,
   ``matting_tail_nv12(coeff_a, coeff_b, src)`` -> uint8 ``(H + ceil(H/2), 2*ceil(W/2))``.
-- ``colour_edges(rgb, sigma)``: the subject tracker's host op, NumPy uint8 ``(h, w, 3)`` ->
-  float32 ``(h, w)`` (C kernel or SciPy, the same bits).
+- ``colour_edges(rgb, sigma)``, ``gaussian_blur(image, sigma)``: the subject tracker's host
+  ops, NumPy uint8 ``(h, w, 3)`` / float32 ``(h, w)`` -> float32 ``(h, w)`` (C kernel or
+  SciPy, the same bits).
 """
 
 from ._common import KernelError, have_triton, small_size
 from .edges import colour_edges, colour_edges_reference
+from .gaussian import gaussian_blur, gaussian_blur_reference
 from .color import nv12_to_rgb, nv12_to_rgb_reference, p016_to_rgb, p016_to_rgb_reference
 from .nv12 import (
     NV12_OUTPUTS,
@@ -54,6 +56,8 @@ __all__ = [
     "alpha_to_nv12_reference",
     "colour_edges",
     "colour_edges_reference",
+    "gaussian_blur",
+    "gaussian_blur_reference",
     "have_triton",
     "matting_tail",
     "matting_tail_nv12",

@@ -87,6 +87,8 @@ def _declare(library: ctypes.CDLL) -> ctypes.CDLL:
     library.nvp_tail_nv12.restype = i
     library.nvp_colour_edges.argtypes = [p, i64, i, i, p, i, p]
     library.nvp_colour_edges.restype = i
+    library.nvp_gaussian_f32.argtypes = [p, i, i, p, i, p]
+    library.nvp_gaussian_f32.restype = i
     return library
 
 
@@ -211,6 +213,18 @@ def colour_edges(rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
     out = np.empty(rgb.shape[:2], np.float32)
     weights = np.ascontiguousarray(weights, np.float64)
     if library().nvp_colour_edges(rgb.ctypes.data, rgb.strides[0], rgb.shape[0], rgb.shape[1],
+                                  weights.ctypes.data, len(weights) - 1, out.ctypes.data) == 0:
+        raise MemoryError("CPU kernel could not allocate its planes")
+    return out
+
+
+def gaussian_blur(image: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``kernels.gaussian``'s C kernel: float32 ``image (h, w)`` -> float32 ``(h, w)``;
+    ``weights`` as ``colour_edges`` takes them. One thread."""
+    image = np.ascontiguousarray(image, np.float32)
+    out = np.empty_like(image)
+    weights = np.ascontiguousarray(weights, np.float64)
+    if library().nvp_gaussian_f32(image.ctypes.data, image.shape[0], image.shape[1],
                                   weights.ctypes.data, len(weights) - 1, out.ctypes.data) == 0:
         raise MemoryError("CPU kernel could not allocate its planes")
     return out

@@ -394,6 +394,22 @@ NVP_EXACT static void pass_columns(const float *in, float *out, int H, int W, co
     }
 }
 
+/* scipy.ndimage.gaussian_filter of a float32 image (H*W, contiguous) into `out` (H*W):
+ * along axis 0, then axis 1, with the weights as nvp_colour_edges takes them. 0 if out of
+ * memory. */
+int nvp_gaussian_f32(const float *in, int H, int W, const double *gauss, int radius,
+                     float *out) {
+    float *between = malloc((int64_t)H * W * sizeof(float));
+    double *line = malloc((2 * (int64_t)(H > W ? H : W) + 2 * radius + 2) * sizeof(double));
+    int ok = between && line;
+    if (ok) {
+        pass_columns(in, between, H, W, gauss, radius, 1, line);
+        pass_rows(between, out, H, W, gauss, radius, 1, line);
+    }
+    free(between); free(line);
+    return ok;
+}
+
 /* rgb: H rows of W pixels (3 bytes each, `pitch` bytes apart); gauss: w[0] the centre
  * weight, w[j] the weight j from it (j = 1..radius); out: H*W floats. 0 if out of memory. */
 int nvp_colour_edges(const uint8_t *rgb, int64_t pitch, int H, int W, const double *gauss,

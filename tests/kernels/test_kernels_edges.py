@@ -1,4 +1,5 @@
-"""The subject tracker's colour edges (``kernels/edges.py``): the C kernel against SciPy.
+"""The subject tracker's host ops, ``kernels.colour_edges`` (``kernels/edges.py``) and
+``kernels.gaussian_blur`` (``kernels/gaussian.py``): the C kernels against SciPy.
 
 Tolerance: none. The C kernel repeats SciPy's arithmetic (double accumulators, float
 between passes, SciPy's own weights), and the watershed floods by these values, so the two
@@ -10,7 +11,7 @@ import pytest
 from scipy import ndimage
 
 from nvpipe import kernels
-from nvpipe.kernels import edges, native
+from nvpipe.kernels import gaussian, native
 from nvpipe.kernels._common import KernelError
 
 needs_native = pytest.mark.skipif(
@@ -58,7 +59,7 @@ def test_native_equals_scipy_on_real_footage(footage):
 
 
 def test_gaussian_weights_are_scipys():
-    weights = edges.gaussian_weights(1.0)
+    weights = gaussian.gaussian_weights(1.0)
     assert len(weights) == 5  # radius int(4 * 1 + 0.5)
     impulse = np.zeros(11)
     impulse[5] = 1.0
@@ -85,3 +86,31 @@ def test_default_is_the_c_kernel(monkeypatch):
                         np.zeros(rgb.shape[:2], np.float32))
     kernels.colour_edges(np.zeros((20, 30, 3), np.uint8), 1.0)
     assert calls == [(20, 30, 3)]
+
+
+@needs_native
+@pytest.mark.parametrize("sigma", [2.0, 1.0, 0.6])
+def test_gaussian_blur_equals_scipy_bit_for_bit(sigma):
+    """``kernels.gaussian_blur`` on 0/1 masks (the tracker's use), on random floats of both signs
+    and on strided views, odd sizes, against ``scipy.ndimage.gaussian_filter``."""
+    rng = np.random.default_rng(int(sigma * 100))
+    for trial in range(30):
+        height, width = (int(v) for v in rng.integers(10, 80, 2))
+        if trial % 3 == 0:
+            image = (rng.random((height, width)) < 0.4).astype(np.float32)
+        elif trial % 3 == 1:
+            image = rng.standard_normal((height, width)).astype(np.float32)
+        else:
+            image = rng.standard_normal((height + 3, 2 * width)).astype(np.float32)[1:-2, ::2]
+        ours = kernels.gaussian_blur(image, sigma, impl="native")
+        assert ours.dtype == np.float32 and ours.shape == image.shape
+        assert np.array_equal(ours, ndimage.gaussian_filter(image, sigma)), (image.shape, sigma)
+
+
+def test_gaussian_blur_small_or_wrong_inputs():
+    thin = np.ones((30, 5), np.float32)  # a side within sigma 2's radius 8: SciPy's answer
+    assert np.array_equal(kernels.gaussian_blur(thin, 2.0), ndimage.gaussian_filter(thin, 2.0))
+    with pytest.raises(KernelError, match="within the Gaussian's radius"):
+        kernels.gaussian_blur(thin, 2.0, impl="native")
+    with pytest.raises(KernelError, match="float32"):
+        kernels.gaussian_blur(np.zeros((20, 20), np.float64), 1.0)
