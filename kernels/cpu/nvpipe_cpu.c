@@ -333,7 +333,8 @@ int nvp_tail_nv12(const float *a, const float *b, int h, int w, const float *src
  * over the channels. scipy.ndimage's arithmetic exactly, so that the answer is the same bit
  * for bit: each 1-D pass in double over 'reflect'-extended lines, stored as float; the
  * symmetric (anti-symmetric) taps summed in pairs from the outermost in; no fused
- * multiply-adds (scipy's wheels have none). */
+ * multiply-adds (scipy's wheels have none): every function here is NVP_EXACT, so that GCC
+ * inlines the passes only into callers compiled alike. */
 #if defined(__clang__)
 #define NVP_NO_CONTRACT _Pragma("clang fp contract(off)")
 #define NVP_EXACT
@@ -397,8 +398,8 @@ NVP_EXACT static void pass_columns(const float *in, float *out, int H, int W, co
 /* scipy.ndimage.gaussian_filter of a float32 image (H*W, contiguous) into `out` (H*W):
  * along axis 0, then axis 1, with the weights as nvp_colour_edges takes them. 0 if out of
  * memory. */
-int nvp_gaussian_f32(const float *in, int H, int W, const double *gauss, int radius,
-                     float *out) {
+NVP_EXACT int nvp_gaussian_f32(const float *in, int H, int W, const double *gauss, int radius,
+                               float *out) {
     float *between = malloc((int64_t)H * W * sizeof(float));
     double *line = malloc((2 * (int64_t)(H > W ? H : W) + 2 * radius + 2) * sizeof(double));
     int ok = between && line;
@@ -412,8 +413,8 @@ int nvp_gaussian_f32(const float *in, int H, int W, const double *gauss, int rad
 
 /* rgb: H rows of W pixels (3 bytes each, `pitch` bytes apart); gauss: w[0] the centre
  * weight, w[j] the weight j from it (j = 1..radius); out: H*W floats. 0 if out of memory. */
-int nvp_colour_edges(const uint8_t *rgb, int64_t pitch, int H, int W, const double *gauss,
-                     int radius, float *out) {
+NVP_EXACT int nvp_colour_edges(const uint8_t *rgb, int64_t pitch, int H, int W,
+                               const double *gauss, int radius, float *out) {
     static const double deriv[2] = {0.0, -1.0}, smooth[2] = {2.0, 1.0};
     int64_t n = (int64_t)H * W;
     int longest = 2 * (H > W ? H : W) + 2 * radius + 2;
