@@ -422,9 +422,9 @@ class SubjectTracker:
         self._bins = colour_bins(rgb)  # every histogram and likelihood of this frame
         refound = False
         if not self.chosen:
-            labels = self._first_frame(fg, edges, rgb, pha)
+            labels = self._first_frame(fg, edges, pha)
         elif cut:
-            labels, refound = self._after_cut(fg, edges, rgb, pha)
+            labels, refound = self._after_cut(fg, edges, pha)
         else:
             labels, refound = self._track(fg, edges, rgb, pha)
         self.labels = labels
@@ -489,8 +489,7 @@ class SubjectTracker:
             people += split_people(component, edges)
         return people
 
-    def _new_track(self, mask: np.ndarray, rgb: np.ndarray, pha: np.ndarray,
-                   subject: bool) -> Track:
+    def _new_track(self, mask: np.ndarray, pha: np.ndarray, subject: bool) -> Track:
         at = _centroid(mask)
         track = Track(self._next_id, subject, mask.copy(), at, at,
                       appearance=self._histogram(mask & (pha > CONFIDENT)),
@@ -512,7 +511,7 @@ class SubjectTracker:
         y, x = _centroid(mask)
         return ((x + 0.5) * width / mask.shape[1] - 0.5, (y + 0.5) * height / mask.shape[0] - 0.5)
 
-    def _first_frame(self, fg, edges, rgb, pha) -> np.ndarray:
+    def _first_frame(self, fg, edges, pha) -> np.ndarray:
         labels = np.zeros(fg.shape, np.int32)
         if self.spec.mask:
             wanted = self._load_mask(fg.shape) & fg
@@ -530,7 +529,7 @@ class SubjectTracker:
             subjects = self._choose(people, fg.shape)
         self.first_people = len(people)
         for i, person in enumerate(people):
-            track = self._new_track(person, rgb, pha, subject=i in subjects)
+            track = self._new_track(person, pha, subject=i in subjects)
             labels[person & (labels == 0)] = track.id
         union = np.zeros(fg.shape, bool)
         for i in subjects:
@@ -604,14 +603,14 @@ class SubjectTracker:
         # showing past the person in front is theirs, however thin).
         labels = smooth_labels(labels.astype(np.int32), fg & (markers == 0))
         merged_before = self._merged_groups(self.labels)
-        refound = self._new_people(labels, fg, edges, rgb, pha)
+        refound = self._new_people(labels, fg, edges, pha)
         labels = self._attach_strays(labels, fg)
-        self._update(labels, fg, rgb, pha)
-        self._unswap(labels, merged_before, rgb, pha)
-        refound = self._reclaim(labels, rgb, pha) or refound
+        self._update(labels, fg, pha)
+        self._unswap(labels, merged_before, pha)
+        refound = self._reclaim(labels, pha) or refound
         return labels, refound
 
-    def _reclaim(self, labels, rgb, pha) -> bool:
+    def _reclaim(self, labels, pha) -> bool:
         """A lost subject may have come back as someone new a few frames ago, first seen
         too little of (coming in at the frame's edge) to be recognised: a young track
         (``RECLAIM_FRAMES``) that now matches the subject by the re-finding rule becomes
@@ -892,15 +891,15 @@ class SubjectTracker:
         return [(int(key) // width, int(key) % width)
                 for key in np.flatnonzero(np.bincount(ids * width + parts))]
 
-    def _new_people(self, labels, fg, edges, rgb, pha) -> bool:
+    def _new_people(self, labels, fg, edges, pha) -> bool:
         """Components no seed reached: new people (a lost subject re-found among them)."""
         unclaimed = fg & (labels == 0)
         if not unclaimed.any():
             return False
         people = self._segment(fg, edges, only=unclaimed)
-        return self._assign(people, labels, rgb, pha)
+        return self._assign(people, labels, pha)
 
-    def _assign(self, people: list[np.ndarray], labels, rgb, pha) -> bool:
+    def _assign(self, people: list[np.ndarray], labels, pha) -> bool:
         """New people -> tracks: lost subjects re-found by appearance, the rest bystanders."""
         refound = False
         histograms = [self._histogram(p & (pha > CONFIDENT)) for p in people]
@@ -928,11 +927,11 @@ class SubjectTracker:
                 refound = True
         for i, person in enumerate(people):
             if i not in taken:
-                track = self._new_track(person, rgb, pha, subject=False)
+                track = self._new_track(person, pha, subject=False)
                 labels[person & (labels == 0)] = track.id
         return refound
 
-    def _after_cut(self, fg, edges, rgb, pha) -> tuple[np.ndarray, bool]:
+    def _after_cut(self, fg, edges, pha) -> tuple[np.ndarray, bool]:
         """A new shot: where people were means nothing; the subject by appearance only."""
         for track in list(self.tracks.values()):
             if track.subject:
@@ -941,9 +940,9 @@ class SubjectTracker:
             else:
                 del self.tracks[track.id]
         labels = np.zeros(fg.shape, np.int32)
-        refound = self._assign(self._segment(fg, edges), labels, rgb, pha)
+        refound = self._assign(self._segment(fg, edges), labels, pha)
         labels = self._attach_strays(labels, fg)
-        self._update(labels, fg, rgb, pha)
+        self._update(labels, fg, pha)
         return labels, refound
 
     def _attach_strays(self, labels: np.ndarray, fg: np.ndarray) -> np.ndarray:
@@ -967,7 +966,7 @@ class SubjectTracker:
                 labels[piece] = -1
         return labels
 
-    def _update(self, labels, fg, rgb, pha) -> None:
+    def _update(self, labels, fg, pha) -> None:
         """Each track after this frame. *Whole*: seen at its usual area (within
         ``WHOLE``); less is partly hidden (something is in front of it), more has probably
         taken someone coming out from behind it. *Settled*: it and everyone it touches are
@@ -1034,7 +1033,7 @@ class SubjectTracker:
             if not track.subject and self.frame - track.last_seen > FORGET_FRAMES:
                 del self.tracks[track.id]
 
-    def _unswap(self, labels, merged_before: dict[int, int], rgb, pha) -> None:
+    def _unswap(self, labels, merged_before: dict[int, int], pha) -> None:
         """Two tracks merged in the frame before and apart now: swap them where each one's
         histogram matches the other's model better (the watershed followed the wrong one)."""
         if not merged_before:
