@@ -181,9 +181,7 @@ def capture(clip: str, ratio: float, target: str) -> None:
     def compiled(path, height, width, variant, threads):
         cache = ov_engine._blob_cache()
         got["ir"] = str(ov_engine.sized_ir(cache, path, height, width, variant))
-        got["openvino"] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-                           "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
-                           "ENABLE_CPU_PINNING": False, "CACHE_DIR": cache}
+        got["openvino"] = {**ov_engine.compile_config(threads), "CACHE_DIR": cache}
         return compile_for(path, height, width, variant, threads)
 
     native.yuv420_to_rgb, native.matting_tail_nv12 = yuv420_to_rgb, matting_tail_nv12

@@ -884,8 +884,8 @@ class SubjectTracker:
     def _touching_pairs(self, labels: np.ndarray) -> list[tuple[int, int]]:
         """``(track id, component)`` for each component of ``labels > 0`` holding that
         track's pixels, ascending by id, then component."""
-        components, _, _ = self._components(labels > 0)
         inside = labels > 0
+        components, _, _ = self._components(inside)
         ids, parts = labels[inside].astype(np.int64), components[inside]
         width = int(parts.max()) + 1 if parts.size else 1
         return [(int(key) // width, int(key) % width)

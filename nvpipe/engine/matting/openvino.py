@@ -83,14 +83,19 @@ def sized_ir(cache: str, path: Path | str, height: int, width: int, variant: str
     return target
 
 
+def compile_config(threads: int) -> dict:
+    """OpenVINO's CPU settings for the network (module docstring), the blob cache aside."""
+    return {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
+            "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
+            "ENABLE_CPU_PINNING": False}
+
+
 def compile_for(path: Path | str, height: int, width: int, variant: str, threads: int):
     """The model at ``path`` compiled for one ``height x width`` input on the CPU."""
     import openvino
 
     core = openvino.Core()
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY",
-              "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": int(threads),
-              "ENABLE_CPU_PINNING": False}
+    config = compile_config(threads)
     cache = _blob_cache()
     if cache is not None:
         ir = None
@@ -130,4 +135,4 @@ class OpenVinoMatting(OrtMatting):
         return list(results.to_tuple())
 
 
-__all__ = ["OpenVinoMatting", "compile_for", "sized_ir"]
+__all__ = ["OpenVinoMatting", "compile_config", "compile_for", "sized_ir"]
