@@ -412,6 +412,9 @@ class SubjectTracker:
         self._previous: Optional[np.ndarray] = None  # the last frame's colours
         self._moved = np.zeros((0, 0), np.int32)  # _motion's answer this frame
         self._bins = np.zeros((0, 0), np.int32)  # colour_bins of this frame
+        # _touching_pairs' last answer and the labels it was for: _update, _unswap and the
+        # next frame's _merged_groups ask about the same labels (3 labellings -> 1 a frame).
+        self._pairs: Optional[tuple[np.ndarray, list]] = None
 
     # ---- public ------------------------------------------------------------------------
     def step(self, pha: np.ndarray, rgb: np.ndarray, cut: bool = False) -> np.ndarray:
@@ -636,6 +639,7 @@ class SubjectTracker:
                     best, best_distance = candidate, distance
             if best is not None:
                 labels[labels == best.id] = track.id
+                self._relabelled()
                 track.template, track.template_at = best.template, best.template_at
                 track.position, track.velocity = best.position, best.velocity
                 track.area, track.hidden, track.visible = best.area, best.hidden, best.visible
@@ -883,13 +887,22 @@ class SubjectTracker:
 
     def _touching_pairs(self, labels: np.ndarray) -> list[tuple[int, int]]:
         """``(track id, component)`` for each component of ``labels > 0`` holding that
-        track's pixels, ascending by id, then component."""
+        track's pixels, ascending by id, then component. Remembered for ``labels`` until it
+        is asked about other labels or ``_relabelled`` says they changed."""
+        if self._pairs is not None and self._pairs[0] is labels:
+            return self._pairs[1]
         inside = labels > 0
         components, _, _ = self._components(inside)
         ids, parts = labels[inside].astype(np.int64), components[inside]
         width = int(parts.max()) + 1 if parts.size else 1
-        return [(int(key) // width, int(key) % width)
-                for key in np.flatnonzero(np.bincount(ids * width + parts))]
+        pairs = [(int(key) // width, int(key) % width)
+                 for key in np.flatnonzero(np.bincount(ids * width + parts))]
+        self._pairs = (labels, pairs)
+        return pairs
+
+    def _relabelled(self) -> None:
+        """The labels changed in place (swapped or reclaimed ids): pairs asked afresh."""
+        self._pairs = None
 
     def _new_people(self, labels, fg, edges, pha) -> bool:
         """Components no seed reached: new people (a lost subject re-found among them)."""
@@ -1034,8 +1047,11 @@ class SubjectTracker:
                 del self.tracks[track.id]
 
     def _unswap(self, labels, merged_before: dict[int, int], pha) -> None:
-        """Two tracks merged in the frame before and apart now: swap them where each one's
-        histogram matches the other's model better (the watershed followed the wrong one)."""
+        """Two tracks merged in the frame before and apart now, each region's colours
+        matching the other track's model better (by ``SWAP_MARGIN``): the predictions, and
+        so the watershed, followed the wrong person through the merge. The two swap who
+        they are (subject or not, and appearance); the labels and each track's motion stay
+        with the region they follow, so the subject is kept where its colours are."""
         if not merged_before:
             return
         now = self._merged_groups(labels)
@@ -1053,8 +1069,6 @@ class SubjectTracker:
                 same = bhattacharyya(ha, ta.appearance) + bhattacharyya(hb, tb.appearance)
                 crossed = bhattacharyya(ha, tb.appearance) + bhattacharyya(hb, ta.appearance)
                 if crossed + SWAP_MARGIN < same:
-                    region_a, region_b = labels == a, labels == b
-                    labels[region_a], labels[region_b] = b, a
                     ta.subject, tb.subject = tb.subject, ta.subject
                     ta.appearance, tb.appearance = tb.appearance, ta.appearance
 

@@ -385,3 +385,57 @@ def test_present_ids_are_the_positive_unique_values():
     assert present_ids(labels).tolist() == [1, 3, 7]
     assert present_ids(np.zeros((2, 2), np.int32)).tolist() == []
     assert present_ids(labels[:0]).tolist() == []
+
+
+@pytest.mark.parametrize("name", ["crossing behind", "merging then a cut"])
+def test_remembered_touching_pairs_equal_a_fresh_count(name):
+    """``_touching_pairs`` answers from memory for the labels it last counted: after every
+    frame that answer is what counting the labels again gives."""
+    if name == "crossing behind":
+        scenes, cuts = crossing_scene(False), ()
+    else:
+        scenes = [[Figure(x, 20, BLUE), Figure(y, 24, RED, depth=1)]
+                  for x, y in zip(moving(50, 84, 20), moving(160, 118, 20))]
+        scenes += [[Figure(150, 22, BLUE), Figure(60, 20, RED)]] * 6  # swapped sides
+        cuts = (20,)
+    tracker = SubjectTracker(SubjectSpec(points=(point_on(scenes[0][0]),)), SIZE)
+    checked = 0
+    for index, figures in enumerate(scenes):
+        pha, rgb, _ = render(figures, seed=index)
+        tracker.step(pha, rgb, cut=index in cuts)
+        remembered = tracker._pairs
+        if remembered is not None and remembered[0] is tracker.labels:
+            assert remembered[1] == tracker._touching_pairs(tracker.labels.copy()), index
+            checked += 1
+    assert checked >= len(scenes) // 2
+
+
+def test_tracks_that_came_apart_wrongly_swap_who_they_are():
+    """Two tracks apart after a merge, each region with the other's colours (the
+    predictions followed the wrong person): the subject is then the track on the subject's
+    colours, and the keep mask holds those pixels, not the bystander's."""
+    from nvpipe.engine.subject import colour_bins
+
+    h, w = 20, 40
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, :20], rgb[:, 20:] = RED, BLUE
+    pha = np.zeros((h, w), np.float32)
+    pha[2:18, 2:16] = pha[2:18, 24:38] = 1.0
+    fg = pha > 0.25
+    tracker = SubjectTracker(SubjectSpec(points=((0, 0),)), (w, h))
+    tracker._bins = colour_bins(rgb)
+    left, right = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    left[2:18, 2:16], right[2:18, 24:38] = True, True
+    subject = tracker._new_track(right, pha, subject=True)  # the blue one ...
+    other = tracker._new_track(left, pha, subject=False)    # ... the red one
+    labels = np.zeros((h, w), np.int32)
+    labels[left], labels[right] = subject.id, other.id      # the watershed followed wrongly
+    subject.visible, other.visible = int(left.sum()), int(right.sum())
+    assert tracker._keep(labels, fg)[left].all()  # before: the bystander's pixels kept
+    tracker._unswap(labels, {subject.id: 1, other.id: 1}, pha)
+    keep = tracker._keep(labels, fg)
+    assert keep[right].all() and not keep[left].any()
+    assert other.subject and not subject.subject
+    # Nothing swaps where each region matches its own model.
+    tracker._unswap(labels, {subject.id: 1, other.id: 1}, pha)
+    assert tracker._keep(labels, fg)[right].all()
