@@ -40,6 +40,6 @@ setup(
         "cluster": ["ray>=2.10"],  # nvpipe run ... --cluster (nvpipe.app.schedule)
         "gpu": ["pynvvideocodec>=2.2", "triton>=3.0", "nvidia-ml-py>=12"],
     },
-    entry_points={"console_scripts": ["nvpipe=nvpipe.app.cli:main"]},
+    entry_points={"console_scripts": ["nvpipe=nvpipe.app.cli:program"]},
     classifiers=["License :: OSI Approved :: GNU General Public License v3 (GPLv3)"],
 )

@@ -2,6 +2,6 @@
 
 import sys
 
-from nvpipe.app.cli import main
+from nvpipe.app.cli import program
 
-sys.exit(main())
+sys.exit(program())

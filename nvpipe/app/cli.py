@@ -402,6 +402,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return code
 
 
+def program() -> int:
+    """The ``nvpipe`` program (its console script, ``python -m nvpipe``): ``main()`` in a
+    process whose garbage collector is set for a program that starts and ends
+    (``nvpipe.platform.process``: 0.5 s less of a CPU run, 2 cores)."""
+    from nvpipe.platform.process import end_program, start_program
+
+    start_program()
+    code = main()
+    end_program()
+    return code
+
+
 def _main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     rvm_flags = _rvm_flags(argv)

@@ -321,8 +321,10 @@ def _process_main(threads: int, conn) -> None:
     partial file that the record does not count as complete)."""
     import signal
 
+    from nvpipe.platform.process import end_program, start_program
     from nvpipe.platform.threads import tune_for_pipeline
 
+    start_program()
     tune_for_pipeline()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, raise_terminated)
@@ -343,6 +345,8 @@ def _process_main(threads: int, conn) -> None:
             conn.send(result)
     except (KeyboardInterrupt, EOFError):
         return
+    finally:  # the worker process ends here
+        end_program()
 
 
 def _interrupted(interrupt: KeyboardInterrupt) -> str:

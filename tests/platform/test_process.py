@@ -1,0 +1,58 @@
+"""nvpipe.platform.process: the ``nvpipe`` program spaces out the garbage collector's passes
+and freezes it before its exit; a library user's process keeps its own collector. Each case
+runs in a fresh interpreter (the test process's collector is left alone)."""
+
+import subprocess
+import sys
+import textwrap
+
+from conftest import REPO
+
+
+def _python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_the_program_spaces_the_passes_and_freezes_before_its_exit():
+    out = _python("""
+        import gc, sys
+        from unittest import mock
+        from nvpipe.app import cli
+        from nvpipe.platform.process import YOUNG_THRESHOLD
+        seen = {}
+        def main():
+            seen["threshold"] = gc.get_threshold()[0]
+            seen["frozen"] = gc.get_freeze_count()
+            return 3
+        with mock.patch.object(cli, "main", main):
+            code = cli.program()
+        assert code == 3
+        assert seen == {"threshold": YOUNG_THRESHOLD, "frozen": 0}, seen
+        assert gc.get_freeze_count() > 1000  # frozen after main, for the exit
+        print("ok")
+        """)
+    assert out == "ok"
+
+
+def test_a_library_user_keeps_its_collector():
+    out = _python("""
+        import gc
+        before = gc.get_threshold()
+        import nvpipe
+        from nvpipe.app import cli  # the command line's module, imported, not run
+        assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+        print("ok")
+        """)
+    assert out == "ok"
+
+
+def test_the_command_runs_through_program():
+    setup = (REPO / "setup.py").read_text()
+    assert '"nvpipe=nvpipe.app.cli:program"' in setup
+    assert "program()" in (REPO / "nvpipe" / "__main__.py").read_text()
+    done = subprocess.run([sys.executable, "-m", "nvpipe", "--version"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "0.1.0" in done.stdout + done.stderr
