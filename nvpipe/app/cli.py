@@ -12,9 +12,6 @@ from typing import Optional, Sequence
 from nvpipe.platform.threads import tune_for_pipeline
 
 tune_for_pipeline()  # before anything imports torch
-# The command runs on torch's own CPU and CUDA backends only: no scan of the installed
-# packages' entry points for out-of-tree device backends (0.07 s of torch's import, 2 cores).
-os.environ.setdefault("TORCH_DEVICE_BACKEND_AUTOLOAD", "0")
 
 from nvpipe.errors import UsageError, raise_terminated, user_errors  # noqa: E402
 from nvpipe.app.automation import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK,  # noqa: E402
@@ -404,8 +401,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def program() -> int:
     """The ``nvpipe`` program (its console script, ``python -m nvpipe``): ``main()`` in a
-    process whose garbage collector is set for a program that starts and ends
-    (``nvpipe.platform.process``: 0.5 s less of a CPU run, 2 cores)."""
+    process set up as a program that starts and ends (``nvpipe.platform.process``: the
+    garbage collector, torch's backend scan; 0.5 s less of a CPU run, 2 cores)."""
     from nvpipe.platform.process import end_program, start_program
 
     start_program()

@@ -901,7 +901,7 @@ class SubjectTracker:
         return pairs
 
     def _relabelled(self) -> None:
-        """The labels changed in place (swapped or reclaimed ids): pairs asked afresh."""
+        """The labels changed in place (a reclaimed track's id): pairs asked afresh."""
         self._pairs = None
 
     def _new_people(self, labels, fg, edges, pha) -> bool:
