@@ -691,7 +691,9 @@ class SubjectTracker:
         for prediction in predictions.values():
             cover += prediction
         bins = self._bins
-        likely = {t.id: t.appearance[bins] for t in live if t.appearance is not None}
+        # Each track's colour model, looked up per pixel only where asked (the contested
+        # pixels, the seeds' boxes): bins -> likelihood.
+        likely = {t.id: t.appearance for t in live if t.appearance is not None}
         share = np.zeros(shape, np.int32)
         for track in live:
             share[predictions[track.id] & (cover == 1)] = track.id
@@ -703,8 +705,9 @@ class SubjectTracker:
             if len(rivals) > 1:
                 # Scored only where contested (flat indices): a few percent of the frame.
                 where = np.flatnonzero(contested)
+                where_bins = bins.ravel()[where]
                 scores = np.stack([np.where(predictions[t.id].ravel()[where],
-                                            likely[t.id].ravel()[where], 0.0) for t in rivals])
+                                            likely[t.id][where_bins], 0.0) for t in rivals])
                 order = np.sort(scores, axis=0)
                 best = np.asarray([t.id for t in rivals], np.int32)[scores.argmax(axis=0)]
                 sure = (order[-1] > 0) & (order[-1] * SEED_LIKELIHOOD >= order[-2])
@@ -737,10 +740,20 @@ class SubjectTracker:
             others = [likely[t.id] for t in live
                       if t.id != track.id and t.id in likely]
             if track.id in likely and others:
-                strongest = np.maximum.reduce(others)
-                seed &= likely[track.id] >= SEED_LIKELIHOOD * strongest
-                seed |= near[track.id] & (likely[track.id] * SEED_LIKELIHOOD >= strongest) & (
-                    likely[track.id] > 0) & (markers == 0)
+                # Only within the box of its seed and where it may be: outside, both are
+                # empty (the whole frame's likelihoods were most of this loop's time).
+                reach = seed | near[track.id]
+                if not reach.any():
+                    continue
+                box = bounding_box(reach)
+                box_bins = bins[box]
+                strongest = np.maximum.reduce([other[box_bins] for other in others])
+                mine = likely[track.id][box_bins]
+                boxed = seed[box] & (mine >= SEED_LIKELIHOOD * strongest)
+                boxed |= near[track.id][box] & (mine * SEED_LIKELIHOOD >= strongest) & (
+                    mine > 0) & (markers[box] == 0)
+                seed = np.zeros(shape, bool)
+                seed[box] = boxed
             markers[seed & (markers == 0)] = track.id
         return markers
 
