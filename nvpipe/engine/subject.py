@@ -778,9 +778,13 @@ class SubjectTracker:
             region = self.labels == track.id
             if not region.any():
                 continue
-            ys, xs = np.nonzero(region)
-            # A quarter of its pixels is enough to match; int32 halves the gather's traffic.
-            ys, xs = ys[::4].astype(np.int32), xs[::4].astype(np.int32)
+            # Its pixels in row-major order (found within its box: the whole frame's
+            # nonzero was 0.4 ms a track). A quarter of them is enough to match; int32
+            # halves the gather's traffic.
+            top_rows, left_cols = bounding_box(region)
+            ys, xs = np.nonzero(region[top_rows, left_cols])
+            ys = ys[::4].astype(np.int32) + top_rows.start
+            xs = xs[::4].astype(np.int32) + left_cols.start
             # Every displacement at once (one gather: 25 x a quarter of its pixels): the cost
             # of each is the mean over the pixels it keeps inside the frame of the colour
             # difference, capped at 90; displacements keeping under half are not tried.
@@ -818,7 +822,11 @@ class SubjectTracker:
                     source_y = np.clip(np.arange(rows.start, rows.stop) - best[0], 0, h - 1)
                     source_x = np.clip(np.arange(cols.start, cols.stop) - best[1], 0, w - 1)
                     before = previous[source_y[:, None], source_x[None, :]]
-                difference = np.abs(current[rows, cols] - before).sum(axis=2).astype(np.float32)
+                # The channels added as int16 (at most 765): a sum over the last axis goes
+                # through int64, 6x slower on a person's box.
+                channels = np.abs(current[rows, cols] - before)
+                difference = (channels[..., 0] + channels[..., 1] + channels[..., 2]).astype(
+                    np.float32)
                 residual = (rows, cols, np.where(support[rows, cols],
                                                  ndi.uniform_filter(difference, 3), np.inf))
             residuals.append((track.id, residual))
