@@ -439,3 +439,55 @@ def test_tracks_that_came_apart_wrongly_swap_who_they_are():
     # Nothing swaps where each region matches its own model.
     tracker._unswap(labels, {subject.id: 1, other.id: 1}, pha)
     assert tracker._keep(labels, fg)[right].all()
+
+
+def _strays_over_the_whole_frame(labels, fg, limit):
+    """``_attach_strays`` as it was: the whole frame's distance transform."""
+    from scipy import ndimage
+
+    stray = fg & (labels == 0)
+    distance, (iy, ix) = ndimage.distance_transform_edt(labels <= 0, return_indices=True)
+    components, count = ndimage.label(stray, structure=np.ones((3, 3), bool))
+    for index in range(1, count + 1):
+        piece = components == index
+        nearest = np.argmin(np.where(piece, distance, np.inf))
+        labels[piece] = (labels[iy.flat[nearest], ix.flat[nearest]]
+                         if distance.flat[nearest] <= limit else -1)
+    return labels
+
+
+def test_strays_join_the_same_people_as_over_the_whole_frame():
+    """The strays' box (grown by the limit) gives each stray the person the whole frame's
+    distance transform gives: random people and flecks, near and far, at the frame's edges,
+    equidistant ones included (flecks on a grid between people)."""
+    from nvpipe.engine.subject import ATTACH
+
+    rng = np.random.default_rng(20)
+    tracker = SubjectTracker(SubjectSpec(points=((0, 0),)), (160, 90))
+    attached = dropped = 0
+    for case in range(60):
+        h, w = (90, 160) if case % 2 else (64, 64)
+        labels = np.zeros((h, w), np.int32)
+        for person in range(1, rng.integers(1, 4) + 1):
+            y, x = rng.integers(0, h), rng.integers(0, w)
+            labels[max(0, y - 8):y + 8, max(0, x - 5):x + 5] = person
+        fg = labels > 0
+        flecks = np.zeros((h, w), bool)  # a few small flecks in one part of the frame
+        y0, x0 = rng.integers(0, h - 12), rng.integers(0, w - 12)
+        if case % 2:  # beside the last person, within reach or just beyond it
+            y0, x0 = min(max(0, y - 6), h - 12), min(max(0, x + 2), w - 12)
+        for _ in range(rng.integers(1, 4)):
+            y, x = y0 + rng.integers(0, 12), x0 + rng.integers(0, 12)
+            flecks[y:y + rng.integers(1, 3), x:x + rng.integers(1, 3)] = True
+        if case % 3 == 0:
+            flecks[y0:y0 + 12:4, x0:x0 + 12:4] = True  # a grid: many equal distances
+        fg |= flecks
+        limit = ATTACH * max(h, w)
+        if not (fg & (labels == 0)).any():
+            continue
+        expected = _strays_over_the_whole_frame(labels.copy(), fg, limit)
+        got = tracker._attach_strays(labels.copy(), fg)
+        assert np.array_equal(got, expected), case
+        attached += int((expected[fg & (labels == 0)] > 0).any())
+        dropped += int((expected[fg & (labels == 0)] < 0).any())
+    assert attached >= 10 and dropped >= 10  # both outcomes, many times
