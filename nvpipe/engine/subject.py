@@ -1146,7 +1146,7 @@ class SubjectSelector:
     frame's low-resolution alpha and colours to the host on the calling thread and hands the
     tracker's step to the selector's own thread (steps run one at a time, in the order
     submitted); ``apply`` waits for it and multiplies. The runner submits a chunk right after
-    the network and applies it after the next chunk's network call, so the tracker (19-42 ms
+    the network and applies it after the next chunk's network call, so the tracker (19-39 ms
     of one core a frame at 512x288) runs beside the network instead of after it.
     ``close()`` ends that thread.
     """
